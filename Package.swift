@@ -1,0 +1,122 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Set RPCGATE_FUZZ=1 when building the fuzz target with `--sanitize=fuzzer`: the fuzz
+// executable then exports only `LLVMFuzzerTestOneInput`, and a plain build keeps a `@main`
+// that replays files, so `swift build` always links.
+let fuzzing = Context.environment["RPCGATE_FUZZ"] != nil
+
+let package = Package(
+    name: "rpcgate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "rpcgate", targets: ["rpcgate"]),
+        .executable(name: "RPCWireFuzz", targets: ["RPCWireFuzz"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    ],
+    targets: [
+        // Pure codec: bytes <-> values. NIOCore only: no I/O, no Foundation.
+        .target(
+            name: "RPCWire",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Pure decisions over RPCWire value types.
+        .target(
+            name: "RPCPolicy",
+            dependencies: ["RPCWire"]
+        ),
+        // Runtime: NIO handlers, listeners, port pool, metrics.
+        .target(
+            name: "RPCGateway",
+            dependencies: [
+                "RPCWire",
+                "RPCPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // YAML -> typed, validated configuration. The first layer that may use Foundation.
+        .target(
+            name: "RPCGatewayConfig",
+            dependencies: [
+                "RPCWire",
+                "RPCPolicy",
+                "RPCGateway",
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "rpcgate",
+            dependencies: [
+                "RPCGatewayConfig",
+                "RPCGateway",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "RPCWireFuzz",
+            dependencies: [
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
+        .testTarget(
+            name: "RPCWireTests",
+            dependencies: [
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(
+            name: "RPCPolicyTests",
+            dependencies: ["RPCPolicy", "RPCWire"]
+        ),
+        .testTarget(
+            name: "RPCGatewayTests",
+            dependencies: [
+                "RPCGateway",
+                "RPCWire",
+                "RPCPolicy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "RPCGatewayConfigTests",
+            dependencies: ["RPCGatewayConfig", "RPCPolicy", "RPCGateway"]
+        ),
+    ]
+)
+
+// STANDARD CROSS-TARGET SETTINGS (as in swift-nio, swift-nio-ssh, hummingbird).
+for target in package.targets {
+    var settings = target.swiftSettings ?? []
+    settings.append(.enableUpcomingFeature("MemberImportVisibility"))
+    settings.append(.enableUpcomingFeature("ExistentialAny"))
+    settings.append(.enableUpcomingFeature("InternalImportsByDefault"))
+    target.swiftSettings = settings
+}

@@ -1,0 +1,41 @@
+/// Bounds applied to every length read from the wire before it is used.
+///
+/// The defaults suit Windows and Samba peers: both negotiate fragments of at most 5840 bytes on
+/// TCP, and a bind from Windows carries three presentation contexts.
+public struct WireLimits: Hashable, Sendable {
+    /// Largest accepted `frag_length`. `frag_length` is 16 bits, so 65535 disables the check.
+    public var maximumFragmentLength: Int
+    /// Most presentation context elements accepted in one bind or alter_context.
+    public var maximumPresentationContexts: Int
+    /// Most transfer syntaxes accepted in one presentation context element.
+    public var maximumTransferSyntaxes: Int
+    /// Largest reassembled stub (all fragments of one call) the endpoint-mapper rewriter buffers.
+    public var maximumReassembledStubLength: Int
+    /// Most towers (or lookup entries) accepted in one endpoint-mapper reply.
+    public var maximumTowers: Int
+    /// Most floors accepted in one protocol tower.
+    public var maximumFloors: Int
+
+    public init(
+        maximumFragmentLength: Int = 16 * 1024,
+        maximumPresentationContexts: Int = 32,
+        maximumTransferSyntaxes: Int = 8,
+        maximumReassembledStubLength: Int = 1024 * 1024,
+        maximumTowers: Int = 4096,
+        maximumFloors: Int = 16
+    ) {
+        self.maximumFragmentLength = maximumFragmentLength
+        self.maximumPresentationContexts = maximumPresentationContexts
+        self.maximumTransferSyntaxes = maximumTransferSyntaxes
+        self.maximumReassembledStubLength = maximumReassembledStubLength
+        self.maximumTowers = maximumTowers
+        self.maximumFloors = maximumFloors
+    }
+
+    /// The 16-byte common header of every connection-oriented PDU (C706 12.6.3.1).
+    public static let commonHeaderLength = 16
+    /// The `sec_trailer` that precedes `auth_value` (C706 13.2.6.1, MS-RPCE 2.2.2.11).
+    public static let securityTrailerLength = 8
+    /// Fragment sizes below this are refused by Samba clients (C706 12.6.3.1 "must receive").
+    public static let minimumNegotiatedFragmentSize = 1432
+}
