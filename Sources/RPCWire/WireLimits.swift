@@ -15,6 +15,14 @@ public struct WireLimits: Hashable, Sendable {
     public var maximumTowers: Int
     /// Most floors accepted in one protocol tower.
     public var maximumFloors: Int
+    /// Largest accepted tower octet string (`tower_length`). A standard ncacn_ip_tcp tower is 75 bytes,
+    /// an ncacn_np one about 100 (C706 Appendix L).
+    public var maximumTowerLength: Int
+    /// Largest accepted endpoint-mapper annotation, NUL included. C706 Appendix O declares
+    /// `ept_max_annotation_size` 64; the default allows more so an odd server is not refused.
+    public var maximumAnnotationLength: Int
+    /// Most fragments accepted for one call when reassembling, however small each one is.
+    public var maximumFragmentsPerCall: Int
 
     public init(
         maximumFragmentLength: Int = 16 * 1024,
@@ -22,7 +30,10 @@ public struct WireLimits: Hashable, Sendable {
         maximumTransferSyntaxes: Int = 8,
         maximumReassembledStubLength: Int = 1024 * 1024,
         maximumTowers: Int = 4096,
-        maximumFloors: Int = 16
+        maximumFloors: Int = 16,
+        maximumTowerLength: Int = 1024,
+        maximumAnnotationLength: Int = 256,
+        maximumFragmentsPerCall: Int = 1024
     ) {
         self.maximumFragmentLength = maximumFragmentLength
         self.maximumPresentationContexts = maximumPresentationContexts
@@ -30,6 +41,9 @@ public struct WireLimits: Hashable, Sendable {
         self.maximumReassembledStubLength = maximumReassembledStubLength
         self.maximumTowers = maximumTowers
         self.maximumFloors = maximumFloors
+        self.maximumTowerLength = maximumTowerLength
+        self.maximumAnnotationLength = maximumAnnotationLength
+        self.maximumFragmentsPerCall = maximumFragmentsPerCall
     }
 
     /// The 16-byte common header of every connection-oriented PDU (C706 12.6.3.1).
