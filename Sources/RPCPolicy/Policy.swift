@@ -1,0 +1,221 @@
+public import RPCWire
+
+/// What a rule or a policy's default does.
+public enum PolicyAction: String, Hashable, Sendable, CaseIterable {
+    case allow
+    case deny
+    /// Allow, and log the decision as notable.
+    case audit
+
+    public var permits: Bool { self != .deny }
+}
+
+/// Which interfaces a rule names: a UUID and, optionally, the version.
+///
+/// Catalog names match the UUID and major version (minor versions are compatible within a major
+/// version, C706 6.2.1); `uuid@major.minor` matches exactly that version; a bare UUID any version.
+public struct InterfaceMatcher: Hashable, Sendable, CustomStringConvertible {
+    public var uuid: DCEUUID
+    public var majorVersion: UInt16?
+    public var minorVersion: UInt16?
+    /// How the user wrote it, for logs and `explain`.
+    public var label: String
+
+    public init(uuid: DCEUUID, majorVersion: UInt16? = nil, minorVersion: UInt16? = nil, label: String) {
+        self.uuid = uuid
+        self.majorVersion = majorVersion
+        self.minorVersion = minorVersion
+        self.label = label
+    }
+
+    /// Parses a catalog name, a UUID, or `UUID@major.minor`. `nil` when it is none of these.
+    public init?(parsing text: String) {
+        if let entry = InterfaceCatalog.named(text) {
+            self.init(uuid: entry.syntax.uuid, majorVersion: entry.syntax.majorVersion, label: entry.name)
+            return
+        }
+        let parts = text.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count <= 2, let uuid = DCEUUID(parts[0]) else { return nil }
+        guard parts.count == 2 else {
+            self.init(uuid: uuid, label: text)
+            return
+        }
+        let version = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+        guard version.count == 2, let major = UInt16(version[0]), let minor = UInt16(version[1]) else { return nil }
+        self.init(uuid: uuid, majorVersion: major, minorVersion: minor, label: text)
+    }
+
+    public func matches(_ syntax: SyntaxID) -> Bool {
+        syntax.uuid == self.uuid && (self.majorVersion.map { $0 == syntax.majorVersion } ?? true)
+            && (self.minorVersion.map { $0 == syntax.minorVersion } ?? true)
+    }
+
+    public var description: String { self.label }
+}
+
+/// A set of operation numbers, from ranges such as `[0, 4-9, 12]`.
+public struct OpnumSet: Hashable, Sendable, CustomStringConvertible {
+    public var ranges: [ClosedRange<UInt16>]
+
+    public init(_ ranges: [ClosedRange<UInt16>]) { self.ranges = ranges }
+
+    /// Parses `7` or `4-9`. `nil` for anything else, reversed ranges included.
+    public static func parseRange(_ text: String) -> ClosedRange<UInt16>? {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { $0.trimmingSpaces }
+        guard parts.count == 1 || parts.count == 2, let low = UInt16(parts[0]) else { return nil }
+        guard parts.count == 2 else { return low...low }
+        guard let high = UInt16(parts[1]), low <= high else { return nil }
+        return low...high
+    }
+
+    public func contains(_ opnum: UInt16) -> Bool { self.ranges.contains { $0.contains(opnum) } }
+
+    public var description: String {
+        "[" + self.ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+            .joined(separator: ", ") + "]"
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: Substring {
+        var result = self
+        while result.first == " " { result.removeFirst() }
+        while result.last == " " { result.removeLast() }
+        return result
+    }
+}
+
+/// Where a rule came from, for audit lines and `explain`.
+public struct RuleOrigin: Hashable, Sendable, CustomStringConvertible {
+    /// Zero-based index in the policy's `rules` list as the user wrote it.
+    public var index: Int
+    /// The built-in profile the rule was expanded from, if any.
+    public var profile: String?
+
+    public init(index: Int, profile: String? = nil) {
+        self.index = index
+        self.profile = profile
+    }
+
+    public var description: String {
+        if let profile { return "rule \(self.index) (profile \(profile))" }
+        return "rule \(self.index)"
+    }
+}
+
+/// One rule. Every condition that is set must hold for the rule to match (first match wins).
+public struct PolicyRule: Hashable, Sendable {
+    public var action: PolicyAction
+    /// `nil`: any interface.
+    public var interfaces: [InterfaceMatcher]?
+    /// `nil`: any operation. A rule with opnums decides calls; at bind time a `deny` rule with
+    /// opnums does not refuse the bind (other operations of the interface may be allowed).
+    public var opnums: OpnumSet?
+    /// `nil`: any client. Otherwise the client address must be in one of the networks.
+    public var sources: [IPNetwork]?
+    /// Clients in these networks never match (used by profiles such as `block-dcsync`).
+    public var exceptSources: [IPNetwork]
+    /// The rule matches only when the connection's auth level is at least this.
+    public var minimumAuthLevel: AuthLevel?
+    public var origin: RuleOrigin
+
+    public init(
+        action: PolicyAction,
+        interfaces: [InterfaceMatcher]? = nil,
+        opnums: OpnumSet? = nil,
+        sources: [IPNetwork]? = nil,
+        exceptSources: [IPNetwork] = [],
+        minimumAuthLevel: AuthLevel? = nil,
+        origin: RuleOrigin
+    ) {
+        self.action = action
+        self.interfaces = interfaces
+        self.opnums = opnums
+        self.sources = sources
+        self.exceptSources = exceptSources
+        self.minimumAuthLevel = minimumAuthLevel
+        self.origin = origin
+    }
+}
+
+/// What policy is asked: a bind (no opnum) or a call (with opnum).
+public struct PolicyQuery: Hashable, Sendable {
+    public var interface: SyntaxID
+    public var opnum: UInt16?
+    public var client: IPAddress
+    /// The auth level of the connection's security context; `.none` when unauthenticated.
+    public var authLevel: AuthLevel
+
+    public init(interface: SyntaxID, opnum: UInt16? = nil, client: IPAddress, authLevel: AuthLevel = .none) {
+        self.interface = interface
+        self.opnum = opnum
+        self.client = client
+        self.authLevel = authLevel
+    }
+}
+
+/// The answer, with the rule that made it (`nil`: the policy's default).
+public struct PolicyDecision: Hashable, Sendable, CustomStringConvertible {
+    public var action: PolicyAction
+    public var origin: RuleOrigin?
+
+    public init(action: PolicyAction, origin: RuleOrigin?) {
+        self.action = action
+        self.origin = origin
+    }
+
+    public var permits: Bool { self.action.permits }
+
+    public var description: String {
+        "\(self.action) by \(self.origin.map { $0.description } ?? "default")"
+    }
+}
+
+/// A named, ordered rule list with a default. Evaluation is a pure function of the query.
+public struct Policy: Hashable, Sendable {
+    public var name: String
+    public var defaultAction: PolicyAction
+    public var rules: [PolicyRule]
+
+    public init(name: String, defaultAction: PolicyAction, rules: [PolicyRule]) {
+        self.name = name
+        self.defaultAction = defaultAction
+        self.rules = rules
+    }
+
+    /// First matching rule wins; the default applies when none matches.
+    public func evaluate(_ query: PolicyQuery) -> PolicyDecision {
+        for rule in self.rules where Self.rule(rule, matches: query) {
+            return PolicyDecision(action: rule.action, origin: rule.origin)
+        }
+        return PolicyDecision(action: self.defaultAction, origin: nil)
+    }
+
+    private static func rule(_ rule: PolicyRule, matches query: PolicyQuery) -> Bool {
+        if let interfaces = rule.interfaces, !interfaces.contains(where: { $0.matches(query.interface) }) {
+            return false
+        }
+        if let opnums = rule.opnums {
+            if let opnum = query.opnum {
+                guard opnums.contains(opnum) else { return false }
+            } else if rule.action == .deny {
+                // A bind: a deny of some operations leaves the others reachable, so it does not
+                // decide the bind. The calls are checked one by one.
+                return false
+            }
+        }
+        if let sources = rule.sources, !sources.contains(where: { $0.contains(query.client) }) {
+            return false
+        }
+        if rule.exceptSources.contains(where: { $0.contains(query.client) }) {
+            return false
+        }
+        if let minimum = rule.minimumAuthLevel, query.authLevel < minimum {
+            return false
+        }
+        return true
+    }
+
+    /// Whether any rule depends on the operation number, so the gateway must inspect requests.
+    public var inspectsOperations: Bool { self.rules.contains { $0.opnums != nil } }
+}

@@ -1,0 +1,5 @@
+import NIOCore
+import RPCWire
+
+func fuzzEndpointMapper(input: ByteBuffer, fragments: [RawPDU], limits: WireLimits) {
+}
