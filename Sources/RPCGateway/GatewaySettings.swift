@@ -1,0 +1,110 @@
+public import RPCPolicy
+public import RPCWire
+
+/// Everything the runtime needs, already validated. Built by `RPCGatewayConfig` from YAML, or by
+/// tests directly.
+public struct GatewaySettings: Sendable, Hashable {
+    public var routes: [RouteSettings]
+    public var admin: AdminSettings?
+    public var limits: ConnectionLimits
+    public var timeouts: Timeouts
+    public var wireLimits: WireLimits
+
+    public init(
+        routes: [RouteSettings],
+        admin: AdminSettings? = nil,
+        limits: ConnectionLimits = ConnectionLimits(),
+        timeouts: Timeouts = Timeouts(),
+        wireLimits: WireLimits = WireLimits()
+    ) {
+        self.routes = routes
+        self.admin = admin
+        self.limits = limits
+        self.timeouts = timeouts
+        self.wireLimits = wireLimits
+    }
+}
+
+/// One protected server: an endpoint-mapper listener and a range of gateway-owned ports.
+public struct RouteSettings: Sendable, Hashable {
+    public var name: String
+    /// Address the EPM listener and the mapped ports bind to.
+    public var listenAddress: String
+    public var epmPort: UInt16
+    /// IPv4 address written into rewritten towers; `nil`: the address the client connected to.
+    public var advertiseAddress: IPv4Address?
+    /// The real RPC server (IPv4 literal or host name resolved at start).
+    public var upstreamHost: String
+    public var upstreamEPMPort: UInt16
+    /// Gateway-owned ports that dynamic server endpoints are mapped into.
+    public var ports: ClosedRange<UInt16>
+    public var policy: Policy
+    /// Most concurrent client connections on this route (EPM and mapped together).
+    public var maximumConnections: Int
+    /// A port mapping with no connection for this long is released.
+    public var mappingIdleSeconds: Int64
+
+    public init(
+        name: String,
+        listenAddress: String,
+        epmPort: UInt16 = 135,
+        advertiseAddress: IPv4Address? = nil,
+        upstreamHost: String,
+        upstreamEPMPort: UInt16 = 135,
+        ports: ClosedRange<UInt16>,
+        policy: Policy,
+        maximumConnections: Int = 1024,
+        mappingIdleSeconds: Int64 = 600
+    ) {
+        self.name = name
+        self.listenAddress = listenAddress
+        self.epmPort = epmPort
+        self.advertiseAddress = advertiseAddress
+        self.upstreamHost = upstreamHost
+        self.upstreamEPMPort = upstreamEPMPort
+        self.ports = ports
+        self.policy = policy
+        self.maximumConnections = maximumConnections
+        self.mappingIdleSeconds = mappingIdleSeconds
+    }
+}
+
+/// The admin HTTP listener (`/metrics`, `/healthz`).
+public struct AdminSettings: Sendable, Hashable {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+}
+
+/// Connection caps.
+public struct ConnectionLimits: Sendable, Hashable {
+    /// Most concurrent client connections over all routes.
+    public var maximumConnections: Int
+
+    public init(maximumConnections: Int = 4096) {
+        self.maximumConnections = maximumConnections
+    }
+}
+
+/// Timeouts, in seconds.
+public struct Timeouts: Sendable, Hashable {
+    /// Connecting to the upstream server.
+    public var connect: Int64
+    /// No bytes in either direction for this long closes the connection.
+    public var idle: Int64
+    /// A client must complete a bind (get a bind_ack) within this long after connecting.
+    public var bind: Int64
+    /// After one side half-closes, the other has this long to finish.
+    public var halfClose: Int64
+
+    public init(connect: Int64 = 5, idle: Int64 = 900, bind: Int64 = 10, halfClose: Int64 = 30) {
+        self.connect = connect
+        self.idle = idle
+        self.bind = bind
+        self.halfClose = halfClose
+    }
+}
