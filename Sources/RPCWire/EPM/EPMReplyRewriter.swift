@@ -105,13 +105,19 @@ public struct EPMReplyRewriter: Sendable {
         for entry in located where entry.tower.isNCACNIPTCP {
             let tower = entry.tower
             guard let port = tower.tcpPort else {
-                throw RPCWireError(.invalidTower, "ncacn_ip_tcp tower at stub offset \(entry.offset) has no 2-byte port")
+                throw RPCWireError(
+                    .invalidTower,
+                    "ncacn_ip_tcp tower at stub offset \(entry.offset) has no 2-byte port"
+                )
             }
             let hasIP = tower.floor(protocol: TowerProtocol.ip) != nil
             guard let address = hasIP ? tower.ipv4Address : IPv4Address.any else {
                 throw RPCWireError(.invalidTower, "IP floor at stub offset \(entry.offset) is not 4 bytes")
             }
-            let original = EPMTowerEndpoint(interface: tower.interface, endpoint: TCPEndpoint(address: address, port: port))
+            let original = EPMTowerEndpoint(
+                interface: tower.interface,
+                endpoint: TCPEndpoint(address: address, port: port)
+            )
             let replacement: TCPEndpoint
             if let chosen = try endpointFor(original) {
                 replacement = chosen
@@ -121,7 +127,9 @@ public struct EPMReplyRewriter: Sendable {
                 redacted += 1
             }
             // Every TCP and IP floor is patched, so a tower with repeated floors cannot leak one.
-            let portBytes = [UInt8(truncatingIfNeeded: replacement.port >> 8), UInt8(truncatingIfNeeded: replacement.port)]
+            let portBytes = [
+                UInt8(truncatingIfNeeded: replacement.port >> 8), UInt8(truncatingIfNeeded: replacement.port),
+            ]
             for (floor, rhsOffset) in zip(tower.floors, tower.rightHandSideOffsets) {
                 switch floor.protocolIdentifier {
                 case TowerProtocol.tcp:
@@ -215,7 +223,9 @@ public struct EPMReplyRewriter: Sendable {
                     "stub exceeds \(limits.maximumReassembledStubLength) bytes at fragment \(index)"
                 )
             }
-            segments.append(StubSegment(start: fragment.bytes.readerIndex + offset, length: length, virtualStart: total))
+            segments.append(
+                StubSegment(start: fragment.bytes.readerIndex + offset, length: length, virtualStart: total)
+            )
             total += length
         }
         return segments

@@ -213,7 +213,10 @@ extension ByteBuffer {
             throw RPCWireError(.invalidTower, "tower_length \(length) > limit \(limits.maximumTowerLength)")
         }
         guard index >= self.readerIndex, length <= self.writerIndex - index else {
-            throw RPCWireError(.invalidTower, "tower_length \(length) runs past the \(self.writerIndex - index) bytes left")
+            throw RPCWireError(
+                .invalidTower,
+                "tower_length \(length) runs past the \(self.writerIndex - index) bytes left"
+            )
         }
         let end = index + length
         guard let floorCount = self.getInteger(at: index, endianness: .little, as: UInt16.self) else {
@@ -226,18 +229,36 @@ extension ByteBuffer {
         var floors: [TowerFloor] = []
         floors.reserveCapacity(Int(floorCount))
         for floorIndex in 0..<Int(floorCount) {
-            guard end - position >= 2, let lhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else { throw RPCWireError(.invalidTower, "floor \(floorIndex + 1) of \(floorCount): lhs length past the tower end") }
+            guard end - position >= 2,
+                let lhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
+            else {
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorIndex + 1) of \(floorCount): lhs length past the tower end"
+                )
+            }
             position += 2
             guard Int(lhsLength) <= end - position, let lhs = self.getBytes(at: position, length: Int(lhsLength)) else {
-                throw RPCWireError(.invalidTower, "floor \(floorIndex + 1): lhs of \(lhsLength) bytes past the tower end")
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorIndex + 1): lhs of \(lhsLength) bytes past the tower end"
+                )
             }
             position += Int(lhsLength)
-            guard end - position >= 2, let rhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else { throw RPCWireError(.invalidTower, "floor \(floorIndex + 1) of \(floorCount): rhs length past the tower end") }
+            guard end - position >= 2,
+                let rhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
+            else {
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorIndex + 1) of \(floorCount): rhs length past the tower end"
+                )
+            }
             position += 2
             guard Int(rhsLength) <= end - position, let rhs = self.getBytes(at: position, length: Int(rhsLength)) else {
-                throw RPCWireError(.invalidTower, "floor \(floorIndex + 1): rhs of \(rhsLength) bytes past the tower end")
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorIndex + 1): rhs of \(rhsLength) bytes past the tower end"
+                )
             }
             position += Int(rhsLength)
             floors.append(TowerFloor(lhs: lhs, rhs: rhs))
