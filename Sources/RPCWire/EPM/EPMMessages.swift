@@ -81,7 +81,7 @@ public struct EPMMapRequest: Hashable, Sendable {
 /// max_count, offset, actual_count and referents to u64 aligned to 8 (MS-RPCE 2.2.5).
 public struct EPMMapResponse: Hashable, Sendable {
     public var entryHandle: EPMContextHandle
-    /// The array's max_count (normally the request's max_towers; Samba writes the tower count).
+    /// The array's max_count: the request's max_towers (`size_is(max_towers)`), as Samba echoes it.
     public var maxTowers: UInt32
     /// The returned towers; `num_towers` and actual_count are both `towers.count`.
     public var towers: [ProtocolTower?]
