@@ -502,6 +502,46 @@ struct EPMReplyRewriterTests {
         }
     }
 
+    @Test func mutatedCapturedRepliesNeverTrapAndNeverLeak() throws {
+        let fragments = try EPMTestData.pdus(fromFixture: "ept_lookup_response_stream")
+        let stubStart = 24
+        var random = SplitMix64(seed: 0x5eed_e9a3)
+        var accepted = 0
+        for round in 0..<1000 {
+            var mutated = fragments
+            for _ in 0..<(1 + Int(random.next() % 4)) {
+                let index = Int(random.next() % UInt64(mutated.count))
+                let length = mutated[index].bytes.readableBytes - stubStart
+                guard length > 0 else { continue }
+                let offset = stubStart + Int(random.next() % UInt64(length))
+                mutated[index].bytes.setInteger(UInt8(truncatingIfNeeded: random.next()), at: offset)
+            }
+            do {
+                let result = try EPMReplyRewriter.rewrite(
+                    fragments: mutated,
+                    operation: .lookup,
+                    syntax: .ndr32,
+                    limits: WireLimits()
+                ) { _ in TCPEndpoint(address: EPMTestData.proxyAddress, port: 40000) }
+                accepted += 1
+                var stub = try EPMTestData.concatenatedStub(result.fragments)
+                let parsed = try stub.readEPMLookupResponse(syntax: .ndr32)
+                for tower in parsed.entries.compactMap(\.tower) where tower.isNCACNIPTCP {
+                    for floor in tower.floors where floor.protocolIdentifier == 0x07 {
+                        #expect(floor.rhs == [0x9c, 0x40], "round \(round): TCP floor left unpatched")
+                    }
+                    for floor in tower.floors where floor.protocolIdentifier == 0x09 {
+                        #expect(floor.rhs == [192, 0, 2, 1], "round \(round): IP floor left unpatched")
+                    }
+                }
+            } catch is RPCWireError {
+                continue
+            }
+        }
+        // Most single-byte changes land in UUIDs, annotations or padding and keep the reply valid.
+        #expect(accepted > 0)
+    }
+
     static func stubBytes(_ pdu: RawPDU) throws -> [UInt8] {
         Array(try EPMTestData.concatenatedStub([pdu]).readableBytesView)
     }
@@ -588,5 +628,20 @@ struct EPMReplyRewriterTests {
         )
         var tight = FragmentAssembler(limits: WireLimits(maximumReassembledStubLength: 10))
         #expect(try tight.append(signed)?.count == 1)
+    }
+}
+
+/// A small deterministic generator for mutation tests (SplitMix64).
+struct SplitMix64 {
+    private var state: UInt64
+
+    init(seed: UInt64) { self.state = seed }
+
+    mutating func next() -> UInt64 {
+        self.state &+= 0x9e37_79b9_7f4a_7c15
+        var z = self.state
+        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+        return z ^ (z >> 31)
     }
 }
