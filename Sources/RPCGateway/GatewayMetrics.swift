@@ -1,0 +1,274 @@
+package import Metrics
+import NIOConcurrencyHelpers
+package import RPCWire
+
+// The swift-metrics API only: the exporter (Prometheus) is chosen and bootstrapped by `rpcgate`.
+//
+// Caching. Creating a swift-metrics object goes through the factory (for Prometheus: a lock, a
+// dictionary lookup and a dimensions array), so the data path must not create one per event.
+// Each route gets one `RouteMetrics`, built once at start-up and shared by every handler of that
+// route:
+// - label sets that are fixed for a route (listener, direction, the gauges) are created eagerly
+//   in `RouteMetrics.init` and recorded without any lock;
+// - label sets that depend on the event (bind interface and decision, PDU error reason, refusal
+//   reason, denied interface) are created on first use and cached in a lock-protected dictionary.
+//   The caller bounds their cardinality: interface labels are catalog names, configured UUIDs or
+//   `unknown`, never a UUID taken from the wire; reasons are stable short codes.
+
+/// Metric names and label values of the gateway, and the factory that `RouteMetrics` are made from.
+package struct GatewayMetrics: Sendable {
+    /// Metric names, as exported.
+    package enum Name {
+        /// Counter `{route, listener}`: client connections accepted.
+        package static let connectionsTotal = "rpcgate_connections_total"
+        /// Gauge `{route}`: client connections open now.
+        package static let connectionsActive = "rpcgate_connections_active"
+        /// Counter `{route, interface, decision}`: presentation contexts offered in bind and
+        /// alter_context PDUs, by policy decision.
+        package static let bindsTotal = "rpcgate_binds_total"
+        /// Counter `{route}`: endpoint-mapper towers rewritten to a gateway port.
+        package static let epmTowersRewrittenTotal = "rpcgate_epm_towers_rewritten_total"
+        /// Gauge `{route}`: gateway ports mapped to a server endpoint now.
+        package static let portMappingsActive = "rpcgate_port_mappings_active"
+        /// Counter `{route}`: tower rewrites that found no free gateway port.
+        package static let portPoolExhaustedTotal = "rpcgate_port_pool_exhausted_total"
+        /// Counter `{route, direction}`: payload bytes forwarded.
+        package static let bytesTotal = "rpcgate_bytes_total"
+        /// Counter `{route, reason}`: connections closed because of a malformed or unexpected PDU.
+        package static let pduErrorsTotal = "rpcgate_pdu_errors_total"
+        /// Counter `{route, reason}`: client connections refused or closed before forwarding.
+        package static let connectionsRefusedTotal = "rpcgate_connections_refused_total"
+        /// Counter `{route, interface}`: requests refused by the operation policy.
+        package static let callsDeniedTotal = "rpcgate_calls_denied_total"
+    }
+
+    /// The listener a client connected to (`listener` label).
+    package enum Listener: String, Hashable, Sendable, CaseIterable {
+        /// The route's endpoint-mapper port (135).
+        case epm
+        /// A gateway port mapped to a dynamic server endpoint.
+        case mapped
+    }
+
+    /// Which way bytes went (`direction` label).
+    package enum Direction: String, Hashable, Sendable, CaseIterable {
+        case clientToServer = "client_to_server"
+        case serverToClient = "server_to_client"
+    }
+
+    /// The policy decision for a bind (`decision` label).
+    package enum BindDecision: String, Hashable, Sendable, CaseIterable {
+        case allow
+        case deny
+    }
+
+    /// Why a client connection was refused (`reason` label of `rpcgate_connections_refused_total`).
+    ///
+    /// A stable, low-cardinality code. The known codes are static members; new ones are added here
+    /// rather than built from runtime strings.
+    package struct RefusalReason: Hashable, Sendable, CustomStringConvertible {
+        package let code: String
+
+        package init(code: String) {
+            self.code = code
+        }
+
+        /// A global, per-route or per-source connection cap was reached.
+        package static let cap = RefusalReason(code: "cap")
+        /// Connecting to the upstream server failed or timed out.
+        package static let upstreamUnreachable = RefusalReason(code: "upstream_unreachable")
+        /// A connection arrived on a gateway port that is not mapped to any server.
+        package static let unmappedPort = RefusalReason(code: "unmapped_port")
+        /// The gateway is shutting down and no longer accepts connections.
+        package static let draining = RefusalReason(code: "draining")
+
+        package var description: String { self.code }
+    }
+
+    /// The factory metrics are created from: `MetricsSystem.factory` in production, a test factory
+    /// in tests (so tests need not bootstrap the process-wide metrics system).
+    package let factory: any MetricsFactory
+
+    package init(factory: any MetricsFactory = MetricsSystem.factory) {
+        self.factory = factory
+    }
+
+    /// The metrics of one route. Create it once per route at start-up and share it.
+    package func route(_ name: String) -> RouteMetrics {
+        RouteMetrics(route: name, factory: self.factory)
+    }
+}
+
+/// The metrics of one route, with every fixed label set pre-created. See the note at the top of
+/// this file for the caching strategy. Thread-safe.
+package final class RouteMetrics: Sendable {
+    package typealias Listener = GatewayMetrics.Listener
+    package typealias Direction = GatewayMetrics.Direction
+    package typealias BindDecision = GatewayMetrics.BindDecision
+    package typealias RefusalReason = GatewayMetrics.RefusalReason
+    private typealias Name = GatewayMetrics.Name
+
+    /// The `route` label value.
+    package let route: String
+
+    private let factory: any MetricsFactory
+    private let connectionsEPM: Counter
+    private let connectionsMapped: Counter
+    private let connectionsActive: Meter
+    private let towersRewritten: Counter
+    private let portMappingsActive: Meter
+    private let portPoolExhaustedCounter: Counter
+    private let bytesClientToServer: Counter
+    private let bytesServerToClient: Counter
+    private let labelled: NIOLockedValueBox<LabelledCounters>
+
+    private struct BindKey: Hashable {
+        var interface: String
+        var decision: BindDecision
+    }
+
+    /// Counters whose labels depend on the event, created on first use.
+    private struct LabelledCounters {
+        var binds: [BindKey: Counter] = [:]
+        var pduErrors: [String: Counter] = [:]
+        var refused: [String: Counter] = [:]
+        var callsDenied: [String: Counter] = [:]
+    }
+
+    package init(route: String, factory: any MetricsFactory) {
+        self.route = route
+        self.factory = factory
+        let routeOnly = [("route", route)]
+        self.connectionsEPM = Counter(
+            label: Name.connectionsTotal,
+            dimensions: [("route", route), ("listener", Listener.epm.rawValue)],
+            factory: factory
+        )
+        self.connectionsMapped = Counter(
+            label: Name.connectionsTotal,
+            dimensions: [("route", route), ("listener", Listener.mapped.rawValue)],
+            factory: factory
+        )
+        self.connectionsActive = Meter(label: Name.connectionsActive, dimensions: routeOnly, factory: factory)
+        self.towersRewritten = Counter(label: Name.epmTowersRewrittenTotal, dimensions: routeOnly, factory: factory)
+        self.portMappingsActive = Meter(label: Name.portMappingsActive, dimensions: routeOnly, factory: factory)
+        self.portPoolExhaustedCounter = Counter(
+            label: Name.portPoolExhaustedTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
+        self.bytesClientToServer = Counter(
+            label: Name.bytesTotal,
+            dimensions: [("route", route), ("direction", Direction.clientToServer.rawValue)],
+            factory: factory
+        )
+        self.bytesServerToClient = Counter(
+            label: Name.bytesTotal,
+            dimensions: [("route", route), ("direction", Direction.serverToClient.rawValue)],
+            factory: factory
+        )
+        self.labelled = NIOLockedValueBox(LabelledCounters())
+        // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
+        // the backend's gauge and must not reset a live connection count. Backends export a newly
+        // created gauge as 0; `PortPool` publishes its own count when it is created.
+    }
+
+    // MARK: - Connections
+
+    /// A client connection was accepted on `listener`: counts it and raises the active gauge.
+    /// Balance every call with ``connectionClosed()``.
+    package func connectionOpened(listener: Listener) {
+        switch listener {
+        case .epm: self.connectionsEPM.increment()
+        case .mapped: self.connectionsMapped.increment()
+        }
+        self.connectionsActive.increment()
+    }
+
+    /// A connection counted by ``connectionOpened(listener:)`` ended.
+    package func connectionClosed() {
+        self.connectionsActive.decrement()
+    }
+
+    /// A client connection was refused, or closed before anything was forwarded.
+    package func connectionRefused(reason: RefusalReason) {
+        self.labelledCounter(\.refused, key: reason.code, name: Name.connectionsRefusedTotal) {
+            [("route", self.route), ("reason", reason.code)]
+        }.increment()
+    }
+
+    /// `count` payload bytes were forwarded in `direction`.
+    package func bytes(_ count: Int, direction: Direction) {
+        switch direction {
+        case .clientToServer: self.bytesClientToServer.increment(by: count)
+        case .serverToClient: self.bytesServerToClient.increment(by: count)
+        }
+    }
+
+    // MARK: - DCE/RPC
+
+    /// One presentation context of a bind or alter_context was allowed or denied.
+    ///
+    /// - Parameter interface: a bounded label: the catalog name, the configured UUID, or `unknown`.
+    package func bind(interface: String, decision: BindDecision) {
+        self.labelledCounter(\.binds, key: BindKey(interface: interface, decision: decision), name: Name.bindsTotal) {
+            [("route", self.route), ("interface", interface), ("decision", decision.rawValue)]
+        }.increment()
+    }
+
+    /// A request was refused by the operation policy.
+    ///
+    /// - Parameter interface: a bounded label, as for ``bind(interface:decision:)``.
+    package func callDenied(interface: String) {
+        self.labelledCounter(\.callsDenied, key: interface, name: Name.callsDeniedTotal) {
+            [("route", self.route), ("interface", interface)]
+        }.increment()
+    }
+
+    /// A malformed or unexpected PDU ended a connection; `reason` is a stable short code.
+    package func pduError(reason: String) {
+        self.labelledCounter(\.pduErrors, key: reason, name: Name.pduErrorsTotal) {
+            [("route", self.route), ("reason", reason)]
+        }.increment()
+    }
+
+    /// A decoding error ended a connection; labelled with the error's stable code.
+    package func pduError(_ code: RPCWireError.Code) {
+        self.pduError(reason: code.description)
+    }
+
+    /// `count` endpoint-mapper towers were rewritten to gateway ports.
+    package func towersRewritten(_ count: Int = 1) {
+        self.towersRewritten.increment(by: count)
+    }
+
+    // MARK: - Port pool
+
+    /// A tower could not be rewritten because every gateway port of the route is in use.
+    package func portPoolExhausted() {
+        self.portPoolExhaustedCounter.increment()
+    }
+
+    /// The number of mapped gateway ports changed.
+    package func portMappings(active: Int) {
+        self.portMappingsActive.set(active)
+    }
+
+    // MARK: - Cache
+
+    private func labelledCounter<Key: Hashable>(
+        _ table: WritableKeyPath<LabelledCounters, [Key: Counter]>,
+        key: Key,
+        name: String,
+        dimensions: () -> [(String, String)]
+    ) -> Counter {
+        self.labelled.withLockedValue { counters in
+            if let counter = counters[keyPath: table][key] {
+                return counter
+            }
+            let counter = Counter(label: name, dimensions: dimensions(), factory: self.factory)
+            counters[keyPath: table][key] = counter
+            return counter
+        }
+    }
+}
