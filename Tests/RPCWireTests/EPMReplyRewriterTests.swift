@@ -457,7 +457,12 @@ struct EPMReplyRewriterTests {
         // A TCP floor whose port is not two bytes.
         var tower = ProtocolTower.ncacnIPTCP(interface: EPMTestData.samr, endpoint: TCPEndpoint(address: .any, port: 1))
         tower.floors[3].rhs = [1, 2, 3]
-        let odd = EPMMapResponse(maxTowers: 1, towers: [tower], status: RPCStatus(rawValue: 0))
+        // A valid tower first: the closure must not run for it either, since it may allocate ports.
+        let good = ProtocolTower.ncacnIPTCP(
+            interface: EPMTestData.lsarpc,
+            endpoint: TCPEndpoint(address: .any, port: 2)
+        )
+        let odd = EPMMapResponse(maxTowers: 2, towers: [good, tower], status: RPCStatus(rawValue: 0))
         expectRewriteError(
             .invalidTower,
             fragments: try EPMTestData.responseFragments(

@@ -98,53 +98,66 @@ public struct EPMReplyRewriter: Sendable {
         }
         try reader.finish("ept_\(operation) response")
 
-        // Decide every patch before touching any byte.
-        var patches: [(offset: Int, bytes: [UInt8])] = []
-        var rewritten = 0
-        var redacted = 0
+        // Validate every TCP tower before the closure runs: it may allocate ports.
+        var targets: [(offset: Int, original: EPMTowerEndpoint, ports: [Int], addresses: [Int])] = []
         for entry in located where entry.tower.isNCACNIPTCP {
             let tower = entry.tower
-            guard let port = tower.tcpPort else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "ncacn_ip_tcp tower at stub offset \(entry.offset) has no 2-byte port"
-                )
+            var ports: [Int] = []
+            var addresses: [Int] = []
+            for (floor, rhsOffset) in zip(tower.floors, tower.rightHandSideOffsets) {
+                switch floor.protocolIdentifier {
+                case TowerProtocol.tcp:
+                    guard floor.rhs.count == 2 else {
+                        throw RPCWireError(
+                            .invalidTower,
+                            "TCP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte port"
+                        )
+                    }
+                    ports.append(entry.offset + rhsOffset)
+                case TowerProtocol.ip:
+                    guard floor.rhs.count == 4 else {
+                        throw RPCWireError(
+                            .invalidTower,
+                            "IP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte address"
+                        )
+                    }
+                    addresses.append(entry.offset + rhsOffset)
+                default:
+                    break
+                }
             }
-            let hasIP = tower.floor(protocol: TowerProtocol.ip) != nil
-            guard let address = hasIP ? tower.ipv4Address : IPv4Address.any else {
-                throw RPCWireError(.invalidTower, "IP floor at stub offset \(entry.offset) is not 4 bytes")
+            guard let port = tower.tcpPort else {
+                throw RPCWireError(.invalidTower, "ncacn_ip_tcp tower at stub offset \(entry.offset) has no port")
             }
             let original = EPMTowerEndpoint(
                 interface: tower.interface,
-                endpoint: TCPEndpoint(address: address, port: port)
+                endpoint: TCPEndpoint(address: tower.ipv4Address ?? .any, port: port)
             )
+            targets.append((entry.offset, original, ports, addresses))
+        }
+
+        // Decide every patch before touching any byte. Every TCP and IP floor of a tower is
+        // patched, so a tower with repeated floors cannot leak one.
+        var patches: [(offset: Int, bytes: [UInt8])] = []
+        var rewritten = 0
+        var redacted = 0
+        for target in targets {
             let replacement: TCPEndpoint
-            if let chosen = try endpointFor(original) {
+            if let chosen = try endpointFor(target.original) {
                 replacement = chosen
                 rewritten += 1
             } else {
                 replacement = TCPEndpoint(address: .any, port: 0)
                 redacted += 1
             }
-            // Every TCP and IP floor is patched, so a tower with repeated floors cannot leak one.
             let portBytes = [
                 UInt8(truncatingIfNeeded: replacement.port >> 8), UInt8(truncatingIfNeeded: replacement.port),
             ]
-            for (floor, rhsOffset) in zip(tower.floors, tower.rightHandSideOffsets) {
-                switch floor.protocolIdentifier {
-                case TowerProtocol.tcp:
-                    guard floor.rhs.count == 2 else {
-                        throw RPCWireError(.invalidTower, "TCP floor with \(floor.rhs.count)-byte port")
-                    }
-                    patches.append((entry.offset + rhsOffset, portBytes))
-                case TowerProtocol.ip:
-                    guard floor.rhs.count == 4 else {
-                        throw RPCWireError(.invalidTower, "IP floor with \(floor.rhs.count)-byte address")
-                    }
-                    patches.append((entry.offset + rhsOffset, replacement.address.octets))
-                default:
-                    break
-                }
+            for offset in target.ports {
+                patches.append((offset, portBytes))
+            }
+            for offset in target.addresses {
+                patches.append((offset, replacement.address.octets))
             }
         }
 
