@@ -1,0 +1,279 @@
+import Logging
+import NIOCore
+import RPCPolicy
+import RPCWire
+
+/// One proxied connection: the client channel, the server channel, and the state machine that
+/// decides what crosses. Lives on one event loop (both channels share it), so it needs no locks.
+///
+/// It only executes the actions of ``RPCConnectionStateMachine`` and keeps the books (bytes,
+/// metrics, the connection log line).
+final class RPCProxyConnection {
+    let route: RouteRuntime
+    let listener: GatewayMetrics.Listener
+    let clientAddress: SocketAddress?
+    let serverEndpoint: TCPEndpoint
+    /// The IPv4 address the client reached us on: written into rewritten towers unless the route
+    /// has `advertise`.
+    let clientFacingAddress: IPv4Address?
+    private var machine: RPCConnectionStateMachine
+    private var clientHandler: RPCGlueHandler?
+    private var serverHandler: RPCGlueHandler?
+    private var respondedToClient = false
+    private var inputClosed: (client: Bool, server: Bool) = (false, false)
+    private var closeReason: CloseReason?
+    private var bytesFromClient = 0
+    private var bytesFromServer = 0
+    private let started = NIODeadline.now()
+    private var timers: [Scheduled<Void>] = []
+    private let eventLoop: any EventLoop
+    private let onClose: @Sendable () -> Void
+    private var finished = false
+
+    init(
+        route: RouteRuntime,
+        listener: GatewayMetrics.Listener,
+        machine: RPCConnectionStateMachine,
+        clientAddress: SocketAddress?,
+        clientFacingAddress: IPv4Address?,
+        serverEndpoint: TCPEndpoint,
+        eventLoop: any EventLoop,
+        onClose: @escaping @Sendable () -> Void
+    ) {
+        self.route = route
+        self.listener = listener
+        self.machine = machine
+        self.clientAddress = clientAddress
+        self.clientFacingAddress = clientFacingAddress
+        self.serverEndpoint = serverEndpoint
+        self.eventLoop = eventLoop
+        self.onClose = onClose
+    }
+
+    func handler(for side: ProxySide) -> RPCGlueHandler? {
+        side == .client ? self.clientHandler : self.serverHandler
+    }
+
+    /// Creates the two glue handlers and starts the bind timer.
+    func makeHandlers(timeouts: Timeouts) -> (client: RPCGlueHandler, server: RPCGlueHandler) {
+        let client = RPCGlueHandler(side: .client, connection: self)
+        let server = RPCGlueHandler(side: .server, connection: self)
+        self.clientHandler = client
+        self.serverHandler = server
+        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(timeouts.bind)) { [self] in
+            if !self.machine.isBound { self.close(.bindTimeout) }
+        }
+        self.timers.append(bindTimer)
+        return (client, server)
+    }
+
+    // MARK: - Events from the handlers
+
+    func received(_ pdu: RawPDU, from side: ProxySide) {
+        guard self.closeReason == nil else { return }
+        let length = pdu.bytes.readableBytes
+        switch side {
+        case .client:
+            self.bytesFromClient += length
+            self.route.metrics.bytes(length, direction: .clientToServer)
+            let action = self.machine.clientSent(pdu)
+            self.recordEvents()
+            self.execute(action, pdu)
+        case .server:
+            self.bytesFromServer += length
+            self.route.metrics.bytes(length, direction: .serverToClient)
+            let action = self.machine.serverSent(pdu)
+            self.recordEvents()
+            self.execute(action, pdu)
+        }
+    }
+
+    func readComplete(from side: ProxySide) {
+        self.handler(for: side.other)?.flush()
+        if side == .client, self.respondedToClient {
+            self.respondedToClient = false
+            self.clientHandler?.flush()
+        }
+    }
+
+    func inputClosed(on side: ProxySide) {
+        switch side {
+        case .client: self.inputClosed.client = true
+        case .server: self.inputClosed.server = true
+        }
+        if self.inputClosed.client && self.inputClosed.server {
+            self.close(side == .client ? .clientClosed : .serverClosed)
+            return
+        }
+        // Propagate the FIN, and bound how long the other direction may stay open.
+        self.handler(for: side.other)?.closeOutput()
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(self.route.timeouts.halfClose)) { [self] in
+            self.close(.halfCloseTimeout)
+        }
+        self.timers.append(timer)
+    }
+
+    func idleTimeout() {
+        self.close(.idleTimeout)
+    }
+
+    func channelInactive(_ side: ProxySide) {
+        self.close(side == .client ? .clientClosed : .serverClosed)
+    }
+
+    func errorCaught(_ error: any Error, on side: ProxySide) {
+        if let wire = error as? RPCWireError {
+            self.route.metrics.pduError(wire.code)
+            self.route.logger.notice(
+                "malformed PDU",
+                metadata: ["side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
+            )
+            self.close(.protocolError)
+        } else {
+            self.close(side == .client ? .clientClosed : .serverClosed)
+        }
+    }
+
+    // MARK: - Executing actions
+
+    private func execute(_ action: RPCConnectionStateMachine.ClientAction, _ pdu: RawPDU) {
+        switch action {
+        case .forward:
+            self.serverHandler?.write(pdu.bytes)
+        case .forwardHeld(let pdus):
+            for held in pdus { self.serverHandler?.write(held.bytes) }
+        case .hold, .drop:
+            break
+        case .respond(let bytes):
+            self.respond(bytes)
+        case .respondAndClose(let bytes, let reason):
+            self.respond(bytes)
+            self.clientHandler?.flush()
+            self.close(reason)
+        case .close(let reason):
+            self.close(reason)
+        }
+    }
+
+    private func execute(_ action: RPCConnectionStateMachine.ServerAction, _ pdu: RawPDU) {
+        switch action {
+        case .forward:
+            self.clientHandler?.write(pdu.bytes)
+        case .hold:
+            break
+        case .respond(let bytes):
+            self.clientHandler?.write(bytes)
+        case .rewriteEndpointMapperReply(let reply):
+            for bytes in self.rewrite(reply) { self.clientHandler?.write(bytes) }
+        case .close(let reason):
+            self.close(reason)
+        }
+    }
+
+    private func respond(_ bytes: ByteBuffer) {
+        self.clientHandler?.write(bytes)
+        self.respondedToClient = true
+    }
+
+    /// Rewrites an endpoint-mapper reply: every ncacn_ip_tcp tower of the route's server gets a
+    /// gateway port; towers of denied interfaces, of other hosts, or that cannot be mapped are
+    /// redacted (port 0, 0.0.0.0). An `ept_map` that ends up advertising nothing is answered
+    /// "not registered" instead.
+    private func rewrite(_ reply: RPCConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
+        let advertised = self.route.settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        let route = self.route
+        let machine = self.machine
+        var exhausted = false
+        do {
+            let result = try EPMReplyRewriter.rewrite(
+                fragments: reply.fragments,
+                operation: reply.operation,
+                syntax: reply.syntax,
+                limits: route.wireLimits
+            ) { tower -> TCPEndpoint? in
+                if let interface = tower.interface, !machine.mayLookUp(interface) { return nil }
+                let server = tower.endpoint
+                // Never an open relay: only the configured server, whatever the reply says.
+                guard server.address == .any || server.address == route.upstreamAddress else { return nil }
+                if server.port == route.settings.upstreamEPMPort {
+                    return TCPEndpoint(address: advertised, port: route.settings.epmPort)
+                }
+                switch route.pool.allocate(for: TCPEndpoint(address: route.upstreamAddress, port: server.port)) {
+                case .existing(let port), .allocated(let port):
+                    return TCPEndpoint(address: advertised, port: port)
+                case .exhausted:
+                    exhausted = true
+                    return nil
+                }
+            }
+            if exhausted {
+                route.metrics.portPoolExhausted()
+                route.logger.warning(
+                    "port range exhausted: endpoint-mapper answer redacted",
+                    metadata: ["ports": "\(route.settings.ports)", "client": "\(self.clientDescription)"]
+                )
+            }
+            route.metrics.towersRewritten(result.rewrittenTowers)
+            if reply.operation == .map, result.redactedTowers > 0 {
+                if let notRegistered = RPCConnectionStateMachine.notRegisteredResponse(
+                    callID: reply.callID,
+                    contextID: reply.contextID,
+                    maxTowers: reply.maxTowers,
+                    syntax: reply.syntax,
+                    dataRepresentation: reply.dataRepresentation
+                ) {
+                    return [notRegistered]
+                }
+            }
+            return result.fragments.map(\.bytes)
+        } catch {
+            route.metrics.pduError(reason: (error as? RPCWireError)?.code.description ?? "epm_rewrite")
+            route.logger.notice("endpoint-mapper reply not rewritable; connection closed", metadata: ["error": "\(error)"])
+            self.close(.protocolError)
+            return []
+        }
+    }
+
+    private func recordEvents() {
+        for event in self.machine.takeEvents() {
+            self.route.record(event, client: self.clientAddress, server: self.serverEndpoint, listener: self.listener)
+        }
+    }
+
+    // MARK: - Closing
+
+    var clientDescription: String { self.clientAddress.map { "\($0)" } ?? "unknown" }
+
+    func close(_ reason: CloseReason) {
+        if self.closeReason == nil { self.closeReason = reason }
+        self.clientHandler?.close()
+        self.serverHandler?.close()
+        self.finish()
+    }
+
+    private func finish() {
+        guard !self.finished else { return }
+        self.finished = true
+        for timer in self.timers { timer.cancel() }
+        self.timers.removeAll()
+        let duration = NIODeadline.now() - self.started
+        self.route.logger.info(
+            "connection closed",
+            metadata: [
+                "listener": "\(self.listener.rawValue)",
+                "client": "\(self.clientDescription)",
+                "server": "\(self.serverEndpoint)",
+                "bytes_from_client": "\(self.bytesFromClient)",
+                "bytes_from_server": "\(self.bytesFromServer)",
+                "duration_ms": "\(duration.nanoseconds / 1_000_000)",
+                "reason": "\(self.closeReason?.rawValue ?? "closed")",
+            ]
+        )
+        self.onClose()
+        // Break the handler <-> connection cycle once both channels are closing.
+        self.eventLoop.assumeIsolated().execute { [self] in
+            self.clientHandler = nil
+            self.serverHandler = nil
+        }
+    }
+}

@@ -1,0 +1,33 @@
+public import RPCPolicy
+public import RPCWire
+
+/// Something that happened on a connection that operators care about: each becomes a metric and
+/// a log line (and, with the audit log, an audit record).
+public enum ConnectionEvent: Hashable, Sendable {
+    /// A bind or alter_context presentation context was decided.
+    case bindDecision(interface: SyntaxID, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
+    /// A request was refused by an opnum rule.
+    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    /// A request was allowed by an `audit` rule.
+    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    /// A request named a presentation context that was never accepted.
+    case unknownContext(contextID: UInt16)
+    /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
+    case endpointLookupDenied(interface: SyntaxID)
+    /// A PDU broke the protocol; `reason` is a stable short code.
+    case protocolError(reason: String, detail: String)
+}
+
+/// Why the gateway closes a connection, for the connection log line and metrics.
+public enum CloseReason: String, Hashable, Sendable {
+    case clientClosed = "client_closed"
+    case serverClosed = "server_closed"
+    case protocolError = "protocol_error"
+    case unknownContext = "unknown_context"
+    case bindTimeout = "bind_timeout"
+    case idleTimeout = "idle_timeout"
+    case halfCloseTimeout = "half_close_timeout"
+    case upstreamUnreachable = "upstream_unreachable"
+    case authenticatedEndpointMapper = "authenticated_epm_reply"
+    case shutdown = "shutdown"
+}

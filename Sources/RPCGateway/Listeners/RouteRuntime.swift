@@ -1,0 +1,84 @@
+import Logging
+import NIOCore
+import RPCPolicy
+import RPCWire
+
+/// A route at run time: its settings, the resolved upstream address, its port pool, metrics and
+/// logger. Shared by every connection of the route.
+final class RouteRuntime: Sendable {
+    let settings: RouteSettings
+    let upstreamAddress: IPv4Address
+    let pool: PortPool
+    let metrics: RouteMetrics
+    let logger: Logger
+    let timeouts: Timeouts
+    let wireLimits: WireLimits
+
+    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, timeouts: Timeouts, wireLimits: WireLimits, logger: Logger) {
+        self.settings = settings
+        self.upstreamAddress = upstreamAddress
+        self.metrics = metrics
+        self.pool = PortPool(ports: settings.ports, idleTimeout: .seconds(settings.mappingIdleSeconds), metrics: metrics)
+        self.timeouts = timeouts
+        self.wireLimits = wireLimits
+        var logger = logger
+        logger[metadataKey: "route"] = "\(settings.name)"
+        self.logger = logger
+    }
+
+    /// The label for an interface: its catalog name, or `unknown`, so clients cannot grow the
+    /// metric's label set.
+    func interfaceLabel(_ interface: SyntaxID) -> String {
+        InterfaceCatalog.name(of: interface) ?? "unknown"
+    }
+
+    /// Turns a connection event into metrics and a log line.
+    func record(_ event: ConnectionEvent, client: SocketAddress?, server: TCPEndpoint, listener: GatewayMetrics.Listener) {
+        let clientText = client.map { "\($0)" } ?? "unknown"
+        switch event {
+        case .bindDecision(let interface, let decision, let level, let type):
+            self.metrics.bind(interface: self.interfaceLabel(interface), decision: decision.permits ? .allow : .deny)
+            self.logger.info(
+                "bind \(decision.permits ? "allowed" : "denied")",
+                metadata: [
+                    "listener": "\(listener.rawValue)",
+                    "client": "\(clientText)",
+                    "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))",
+                    "uuid": "\(interface)",
+                    "auth_type": "\(type)",
+                    "auth_level": "\(level)",
+                    "decision": "\(decision)",
+                ]
+            )
+        case .callDenied(let interface, let opnum, let decision, let level):
+            self.metrics.callDenied(interface: self.interfaceLabel(interface))
+            self.logger.notice(
+                "call denied",
+                metadata: [
+                    "client": "\(clientText)", "server": "\(server)", "interface": "\(self.interfaceLabel(interface))",
+                    "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
+                ]
+            )
+        case .callAudited(let interface, let opnum, let decision, let level):
+            self.logger.notice(
+                "call audited",
+                metadata: [
+                    "client": "\(clientText)", "server": "\(server)", "interface": "\(self.interfaceLabel(interface))",
+                    "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
+                ]
+            )
+        case .unknownContext(let contextID):
+            self.metrics.pduError(reason: "unknown_context")
+            self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
+        case .endpointLookupDenied(let interface):
+            self.logger.info(
+                "endpoint lookup denied",
+                metadata: ["client": "\(clientText)", "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)"]
+            )
+        case .protocolError(let reason, let detail):
+            self.metrics.pduError(reason: reason)
+            self.logger.notice("protocol error", metadata: ["client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"])
+        }
+    }
+}
