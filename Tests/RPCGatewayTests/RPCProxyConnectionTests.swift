@@ -1,0 +1,213 @@
+import Logging
+import MetricsTestKit
+import NIOCore
+import NIOEmbedded
+import RPCPolicy
+import RPCWire
+import Testing
+
+@testable import RPCGateway
+
+/// The splice of one connection, with both channels on one `EmbeddedEventLoop`: what the client
+/// writes and what reaches the server (and back), through the real framer, glue handlers,
+/// state machine, port pool and metrics.
+@Suite("Proxied connection (EmbeddedChannel)")
+struct RPCProxyConnectionTests {
+    struct Harness {
+        let loop = EmbeddedEventLoop()
+        let client: EmbeddedChannel
+        let server: EmbeddedChannel
+        let route: RouteRuntime
+        let metrics: TestMetrics
+        let closed: NIOLockedBoxCount
+
+        init(listener: GatewayMetrics.Listener, policy: Policy, advertise: IPv4Address? = IPv4Address("192.0.2.10")) throws {
+            self.metrics = TestMetrics()
+            let settings = RouteSettings(
+                name: "dc1",
+                listenAddress: "127.0.0.1",
+                epmPort: 135,
+                advertiseAddress: advertise,
+                upstreamHost: "10.99.0.2",
+                ports: 50000...50001,
+                policy: policy
+            )
+            self.route = RouteRuntime(
+                settings: settings,
+                upstreamAddress: IPv4Address("10.99.0.2")!,
+                metrics: GatewayMetrics(factory: self.metrics).route("dc1"),
+                timeouts: Timeouts(),
+                wireLimits: WireLimits(),
+                logger: Logger(label: "test")
+            )
+            self.client = EmbeddedChannel(loop: self.loop)
+            self.server = EmbeddedChannel(loop: self.loop)
+            let counter = NIOLockedBoxCount()
+            self.closed = counter
+            let connection = RPCProxyConnection(
+                route: self.route,
+                listener: listener,
+                machine: RPCConnectionStateMachine(
+                    role: listener == .epm ? .endpointMapper : .mapped,
+                    policy: policy,
+                    client: IPAddress("10.1.2.3")!,
+                    limits: WireLimits()
+                ),
+                clientAddress: nil,
+                clientFacingAddress: IPv4Address("127.0.0.1"),
+                serverEndpoint: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135),
+                eventLoop: self.loop
+            ) { counter.increment() }
+            let handlers = connection.makeHandlers(timeouts: Timeouts())
+            try self.client.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.client])
+            try self.server.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.server])
+            let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
+            try self.client.connect(to: address).wait()
+            try self.server.connect(to: address).wait()
+        }
+
+        /// Writes bytes as the client, in `chunks`-byte pieces (drip-feeding exercises the framer).
+        func clientWrites(_ pdu: RawPDU, chunk: Int = 7) throws {
+            var bytes = pdu.bytes
+            while let piece = bytes.readSlice(length: min(chunk, bytes.readableBytes)), piece.readableBytes > 0 {
+                try self.client.writeInbound(piece)
+            }
+            self.client.pipeline.fireChannelReadComplete()
+        }
+
+        func serverWrites(_ pdu: RawPDU) throws {
+            try self.server.writeInbound(pdu.bytes)
+            self.server.pipeline.fireChannelReadComplete()
+        }
+
+        func drain(_ channel: EmbeddedChannel) throws -> ByteBuffer {
+            var all = ByteBuffer()
+            while var piece = try channel.readOutbound(as: ByteBuffer.self) { all.writeBuffer(&piece) }
+            return all
+        }
+    }
+
+    static let samrOnly = Policy(
+        name: "p",
+        defaultAction: .deny,
+        rules: [PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 0))]
+    )
+
+    @Test func allowedBindReachesTheServerUnchangedAndTheAckComesBack() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        let bind = Wire.bind([Wire.samr], auth: Wire.ntlm(.integrity))
+        try harness.clientWrites(bind)
+        #expect(try harness.drain(harness.server) == bind.bytes)
+        #expect(try harness.drain(harness.client).readableBytes == 0)
+        let ack = Wire.bindAck(accepting: 1)
+        try harness.serverWrites(ack)
+        #expect(try harness.drain(harness.client) == ack.bytes)
+        let request = Wire.request(callID: 2, opnum: 0, auth: Wire.ntlm(.integrity))
+        try harness.clientWrites(request, chunk: 1)
+        #expect(try harness.drain(harness.server) == request.bytes)
+        let binds = try harness.metrics.expectCounter("rpcgate_binds_total", [("route", "dc1"), ("interface", "samr"), ("decision", "allow")])
+        #expect(binds.lastValue == 1)
+    }
+
+    @Test func deniedBindNeverReachesTheServer() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([Wire.drsuapi], callID: 5))
+        #expect(try harness.drain(harness.server).readableBytes == 0, "the server must not see a denied bind")
+        let answer = try #require(Wire.parse(try harness.drain(harness.client)))
+        #expect(answer.packetType == .bindAck)
+        #expect(answer.header.callID == 5)
+        let denied = try harness.metrics.expectCounter("rpcgate_binds_total", [("route", "dc1"), ("interface", "drsuapi"), ("decision", "deny")])
+        #expect(denied.lastValue == 1)
+        #expect(harness.client.isActive, "a refused bind leaves the connection open for another bind")
+    }
+
+    @Test func requestOnUnknownContextIsFaultedAndBothSidesClose() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.request(callID: 1, opnum: 0))
+        let answer = try #require(Wire.parse(try harness.drain(harness.client)))
+        #expect(answer.packetType == .fault)
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(!harness.server.isActive)
+        #expect(try harness.drain(harness.server).readableBytes == 0)
+        #expect(harness.closed.value == 1)
+    }
+
+    @Test func malformedPDUClosesTheConnectionAndIsCounted() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        // frag_length 15 can never be a PDU.
+        #expect(harness.server.isActive)
+        try? harness.client.writeInbound(ByteBuffer(bytes: [5, 0, 11, 3, 0x10, 0, 0, 0, 15, 0, 0, 0, 1, 0, 0, 0]))
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(!harness.server.isActive)
+        let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_too_short")])
+        #expect(errors.lastValue == 1)
+    }
+
+    @Test func endpointMapperReplyIsRewrittenIntoTheRange() throws {
+        let harness = try Harness(listener: .epm, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([SyntaxID.endpointMapper]))
+        _ = try harness.drain(harness.server)
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        _ = try harness.drain(harness.client)
+
+        let ask = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 135))
+        var stub = ByteBuffer()
+        stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1), syntax: .ndr32)
+        try harness.clientWrites(Wire.request(callID: 2, opnum: 3, stub: stub))
+        #expect(try harness.drain(harness.server).readableBytes > 0)
+
+        let real = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 49154))
+        var reply = ByteBuffer()
+        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        try harness.serverWrites(Wire.response(callID: 2, stub: reply))
+        let rewritten = try #require(Wire.parse(try harness.drain(harness.client)))
+        guard case .response(var response) = rewritten.body else {
+            Issue.record("expected a response")
+            return
+        }
+        let map = try response.stub.readEPMMapResponse(syntax: .ndr32)
+        let tower = try #require(map.towers.first ?? nil)
+        #expect(tower.tcpPort == 50000)
+        #expect(tower.ipv4Address == IPv4Address("192.0.2.10"))
+        #expect(harness.route.pool.server(forPort: 50000) == TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 49154))
+        let rewrittenCount = try harness.metrics.expectCounter("rpcgate_epm_towers_rewritten_total", [("route", "dc1")])
+        #expect(rewrittenCount.lastValue == 1)
+    }
+
+    @Test func endpointMapperAnswersNotRegisteredWhenThePoolIsFull() throws {
+        let harness = try Harness(listener: .epm, policy: Policy(name: "all", defaultAction: .allow, rules: []))
+        // Fill both ports of the range with other endpoints.
+        _ = harness.route.pool.allocate(for: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 1))
+        _ = harness.route.pool.allocate(for: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 2))
+        _ = harness.route.pool.connectionOpened(port: 50000)
+        _ = harness.route.pool.connectionOpened(port: 50001)
+        try harness.clientWrites(Wire.bind([SyntaxID.endpointMapper]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        _ = try harness.drain(harness.client)
+        let ask = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 135))
+        var stub = ByteBuffer()
+        stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1), syntax: .ndr32)
+        try harness.clientWrites(Wire.request(callID: 2, opnum: 3, stub: stub))
+        var reply = ByteBuffer()
+        let real = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 49154))
+        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        try harness.serverWrites(Wire.response(callID: 2, stub: reply))
+        let answer = try #require(Wire.parse(try harness.drain(harness.client)))
+        guard case .response(var response) = answer.body else {
+            Issue.record("expected a response")
+            return
+        }
+        #expect(try response.stub.readEPMMapResponse(syntax: .ndr32).status == .endpointNotRegistered)
+        let exhausted = try harness.metrics.expectCounter("rpcgate_port_pool_exhausted_total", [("route", "dc1")])
+        #expect((exhausted.lastValue ?? 0) >= 1)
+    }
+}
+
+/// A counter the connection's close callback (which must be `@Sendable`) can bump.
+final class NIOLockedBoxCount: @unchecked Sendable {
+    private var count = 0
+    func increment() { self.count += 1 }
+    var value: Int { self.count }
+}
