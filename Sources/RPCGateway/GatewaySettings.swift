@@ -42,7 +42,13 @@ public struct RouteSettings: Sendable, Hashable {
     /// Most concurrent client connections on this route (EPM and mapped together).
     public var maximumConnections: Int
     /// A port mapping with no connection for this long is released.
-    public var mappingIdleSeconds: Int64
+    public var mappingIdleTimeout: Duration
+
+    /// ``mappingIdleTimeout`` in whole seconds, rounded up.
+    public var mappingIdleSeconds: Int64 {
+        get { self.mappingIdleTimeout.wholeSecondsRoundedUp }
+        set { self.mappingIdleTimeout = .seconds(newValue) }
+    }
 
     public init(
         name: String,
@@ -65,7 +71,7 @@ public struct RouteSettings: Sendable, Hashable {
         self.ports = ports
         self.policy = policy
         self.maximumConnections = maximumConnections
-        self.mappingIdleSeconds = mappingIdleSeconds
+        self.mappingIdleTimeout = .seconds(mappingIdleSeconds)
     }
 }
 
@@ -90,21 +96,63 @@ public struct ConnectionLimits: Sendable, Hashable {
     }
 }
 
-/// Timeouts, in seconds.
+/// Timeouts. Each is held as a `Duration` (the configuration accepts `500ms`); the `Int64`
+/// accessors give whole seconds, rounded up so a sub-second timeout never reads as zero.
 public struct Timeouts: Sendable, Hashable {
     /// Connecting to the upstream server.
-    public var connect: Int64
+    public var connectDuration: Duration
     /// No bytes in either direction for this long closes the connection.
-    public var idle: Int64
+    public var idleDuration: Duration
     /// A client must complete a bind (get a bind_ack) within this long after connecting.
-    public var bind: Int64
+    public var bindDuration: Duration
     /// After one side half-closes, the other has this long to finish.
-    public var halfClose: Int64
+    public var halfCloseDuration: Duration
 
     public init(connect: Int64 = 5, idle: Int64 = 900, bind: Int64 = 10, halfClose: Int64 = 30) {
-        self.connect = connect
-        self.idle = idle
-        self.bind = bind
-        self.halfClose = halfClose
+        self.init(
+            connect: .seconds(connect),
+            idle: .seconds(idle),
+            bind: .seconds(bind),
+            halfClose: .seconds(halfClose)
+        )
+    }
+
+    public init(connect: Duration, idle: Duration, bind: Duration, halfClose: Duration) {
+        self.connectDuration = connect
+        self.idleDuration = idle
+        self.bindDuration = bind
+        self.halfCloseDuration = halfClose
+    }
+
+    /// ``connectDuration`` in seconds, rounded up.
+    public var connect: Int64 {
+        get { self.connectDuration.wholeSecondsRoundedUp }
+        set { self.connectDuration = .seconds(newValue) }
+    }
+
+    /// ``idleDuration`` in seconds, rounded up.
+    public var idle: Int64 {
+        get { self.idleDuration.wholeSecondsRoundedUp }
+        set { self.idleDuration = .seconds(newValue) }
+    }
+
+    /// ``bindDuration`` in seconds, rounded up.
+    public var bind: Int64 {
+        get { self.bindDuration.wholeSecondsRoundedUp }
+        set { self.bindDuration = .seconds(newValue) }
+    }
+
+    /// ``halfCloseDuration`` in seconds, rounded up.
+    public var halfClose: Int64 {
+        get { self.halfCloseDuration.wholeSecondsRoundedUp }
+        set { self.halfCloseDuration = .seconds(newValue) }
+    }
+}
+
+extension Duration {
+    /// Whole seconds, rounded up (`500ms` is 1).
+    var wholeSecondsRoundedUp: Int64 {
+        let (seconds, attoseconds) = self.components
+        return attoseconds > 0 ? seconds + 1 : seconds
     }
 }

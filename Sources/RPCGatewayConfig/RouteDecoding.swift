@@ -1,0 +1,312 @@
+import RPCGateway
+import RPCPolicy
+import RPCWire
+import Yams
+
+/// A route as far as it could be read; `nil` fields were missing or invalid (and reported).
+struct RouteDraft {
+    var path: ConfigPath
+    var fields: Fields
+    var name: String?
+    var listenText: String?
+    var listenAddress: IPAddress?
+    var epmPort: UInt16?
+    var advertise: IPv4Address?
+    var upstream: String?
+    var upstreamEPMPort: UInt16?
+    var ports: ClosedRange<UInt16>?
+    var policyName: String?
+    var maximumConnections: Int?
+    var mappingIdle: Duration?
+
+    /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
+    var epmPortNode: Node { self.fields["epm_port"] ?? self.fields["listen"] ?? self.fields.node }
+
+    /// `route "dc1" (routes[0])`, for messages about another route.
+    var label: String {
+        if let name = self.name { return "route \"\(name)\" (\(self.path))" }
+        return "\(self.path)"
+    }
+}
+
+extension ConfigurationDecoder {
+    static let routeKeys = [
+        "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
+        "max_connections", "mapping_idle_timeout",
+    ]
+    static let requiredRouteKeys = ["name", "listen", "upstream", "ports", "policy"]
+    /// Most gateway-owned ports one route may reserve.
+    static let maximumPortsPerRoute = 10_000
+    /// Upper bound for connection caps: catches a stray digit, not a tuning limit.
+    static let maximumConnectionCap = 10_000_000
+    static let defaultEPMPort: UInt16 = 135
+
+    // MARK: - One route
+
+    mutating func decodeRoute(_ node: Node, at path: ConfigPath) -> RouteDraft? {
+        guard
+            let fields = self.fields(
+                of: node,
+                at: path,
+                known: Self.routeKeys,
+                required: Self.requiredRouteKeys,
+                what: "a route (a mapping with name, listen, upstream, ports, policy)"
+            )
+        else { return nil }
+        var draft = RouteDraft(path: path, fields: fields)
+
+        if let node = fields["name"], let name = self.string(node, at: path.key("name"), what: "a route name") {
+            if name.trimmingASCIISpaces.isEmpty {
+                self.report("the route name must not be empty", at: path.key("name"), node: node)
+            } else {
+                draft.name = name
+            }
+        }
+        if let node = fields["listen"] {
+            self.decodeListen(node, at: path.key("listen"), into: &draft)
+        }
+        if let node = fields["epm_port"] {
+            draft.epmPort = self.port(node, at: path.key("epm_port"))
+        } else {
+            draft.epmPort = Self.defaultEPMPort
+        }
+        if let node = fields["advertise"],
+            let text = self.string(node, at: path.key("advertise"), what: "an IPv4 address")
+        {
+            if let address = IPv4Address(text) {
+                draft.advertise = address
+            } else if case .v6 = IPAddress(text) {
+                self.report(
+                    "\"\(text)\" is IPv6; advertise must be an IPv4 address (towers carry IPv4 only)",
+                    at: path.key("advertise"),
+                    node: node
+                )
+            } else {
+                self.report("\"\(text)\" is not an IPv4 address", at: path.key("advertise"), node: node)
+            }
+        }
+        if let node = fields["upstream"] {
+            draft.upstream = self.upstream(node, at: path.key("upstream"))
+        }
+        if let node = fields["upstream_epm_port"] {
+            draft.upstreamEPMPort = self.port(node, at: path.key("upstream_epm_port"))
+        } else {
+            draft.upstreamEPMPort = Self.defaultEPMPort
+        }
+        if let node = fields["ports"] {
+            draft.ports = self.portRange(node, at: path.key("ports"))
+        }
+        if let node = fields["policy"], let name = self.string(node, at: path.key("policy"), what: "a policy name") {
+            draft.policyName = name
+        }
+        if let node = fields["max_connections"] {
+            draft.maximumConnections = self.integer(
+                node,
+                at: path.key("max_connections"),
+                in: 1...Self.maximumConnectionCap,
+                what: "a number of connections"
+            )
+        } else {
+            draft.maximumConnections = 1024
+        }
+        if let node = fields["mapping_idle_timeout"] {
+            draft.mappingIdle = self.duration(node, at: path.key("mapping_idle_timeout"))
+        } else {
+            draft.mappingIdle = .seconds(600)
+        }
+
+        self.checkOwnPorts(of: draft)
+        return draft
+    }
+
+    private mutating func decodeListen(_ node: Node, at path: ConfigPath, into draft: inout RouteDraft) {
+        guard let text = self.string(node, at: path, what: "an IP address") else { return }
+        if let address = IPAddress(text) {
+            draft.listenText = text
+            draft.listenAddress = address
+            return
+        }
+        let message: String
+        if text.hasPrefix("["), text.hasSuffix("]") {
+            message = "\"\(text)\": write the IPv6 address without brackets"
+        } else if case .success = ValueParsers.hostAndPort(text) {
+            message = "\"\(text)\": listen takes an address only; give the port as epm_port"
+        } else {
+            message = "\"\(text)\" is not an IPv4 or IPv6 address"
+        }
+        self.report(message, at: path, node: node)
+    }
+
+    private mutating func upstream(_ node: Node, at path: ConfigPath) -> String? {
+        guard let text = self.string(node, at: path, what: "a host name or IP address") else { return nil }
+        if text.trimmingASCIISpaces.isEmpty {
+            self.report("the upstream must not be empty", at: path, node: node)
+            return nil
+        }
+        if ValueParsers.isHost(text) { return text }
+        if case .success = ValueParsers.hostAndPort(text) {
+            self.report(
+                "\"\(text)\": upstream takes a host only; give the port as upstream_epm_port",
+                at: path,
+                node: node
+            )
+        } else {
+            self.report("\"\(text)\" is not an IP address or host name", at: path, node: node)
+        }
+        return nil
+    }
+
+    private mutating func portRange(_ node: Node, at path: ConfigPath) -> ClosedRange<UInt16>? {
+        guard let text = self.string(node, at: path, what: "a port range such as 50000-50099") else { return nil }
+        guard let range = ValueParsers.portRange(text) else {
+            self.report("\"\(text)\" is not a port range (LOW-HIGH, LOW <= HIGH, 1-65535)", at: path, node: node)
+            return nil
+        }
+        guard range.count <= Self.maximumPortsPerRoute else {
+            self.report(
+                "\"\(text)\" has \(range.count) ports; a route may have at most \(Self.maximumPortsPerRoute)",
+                at: path,
+                node: node
+            )
+            return nil
+        }
+        return range
+    }
+
+    /// The EPM port must not be one of the route's own mapped ports, and the route must not
+    /// forward to itself.
+    private mutating func checkOwnPorts(of draft: RouteDraft) {
+        if let epmPort = draft.epmPort, let ports = draft.ports, ports.contains(epmPort) {
+            self.report(
+                "EPM port \(epmPort) is inside this route's ports \(Self.describe(ports))",
+                at: draft.fields["epm_port"] != nil ? draft.path.key("epm_port") : draft.path.key("ports"),
+                node: draft.fields["epm_port"] ?? draft.fields["ports"]
+            )
+        }
+        if let listen = draft.listenAddress, let upstream = draft.upstream, IPAddress(upstream) == listen,
+            let epmPort = draft.epmPort, draft.upstreamEPMPort == epmPort
+        {
+            self.report(
+                "upstream \(upstream) port \(epmPort) is this route's own EPM listener; "
+                    + "the gateway would forward to itself",
+                at: draft.path.key("upstream"),
+                node: draft.fields["upstream"]
+            )
+        }
+    }
+
+    // MARK: - Between routes
+
+    /// Unique names, no shared ports on overlapping listen addresses, and policy references that
+    /// resolve.
+    mutating func checkRoutes(_ routes: [RouteDraft], policies: DecodedPolicies) {
+        var seenNames: [String: RouteDraft] = [:]
+        for (position, route) in routes.enumerated() {
+            if let name = route.name {
+                if let first = seenNames[name] {
+                    self.report(
+                        "duplicate route name \"\(name)\" (also \(first.path))",
+                        at: route.path.key("name"),
+                        node: route.fields["name"]
+                    )
+                } else {
+                    seenNames[name] = route
+                }
+            }
+            for earlier in routes[..<position] {
+                self.checkOverlap(route, with: earlier)
+            }
+            if let policyName = route.policyName, !policies.defined.contains(policyName) {
+                var message = "unknown policy \"\(policyName)\""
+                if policies.defined.isEmpty {
+                    message += " (no policies are defined)"
+                } else if let hint = Suggestions.didYouMean(policyName, among: policies.defined) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (defined: \(Suggestions.list(policies.defined, conjunction: "and")))"
+                }
+                self.report(message, at: route.path.key("policy"), node: route.fields["policy"])
+            }
+        }
+    }
+
+    /// Reports, on `route`, every port it shares with `earlier` when their listen addresses
+    /// overlap (equal, or one is the wildcard of the same family).
+    private mutating func checkOverlap(_ route: RouteDraft, with earlier: RouteDraft) {
+        guard let address = route.listenAddress, let other = earlier.listenAddress,
+            Self.addressesOverlap(address, other)
+        else { return }
+        let listenNote = route.listenText == earlier.listenText ? "" : " (listening on \(earlier.listenText ?? ""))"
+        if let ports = route.ports, let otherPorts = earlier.ports, ports.overlaps(otherPorts) {
+            let other = "the ports \(Self.describe(otherPorts)) of \(earlier.label)\(listenNote)"
+            self.report(
+                "ports \(Self.describe(ports)) overlap \(other)",
+                at: route.path.key("ports"),
+                node: route.fields["ports"]
+            )
+        }
+        if let ports = route.ports, let otherEPM = earlier.epmPort, ports.contains(otherEPM) {
+            self.report(
+                "ports \(Self.describe(ports)) include the EPM port \(otherEPM) of \(earlier.label)\(listenNote)",
+                at: route.path.key("ports"),
+                node: route.fields["ports"]
+            )
+        }
+        guard let epmPort = route.epmPort else { return }
+        let epmPath = route.fields["epm_port"] != nil ? route.path.key("epm_port") : route.path.key("listen")
+        if epmPort == earlier.epmPort {
+            self.report(
+                "EPM port \(epmPort) is also the EPM port of \(earlier.label)\(listenNote)",
+                at: epmPath,
+                node: route.epmPortNode
+            )
+        }
+        if let otherPorts = earlier.ports, otherPorts.contains(epmPort) {
+            self.report(
+                "EPM port \(epmPort) is inside the ports \(Self.describe(otherPorts)) of \(earlier.label)\(listenNote)",
+                at: epmPath,
+                node: route.epmPortNode
+            )
+        }
+    }
+
+    /// Equal addresses, or a wildcard (`0.0.0.0`, `::`) and any address of its family.
+    static func addressesOverlap(_ a: IPAddress, _ b: IPAddress) -> Bool {
+        switch (a, b) {
+        case (.v4(let x), .v4(let y)):
+            return x == y || x == 0 || y == 0
+        case (.v6(let xHigh, let xLow), .v6(let yHigh, let yLow)):
+            return (xHigh == yHigh && xLow == yLow) || (xHigh == 0 && xLow == 0) || (yHigh == 0 && yLow == 0)
+        default:
+            return false
+        }
+    }
+
+    static func describe(_ ports: ClosedRange<UInt16>) -> String {
+        ports.lowerBound == ports.upperBound ? "\(ports.lowerBound)" : "\(ports.lowerBound)-\(ports.upperBound)"
+    }
+
+    // MARK: - Building
+
+    /// The runtime settings of a route whose every field decoded.
+    static func settings(of draft: RouteDraft, policies: DecodedPolicies) -> RouteSettings? {
+        guard let name = draft.name, let listen = draft.listenText, let epmPort = draft.epmPort,
+            let upstream = draft.upstream, let upstreamEPMPort = draft.upstreamEPMPort, let ports = draft.ports,
+            let policyName = draft.policyName, let policy = policies.valid[policyName],
+            let maximumConnections = draft.maximumConnections, let mappingIdle = draft.mappingIdle
+        else { return nil }
+        var route = RouteSettings(
+            name: name,
+            listenAddress: listen,
+            epmPort: epmPort,
+            advertiseAddress: draft.advertise,
+            upstreamHost: upstream,
+            upstreamEPMPort: upstreamEPMPort,
+            ports: ports,
+            policy: policy,
+            maximumConnections: maximumConnections
+        )
+        route.mappingIdleTimeout = mappingIdle
+        return route
+    }
+}

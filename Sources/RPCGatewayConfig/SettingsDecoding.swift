@@ -1,0 +1,126 @@
+import RPCGateway
+import RPCPolicy
+import Yams
+
+extension ConfigurationDecoder {
+    static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts"]
+    static let adminKeys = ["listen"]
+    static let limitKeys = ["max_connections"]
+    static let timeoutKeys = ["connect", "idle", "bind", "half_close"]
+
+    /// The whole document. `nil` when anything is wrong; ``problems`` then says what.
+    mutating func decodeSettings(_ root: Node) -> GatewaySettings? {
+        guard case .mapping = root else {
+            let found = Self.isNull(root) ? "the document is empty" : "found \(Self.describe(root))"
+            self.report(
+                "the configuration must be a mapping with keys such as routes and policies; \(found)",
+                at: .root,
+                node: root
+            )
+            return nil
+        }
+        guard let top = self.fields(of: root, at: .root, known: Self.topLevelKeys, required: ["routes"]) else {
+            return nil
+        }
+
+        var policies = DecodedPolicies()
+        if let node = top["policies"] {
+            policies = self.decodePolicies(node, at: ConfigPath.root.key("policies"))
+        }
+
+        var drafts: [RouteDraft] = []
+        if let node = top["routes"] {
+            let path = ConfigPath.root.key("routes")
+            if let items = self.list(node, at: path, what: "a list of routes") {
+                if items.isEmpty {
+                    self.report("at least one route is required", at: path, node: node)
+                }
+                for item in items {
+                    if let draft = self.decodeRoute(item.node, at: item.path) { drafts.append(draft) }
+                }
+                self.checkRoutes(drafts, policies: policies)
+            }
+        }
+
+        var admin: AdminSettings?
+        if let node = top["admin"] {
+            admin = self.decodeAdmin(node, at: ConfigPath.root.key("admin"), routes: drafts)
+        }
+        var limits = ConnectionLimits()
+        if let node = top["limits"] {
+            self.decodeLimits(node, at: ConfigPath.root.key("limits"), into: &limits)
+        }
+        var timeouts = Timeouts()
+        if let node = top["timeouts"] {
+            self.decodeTimeouts(node, at: ConfigPath.root.key("timeouts"), into: &timeouts)
+        }
+
+        guard self.problems.isEmpty else { return nil }
+        let routes = drafts.compactMap { Self.settings(of: $0, policies: policies) }
+        // Every field decoded (no problems), so every draft builds.
+        guard routes.count == drafts.count, !routes.isEmpty else { return nil }
+        return GatewaySettings(routes: routes, admin: admin, limits: limits, timeouts: timeouts)
+    }
+
+    // MARK: - Sections
+
+    private mutating func decodeAdmin(_ node: Node, at path: ConfigPath, routes: [RouteDraft]) -> AdminSettings? {
+        guard let fields = self.fields(of: node, at: path, known: Self.adminKeys, required: ["listen"]),
+            let listenNode = fields["listen"],
+            let text = self.string(listenNode, at: path.key("listen"), what: "HOST:PORT")
+        else { return nil }
+        switch ValueParsers.hostAndPort(text) {
+        case .failure(let failure):
+            self.report(failure.message(for: text), at: path.key("listen"), node: listenNode)
+            return nil
+        case .success(let (host, port)):
+            if let address = IPAddress(host) {
+                for route in routes {
+                    guard let routeAddress = route.listenAddress, Self.addressesOverlap(address, routeAddress) else {
+                        continue
+                    }
+                    if route.epmPort.map({ Int($0) == port }) ?? false
+                        || route.ports.map({ $0.contains(UInt16(port)) }) ?? false
+                    {
+                        self.report(
+                            "port \(port) is already used by \(route.label) on \(route.listenText ?? "")",
+                            at: path.key("listen"),
+                            node: listenNode
+                        )
+                    }
+                }
+            }
+            return AdminSettings(host: host, port: port)
+        }
+    }
+
+    private mutating func decodeLimits(_ node: Node, at path: ConfigPath, into limits: inout ConnectionLimits) {
+        guard let fields = self.fields(of: node, at: path, known: Self.limitKeys) else { return }
+        if let node = fields["max_connections"],
+            let value = self.integer(
+                node,
+                at: path.key("max_connections"),
+                in: 1...Self.maximumConnectionCap,
+                what: "a number of connections"
+            )
+        {
+            limits.maximumConnections = value
+        }
+    }
+
+    private mutating func decodeTimeouts(_ node: Node, at path: ConfigPath, into timeouts: inout Timeouts) {
+        guard let fields = self.fields(of: node, at: path, known: Self.timeoutKeys) else { return }
+        if let node = fields["connect"], let value = self.duration(node, at: path.key("connect")) {
+            timeouts.connectDuration = value
+        }
+        if let node = fields["idle"], let value = self.duration(node, at: path.key("idle")) {
+            timeouts.idleDuration = value
+        }
+        if let node = fields["bind"], let value = self.duration(node, at: path.key("bind")) {
+            timeouts.bindDuration = value
+        }
+        if let node = fields["half_close"], let value = self.duration(node, at: path.key("half_close")) {
+            timeouts.halfCloseDuration = value
+        }
+    }
+}
