@@ -60,7 +60,7 @@ final class RPCProxyConnection {
         let server = RPCGlueHandler(side: .server, connection: self)
         self.clientHandler = client
         self.serverHandler = server
-        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(timeouts.bind)) { [self] in
+        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) { [self] in
             if !self.machine.isBound { self.close(.bindTimeout) }
         }
         self.timers.append(bindTimer)
@@ -107,7 +107,7 @@ final class RPCProxyConnection {
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: .seconds(self.route.timeouts.halfClose)) { [self] in
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.route.timeouts.halfCloseDuration)) { [self] in
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)

@@ -197,7 +197,7 @@ package final class GatewayServer: Sendable {
         let timeouts = self.settings.timeouts
         let limits = route.wireLimits
         return ClientBootstrap(group: client.eventLoop)
-            .connectTimeout(.seconds(timeouts.connect))
+            .connectTimeout(TimeAmount(timeouts.connectDuration))
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: "\(server.address)", port: Int(server.port))
@@ -206,7 +206,7 @@ package final class GatewayServer: Sendable {
                 let handlers = connection.makeHandlers(timeouts: timeouts)
                 do {
                     try client.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(allTimeout: .seconds(timeouts.idle)),
+                        IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
                         ByteToMessageHandler(PDUFramer(limits: limits)),
                         handlers.client,
                     ])

@@ -18,7 +18,7 @@ final class RouteRuntime: Sendable {
         self.settings = settings
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
-        self.pool = PortPool(ports: settings.ports, idleTimeout: .seconds(settings.mappingIdleSeconds), metrics: metrics)
+        self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
         self.timeouts = timeouts
         self.wireLimits = wireLimits
         var logger = logger

@@ -1,0 +1,146 @@
+import ArgumentParser
+import Logging
+import Metrics
+import NIOCore
+import NIOPosix
+import Prometheus
+import RPCGateway
+import RPCGatewayConfig
+import ServiceLifecycle
+
+import Foundation
+import RPCPolicy
+import UnixSignals
+
+@main
+struct RPCGateCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rpcgate",
+        abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
+        version: RPCGateVersion.current,
+        subcommands: [Run.self, CheckConfig.self]
+    )
+}
+
+enum RPCGateVersion {
+    static let current = "0.1.0"
+}
+
+/// Prints every configuration problem, one per line, and exits non-zero.
+func loadSettingsOrExit(_ path: String) throws -> GatewaySettings {
+    do {
+        return try ConfigurationLoader.load(path: path)
+    } catch let error as ConfigurationError {
+        for problem in error.problems {
+            printError("\(problem)")
+        }
+        throw ExitCode(2)
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Validate a configuration file; print every problem with its key and line."
+    )
+
+    @Argument(help: "The YAML configuration file.")
+    var file: String
+
+    func run() throws {
+        let settings = try loadSettingsOrExit(self.file)
+        print("\(self.file): OK")
+        for route in settings.routes {
+            print(
+                "route \(route.name): epm \(route.listenAddress):\(route.epmPort) -> \(route.upstreamHost):\(route.upstreamEPMPort), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
+            )
+        }
+        if let admin = settings.admin { print("admin: \(admin.host):\(admin.port)") }
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway.")
+
+    @Option(name: .shortAndLong, help: "The YAML configuration file.")
+    var config: String
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "Event loop threads (default: one per core).")
+    var threads: Int = System.coreCount
+
+    func run() async throws {
+        let settings = try loadSettingsOrExit(self.config)
+        guard let level = Logger.Level(rawValue: self.logLevel) else {
+            printError("rpcgate: unknown log level \(self.logLevel)")
+            throw ExitCode(2)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "rpcgate")
+
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
+        let gateway = GatewayServer(settings: settings, group: group, logger: logger)
+        do {
+            try await gateway.start()
+        } catch {
+            printError("rpcgate: \(error)")
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        var admin: AdminServer?
+        if let adminSettings = settings.admin {
+            do {
+                admin = try await AdminServer.start(
+                    host: adminSettings.host,
+                    port: adminSettings.port,
+                    group: group,
+                    metrics: {
+                        var buffer: [UInt8] = []
+                        registry.emit(into: &buffer)
+                        return String(decoding: buffer, as: UTF8.self)
+                    },
+                    logger: logger
+                )
+            } catch {
+                printError("rpcgate: \(error)")
+                await gateway.stop()
+                try? await group.shutdownGracefully()
+                throw ExitCode(1)
+            }
+        }
+        logger.info("rpcgate \(RPCGateVersion.current) started", metadata: ["config": "\(self.config)", "routes": "\(settings.routes.count)"])
+        let service = GatewayService(gateway: gateway, admin: admin, logger: logger)
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        )
+        try await serviceGroup.run()
+        try? await group.shutdownGracefully()
+        logger.info("rpcgate stopped")
+    }
+}
+
+/// Keeps the process alive until a shutdown signal, then closes listeners and connections.
+struct GatewayService: Service {
+    let gateway: GatewayServer
+    let admin: AdminServer?
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        self.logger.info("shutting down")
+        await self.gateway.stop()
+        try? await self.admin?.close()
+    }
+}
