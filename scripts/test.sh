@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's test command and CI (.ci/run) run it:
+# dependencies, layering checks, a warnings-free build, unit tests, a 60 s fuzz smoke run, and the
+# interop tests against a real Samba AD DC with impacket and rpcclient (needs root: network
+# namespaces and port 135).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p test-output
+step() { printf '\n=== %s\n' "$*"; }
+
+step "test dependencies (apt, idempotent)"
+scripts/install-test-deps.sh
+
+step "layering"
+scripts/check-layering.sh
+
+step "build"
+swift build --build-tests 2>&1 | tee test-output/build.log | grep -vE '^\[[0-9]+/[0-9]+\]' || true
+if [ "${PIPESTATUS[0]}" != 0 ]; then echo "build failed"; exit 1; fi
+if grep -E "^$PWD/(Sources|Tests)/.*(warning|error):" test-output/build.log; then
+  echo "build: our sources must build without warnings"; exit 1
+fi
+
+step "unit tests"
+swift test --skip-build 2>&1 | tee test-output/unit.log | grep -vE '^(◇|↳|✔ Test [a-zA-Z]|✔ Suite)' || true
+if [ "${PIPESTATUS[0]}" != 0 ]; then echo "unit tests failed"; exit 1; fi
+
+step "fuzz smoke run"
+scripts/fuzz.sh "${RPCGATE_FUZZ_SECONDS:-60}"
+
+step "interop tests (Samba AD DC, impacket, rpcclient)"
+scripts/interop-tests.sh
+
+echo
+echo "all tests passed"
