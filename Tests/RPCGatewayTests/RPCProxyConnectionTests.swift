@@ -137,7 +137,7 @@ struct RPCProxyConnectionTests {
         let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
         // frag_length 15 can never be a PDU.
         #expect(harness.server.isActive)
-        try? harness.client.writeInbound(ByteBuffer(bytes: [5, 0, 11, 3, 0x10, 0, 0, 0, 15, 0, 0, 0, 1, 0, 0, 0]))
+        _ = try? harness.client.writeInbound(ByteBuffer(bytes: [5, 0, 11, 3, 0x10, 0, 0, 0, 15, 0, 0, 0, 1, 0, 0, 0]))
         harness.loop.run()
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
