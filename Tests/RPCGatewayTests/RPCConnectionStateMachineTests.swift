@@ -250,6 +250,21 @@ struct RPCConnectionStateMachineTests {
         #expect(answer.header.callID == 2)
     }
 
+    @Test(arguments: [UInt16(0), 1, 5, 6, 7, 8, 200])
+    func endpointMapperRefusesOperationsOtherThanQueries(opnum: UInt16) {
+        var machine = self.boundEndpointMapper()
+        guard case .respond(let bytes) = machine.clientSent(Wire.request(callID: 2, opnum: opnum)) else {
+            Issue.record("opnum \(opnum) must be answered locally")
+            return
+        }
+        guard case .fault(let fault) = Wire.parse(bytes)?.body else {
+            Issue.record("expected a fault")
+            return
+        }
+        #expect(fault.status == .operationRangeError)
+        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward)
+    }
+
     @Test func multiFragmentReplyIsHeldUntilComplete() {
         var machine = self.boundEndpointMapper()
         #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(repeating: 0, count: 40))) == .forward)

@@ -278,7 +278,21 @@ public struct RPCConnectionStateMachine: Sendable {
         }
         let callID = first.header.callID
         let passThrough: ClientAction = fragments.count == 1 ? .forward : .forwardHeld(fragments)
-        guard let operation = EPMOperation(rawValue: request.opnum) else { return passThrough }
+        // Only the read-only queries reach the server. ept_insert/ept_delete must never come from
+        // the network, and ept_map_auth (7, 8; Microsoft-only) returns towers this gateway does
+        // not rewrite, so those would leak real endpoints.
+        guard let operation = EPMOperation(rawValue: request.opnum), Self.forwardedEndpointMapperOperations.contains(operation)
+        else {
+            self.events.append(.protocolError(reason: "epm_operation_refused", detail: "endpoint-mapper opnum \(request.opnum)"))
+            let fault = PDU.fault(
+                callID: callID,
+                contextID: request.contextID,
+                status: .operationRangeError,
+                dataRepresentation: first.header.dataRepresentation
+            )
+            guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+            return .respond(bytes)
+        }
         switch operation {
         case .map:
             var stub = ByteBuffer()
@@ -306,6 +320,9 @@ public struct RPCConnectionStateMachine: Sendable {
         }
         return passThrough
     }
+
+    /// Endpoint-mapper operations a client may ask through the gateway (C706 App. O).
+    static let forwardedEndpointMapperOperations: Set<EPMOperation> = [.lookup, .map, .lookupHandleFree]
 
     /// Whether a client could ever be allowed to bind `interface` (at the best auth level), so its
     /// endpoint may be revealed.
