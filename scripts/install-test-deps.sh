@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the Debian packages RPCGate's interop tests and fixture capture need:
-# a real Samba AD DC, Samba's rpcclient, impacket, tshark, Kerberos tools,
+# a real Samba AD DC, Samba's rpcclient, impacket, pytest, tshark, Kerberos tools,
 # iproute2/nftables and haproxy.
 #
 # Idempotent: returns quickly when everything is already installed.
@@ -8,7 +8,7 @@
 # Must run as root (Debian 12).
 set -euo pipefail
 
-PKGS=(samba-ad-dc samba-ad-provision smbclient python3-impacket tshark
+PKGS=(samba-ad-dc samba-ad-provision smbclient python3-impacket python3-pytest tshark
       krb5-user iproute2 nftables haproxy)
 # Daemons that package scripts could start on the host.
 DAEMON_EXES=(/usr/sbin/samba /usr/sbin/smbd /usr/sbin/nmbd /usr/sbin/winbindd

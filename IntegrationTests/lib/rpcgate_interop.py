@@ -37,7 +37,7 @@ from impacket.uuid import uuidtup_to_bin, bin_to_uuidtup  # noqa: E402
 __all__ = [
     'AUTH_NONE', 'AUTH_CONNECT', 'AUTH_PKT', 'AUTH_INTEGRITY', 'AUTH_PRIVACY',
     'DEFAULT_USER', 'DEFAULT_PASSWORD', 'DEFAULT_DOMAIN', 'IFACES',
-    'RPCError', 'connect', 'ept_map', 'ept_lookup', 'wait_for_epm',
+    'RPCError', 'connect', 'ept_map', 'ept_map_towers', 'ept_lookup', 'wait_for_epm',
     'samr_enumerate_domains', 'lsarpc_query_domain', 'dssetup_primary_domain', 'drsuapi_bind',
     'netlogon_server_challenge', 'bind_then_alter', 'rpcclient',
 ]
@@ -63,6 +63,7 @@ IFACES = {
     'netlogon': ('12345678-1234-abcd-ef00-01234567cffb', '1.0'),
     'dssetup': ('3919286a-b10c-11d0-9ba8-00c04fd92ef5', '0.0'),
     'mgmt': ('afa8bd80-7d8a-11c9-bef4-08002b102989', '1.0'),
+    'wkssvc': ('6bffd098-a112-3610-9833-46c3f87e345a', '1.0'),
 }
 
 
@@ -148,13 +149,103 @@ def ept_map(host, port, uuid, version, timeout=DEFAULT_TIMEOUT):
     return m.group(1), int(m.group(2))
 
 
-def ept_lookup(host, port, max_ents=500, max_frag=None, timeout=DEFAULT_TIMEOUT):
+def _log_fragments(dce, frag_log):
+    """Append (ptype, pfc_flags, frag_length) of every PDU this connection receives to frag_log."""
+    orig_recv = dce._transport.recv
+
+    def recv(forceRecv=0, count=0):
+        data = orig_recv(forceRecv, count=count)
+        # DCERPC_v5.recv reads each fragment as header (count=24) then body; binds
+        # read a whole PDU (count=0). Only log reads that start a PDU.
+        if count in (0, rpcrt.MSRPCRespHeader._SIZE) and isinstance(data, bytes) and len(data) >= 10:
+            frag_log.append((data[2], data[3], int.from_bytes(data[8:10], 'little' if data[4] & 0x10 else 'big')))
+        return data
+    dce._transport.recv = recv
+
+
+def _parse_tower(tower_bytes):
+    """A tower's interface and TCP/IP floors -> {'uuid', 'version', 'protocol', 'port', 'ip'}."""
+    tower = epm.EPMTower(tower_bytes)
+    floors = tower['Floors']
+    d = {'uuid': None, 'version': None, 'protocol': None, 'port': None, 'ip': None}
+    try:
+        u, v = bin_to_uuidtup(floors[0]['InterfaceUUID'] + floors[0]['MajorVersion'].to_bytes(2, 'little')
+                              + floors[0]['MinorVersion'].to_bytes(2, 'little'))
+        d['uuid'], d['version'] = u, v
+    except Exception:
+        pass
+    for f in floors[3:]:
+        ident = f['LHSByteCount'] and f['ProtocolData'][:1]
+        rhs = f['RelatedData']
+        if ident == b'\x07':
+            d['protocol'], d['port'] = 'ncacn_ip_tcp', int.from_bytes(rhs[:2], 'big')
+        elif ident == b'\x1f':
+            d['protocol'], d['port'] = 'ncacn_http', int.from_bytes(rhs[:2], 'big')
+        elif ident == b'\x09':
+            d['ip'] = '.'.join(str(b) for b in rhs[:4])
+        elif ident == b'\x0f' and d['protocol'] is None:
+            d['protocol'] = 'ncacn_np'
+        elif ident == b'\x10' and d['protocol'] is None:
+            d['protocol'] = 'ncalrpc'
+    return d
+
+
+def ept_map_towers(host, port, uuid, version, max_towers=4, timeout=DEFAULT_TIMEOUT):
+    """Raw ept_map (ncacn_ip_tcp tower, like impacket's hept_map) that keeps the whole answer.
+
+    Returns (status, towers): status is the ept_map status word (0, or 0x16c9a0d6
+    ept_s_not_registered) and towers a list of dicts as from _parse_tower, including
+    the IP floor that hept_map throws away. Never raises for a non-zero status."""
+    import socket
+    dce = connect(host, port, timeout=timeout)
+    try:
+        dce.bind(epm.MSRPC_UUID_PORTMAP)
+        tower = epm.EPMTower()
+        interface = epm.EPMRPCInterface()
+        ifbin = uuidtup_to_bin((uuid, version))
+        interface['InterfaceUUID'] = ifbin[:16]
+        interface['MajorVersion'] = int.from_bytes(ifbin[16:18], 'little')
+        interface['MinorVersion'] = int.from_bytes(ifbin[18:20], 'little')
+        ndr = uuidtup_to_bin(('8a885d04-1ceb-11c9-9fe8-08002b104860', '2.0'))
+        data_rep = epm.EPMRPCDataRepresentation()
+        data_rep['DataRepUuid'] = ndr[:16]
+        data_rep['MajorVersion'] = 2
+        data_rep['MinorVersion'] = 0
+        prot = epm.EPMProtocolIdentifier()
+        prot['ProtIdentifier'] = epm.FLOOR_RPCV5_IDENTIFIER
+        port_addr = epm.EPMPortAddr()
+        port_addr['IpPort'] = 0
+        host_addr = epm.EPMHostAddr()
+        host_addr['Ip4addr'] = socket.inet_aton('0.0.0.0')
+        tower['NumberOfFloors'] = 5
+        tower['Floors'] = (interface.getData() + data_rep.getData() + prot.getData()
+                           + port_addr.getData() + host_addr.getData())
+        req = epm.ept_map()
+        req['max_towers'] = max_towers
+        req['map_tower']['tower_length'] = len(tower)
+        req['map_tower']['tower_octet_string'] = tower.getData()
+        req.fields['obj'].fields['ReferentID'] = 1
+        req.fields['map_tower'].fields['ReferentID'] = 2
+        resp = dce.request(req, checkError=False)
+    except Exception as e:
+        raise RPCError('ept_map_towers %s v%s' % (uuid, version), e)
+    finally:
+        dce.disconnect()
+    towers = [_parse_tower(b''.join(t['Data']['tower_octet_string']))
+              for t in resp['ITowers'][:resp['num_towers']]]
+    return resp['status'], towers
+
+
+def ept_lookup(host, port, max_ents=500, max_frag=None, timeout=DEFAULT_TIMEOUT, frag_log=None):
     """One ept_lookup call (RPC_C_EP_ALL_ELTS, first page only; Samba answers a
     second page with ept_s_not_registered). Returns a list of dicts:
     {'annotation', 'uuid', 'version', 'protocol', 'port', 'ip'} where port/ip come
     from the TCP/IP floors (None when the tower has none). max_frag lets a test
-    force multi-fragment replies."""
+    force multi-fragment replies; frag_log, if a list, receives
+    (ptype, pfc_flags, frag_length) for every PDU received on the connection."""
     dce = connect(host, port, timeout=timeout, max_frag=max_frag)
+    if frag_log is not None:
+        _log_fragments(dce, frag_log)
     try:
         dce.bind(epm.MSRPC_UUID_PORTMAP)
         req = epm.ept_lookup()
@@ -172,29 +263,8 @@ def ept_lookup(host, port, max_ents=500, max_frag=None, timeout=DEFAULT_TIMEOUT)
     out = []
     for i in range(resp['num_ents']):
         entry = resp['entries'][i]
-        tower = epm.EPMTower(b''.join(entry['tower']['tower_octet_string']))
-        floors = tower['Floors']
-        d = {'annotation': b''.join(entry['annotation']).rstrip(b'\0').decode(errors='replace'),
-             'uuid': None, 'version': None, 'protocol': None, 'port': None, 'ip': None}
-        try:
-            u, v = bin_to_uuidtup(floors[0]['InterfaceUUID'] + floors[0]['MajorVersion'].to_bytes(2, 'little')
-                                  + floors[0]['MinorVersion'].to_bytes(2, 'little'))
-            d['uuid'], d['version'] = u, v
-        except Exception:
-            pass
-        for f in floors[3:]:
-            ident = f['LHSByteCount'] and f['ProtocolData'][:1]
-            rhs = f['RelatedData']
-            if ident == b'\x07':
-                d['protocol'], d['port'] = 'ncacn_ip_tcp', int.from_bytes(rhs[:2], 'big')
-            elif ident == b'\x1f':
-                d['protocol'], d['port'] = 'ncacn_http', int.from_bytes(rhs[:2], 'big')
-            elif ident == b'\x09':
-                d['ip'] = '.'.join(str(b) for b in rhs[:4])
-            elif ident == b'\x0f' and d['protocol'] is None:
-                d['protocol'] = 'ncacn_np'
-            elif ident == b'\x10' and d['protocol'] is None:
-                d['protocol'] = 'ncalrpc'
+        d = {'annotation': b''.join(entry['annotation']).rstrip(b'\0').decode(errors='replace')}
+        d.update(_parse_tower(b''.join(entry['tower']['tower_octet_string'])))
         out.append(d)
     return out
 
