@@ -102,7 +102,8 @@ final class RPCProxyConnection {
         case .server: self.inputClosed.server = true
         }
         if self.inputClosed.client && self.inputClosed.server {
-            self.close(side == .client ? .clientClosed : .serverClosed)
+            // Both FINs seen: the side that closed first ended the conversation.
+            self.close(side == .client ? .serverClosed : .clientClosed)
             return
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
