@@ -107,6 +107,8 @@ public struct Timeouts: Sendable, Hashable {
     public var bindDuration: Duration
     /// After one side half-closes, the other has this long to finish.
     public var halfCloseDuration: Duration
+    /// On SIGTERM, calls in flight have this long to finish before their connections are closed.
+    public var drainDuration: Duration = .seconds(30)
 
     public init(connect: Int64 = 5, idle: Int64 = 900, bind: Int64 = 10, halfClose: Int64 = 30) {
         self.init(

@@ -6,7 +6,7 @@ extension ConfigurationDecoder {
     static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts"]
     static let adminKeys = ["listen"]
     static let limitKeys = ["max_connections"]
-    static let timeoutKeys = ["connect", "idle", "bind", "half_close"]
+    static let timeoutKeys = ["connect", "idle", "bind", "half_close", "drain"]
 
     /// The whole document. `nil` when anything is wrong; ``problems`` then says what.
     mutating func decodeSettings(_ root: Node) -> GatewaySettings? {
@@ -121,6 +121,9 @@ extension ConfigurationDecoder {
         }
         if let node = fields["half_close"], let value = self.duration(node, at: path.key("half_close")) {
             timeouts.halfCloseDuration = value
+        }
+        if let node = fields["drain"], let value = self.duration(node, at: path.key("drain")) {
+            timeouts.drainDuration = value
         }
     }
 }

@@ -278,6 +278,33 @@ struct RPCConnectionStateMachineTests {
         #expect(reply.operation == .lookup)
     }
 
+    @Test func callsInFlightAreTrackedUntilTheirLastFragmentOrFault() {
+        var machine = self.machine()
+        #expect(!machine.hasCallsInFlight)
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        #expect(machine.hasCallsInFlight, "a bind waits for its ack")
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(!machine.hasCallsInFlight)
+        _ = machine.clientSent(Wire.request(callID: 2, opnum: 1))
+        _ = machine.clientSent(Wire.request(callID: 3, opnum: 1))
+        #expect(machine.hasCallsInFlight)
+        _ = machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(), flags: .firstFragment))
+        _ = machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(), flags: .lastFragment))
+        #expect(machine.hasCallsInFlight, "call 3 is still running")
+        _ = machine.serverSent(Wire.raw(PDU.fault(callID: 3, contextID: 0, status: .accessDenied)))
+        #expect(!machine.hasCallsInFlight)
+    }
+
+    @Test func replacingThePolicyAppliesToTheNextBind() {
+        var machine = self.machine()
+        guard case .respond = machine.clientSent(Wire.bind([Wire.lsarpc])) else {
+            Issue.record("lsarpc is denied by the first policy")
+            return
+        }
+        machine.policy = Policy(name: "open", defaultAction: .allow, rules: [])
+        #expect(machine.clientSent(Wire.bind([Wire.lsarpc], callID: 2)) == .forward)
+    }
+
     @Test func serverSendingClientPDUsIsAProtocolError() {
         var machine = self.machine()
         #expect(machine.serverSent(Wire.bind([Wire.samr])) == .close(.protocolError))

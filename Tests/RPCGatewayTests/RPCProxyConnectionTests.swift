@@ -36,8 +36,6 @@ struct RPCProxyConnectionTests {
                 settings: settings,
                 upstreamAddress: IPv4Address("10.99.0.2")!,
                 metrics: GatewayMetrics(factory: self.metrics).route("dc1"),
-                timeouts: Timeouts(),
-                wireLimits: WireLimits(),
                 logger: Logger(label: "test")
             )
             self.client = EmbeddedChannel(loop: self.loop)
@@ -56,9 +54,11 @@ struct RPCProxyConnectionTests {
                 clientAddress: nil,
                 clientFacingAddress: IPv4Address("127.0.0.1"),
                 serverEndpoint: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135),
-                eventLoop: self.loop
+                eventLoop: self.loop,
+                timeouts: Timeouts(),
+                limits: WireLimits()
             ) { counter.increment() }
-            let handlers = connection.makeHandlers(timeouts: Timeouts())
+            let handlers = connection.makeHandlers()
             try self.client.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.client])
             try self.server.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.server])
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)

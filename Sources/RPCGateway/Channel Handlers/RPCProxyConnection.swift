@@ -29,6 +29,11 @@ final class RPCProxyConnection {
     private let eventLoop: any EventLoop
     private let onClose: @Sendable () -> Void
     private var finished = false
+    private let timeouts: Timeouts
+    private let limits: WireLimits
+    private var policyGeneration: Int
+    /// Set by a graceful shutdown: close as soon as no call is in flight.
+    private var draining = false
 
     init(
         route: RouteRuntime,
@@ -38,8 +43,13 @@ final class RPCProxyConnection {
         clientFacingAddress: IPv4Address?,
         serverEndpoint: TCPEndpoint,
         eventLoop: any EventLoop,
+        timeouts: Timeouts,
+        limits: WireLimits,
         onClose: @escaping @Sendable () -> Void
     ) {
+        self.timeouts = timeouts
+        self.limits = limits
+        self.policyGeneration = route.generation
         self.route = route
         self.listener = listener
         self.machine = machine
@@ -55,7 +65,8 @@ final class RPCProxyConnection {
     }
 
     /// Creates the two glue handlers and starts the bind timer.
-    func makeHandlers(timeouts: Timeouts) -> (client: RPCGlueHandler, server: RPCGlueHandler) {
+    func makeHandlers() -> (client: RPCGlueHandler, server: RPCGlueHandler) {
+        let timeouts = self.timeouts
         let client = RPCGlueHandler(side: .client, connection: self)
         let server = RPCGlueHandler(side: .server, connection: self)
         self.clientHandler = client
@@ -76,6 +87,7 @@ final class RPCProxyConnection {
         case .client:
             self.bytesFromClient += length
             self.route.metrics.bytes(length, direction: .clientToServer)
+            self.refreshPolicy(for: pdu.header.packetType)
             let action = self.machine.clientSent(pdu)
             self.recordEvents()
             self.execute(action, pdu)
@@ -85,6 +97,32 @@ final class RPCProxyConnection {
             let action = self.machine.serverSent(pdu)
             self.recordEvents()
             self.execute(action, pdu)
+            if self.draining, !self.machine.hasCallsInFlight {
+                self.clientHandler?.flush()
+                self.close(.shutdown)
+            }
+        }
+    }
+
+    /// After a reload, binds and calls follow the route's new policy.
+    private func refreshPolicy(for type: PacketType) {
+        switch type {
+        case .bind, .alterContext, .request:
+            let (policy, generation) = self.route.policy
+            if generation != self.policyGeneration {
+                self.machine.policy = policy
+                self.policyGeneration = generation
+            }
+        default:
+            break
+        }
+    }
+
+    /// Graceful shutdown: close now if idle, else as soon as the calls in flight complete.
+    func drain() {
+        self.draining = true
+        if !self.machine.hasCallsInFlight {
+            self.close(.shutdown)
         }
     }
 
@@ -108,7 +146,7 @@ final class RPCProxyConnection {
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.route.timeouts.halfCloseDuration)) { [self] in
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) { [self] in
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)
@@ -181,8 +219,10 @@ final class RPCProxyConnection {
     /// redacted (port 0, 0.0.0.0). An `ept_map` that ends up advertising nothing is answered
     /// "not registered" instead.
     private func rewrite(_ reply: RPCConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
-        let advertised = self.route.settings.advertiseAddress ?? self.clientFacingAddress ?? .any
         let route = self.route
+        let settings = route.settings
+        let advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        let limits = self.limits
         let machine = self.machine
         var exhausted = false
         do {
@@ -190,14 +230,14 @@ final class RPCProxyConnection {
                 fragments: reply.fragments,
                 operation: reply.operation,
                 syntax: reply.syntax,
-                limits: route.wireLimits
+                limits: limits
             ) { tower -> TCPEndpoint? in
                 if let interface = tower.interface, !machine.mayLookUp(interface) { return nil }
                 let server = tower.endpoint
                 // Never an open relay: only the configured server, whatever the reply says.
                 guard server.address == .any || server.address == route.upstreamAddress else { return nil }
-                if server.port == route.settings.upstreamEPMPort {
-                    return TCPEndpoint(address: advertised, port: route.settings.epmPort)
+                if server.port == settings.upstreamEPMPort {
+                    return TCPEndpoint(address: advertised, port: settings.epmPort)
                 }
                 switch route.pool.allocate(for: TCPEndpoint(address: route.upstreamAddress, port: server.port)) {
                 case .existing(let port), .allocated(let port):
@@ -211,7 +251,7 @@ final class RPCProxyConnection {
                 route.metrics.portPoolExhausted()
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
-                    metadata: ["ports": "\(route.settings.ports)", "client": "\(self.clientDescription)"]
+                    metadata: ["ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)

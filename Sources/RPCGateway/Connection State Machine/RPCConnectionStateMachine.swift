@@ -79,7 +79,9 @@ public struct RPCConnectionStateMachine: Sendable {
     }
 
     public let role: Role
-    public let policy: Policy
+    /// The route's policy. The connection replaces it after a configuration reload, so new binds
+    /// and calls on established connections follow the new rules.
+    public var policy: Policy
     public let client: IPAddress
     public let limits: WireLimits
 
@@ -96,7 +98,20 @@ public struct RPCConnectionStateMachine: Sendable {
     private var requestAssembler: FragmentAssembler
     private var responseAssembler: FragmentAssembler
     private var pendingEPMCalls: [UInt32: PendingEPMCall] = [:]
+    /// Requests forwarded whose response (or fault) has not completed yet.
+    private var callsInFlight: Set<UInt32> = []
     private var events: [ConnectionEvent] = []
+
+    /// Calls in flight beyond this are not tracked individually; the connection still counts as
+    /// busy (the set is not empty) until the server answers some of them.
+    static let maximumTrackedCalls = 4096
+
+    /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.
+    /// A draining gateway closes a connection as soon as this becomes false.
+    public var hasCallsInFlight: Bool {
+        !self.callsInFlight.isEmpty || !self.offeredContexts.isEmpty || self.requestAssembler.isCollecting
+            || self.responseAssembler.isCollecting
+    }
 
     public init(role: Role, policy: Policy, client: IPAddress, limits: WireLimits) {
         self.role = role
@@ -126,7 +141,14 @@ public struct RPCConnectionStateMachine: Sendable {
         case .bind, .alterContext:
             return self.clientSentBind(raw)
         case .request:
-            return self.clientSentRequest(raw)
+            let action = self.clientSentRequest(raw)
+            if raw.header.flags.contains(.firstFragment), self.callsInFlight.count < Self.maximumTrackedCalls {
+                switch action {
+                case .forward, .forwardHeld, .hold: self.callsInFlight.insert(raw.header.callID)
+                case .drop, .respond, .respondAndClose, .close: break
+                }
+            }
+            return action
         case .auth3, .coCancel, .orphaned:
             if raw.header.packetType != .auth3, self.droppedCalls.contains(raw.header.callID) {
                 return .drop
@@ -370,9 +392,11 @@ public struct RPCConnectionStateMachine: Sendable {
             self.offeredContexts.removeValue(forKey: raw.header.callID)
             return .forward
         case .response:
+            if raw.header.flags.contains(.lastFragment) { self.callsInFlight.remove(raw.header.callID) }
             guard self.role == .endpointMapper, let pending = self.pendingEPMCalls[raw.header.callID] else { return .forward }
             return self.collectEndpointMapperReply(raw, pending)
         case .fault:
+            self.callsInFlight.remove(raw.header.callID)
             self.pendingEPMCalls.removeValue(forKey: raw.header.callID)
             if self.responseAssembler.callID == raw.header.callID { self.responseAssembler.reset() }
             return .forward
