@@ -44,6 +44,8 @@ public enum InterfaceCatalog {
         .init(name: "efsrpc", uuid: "df1941c5-fe89-4e79-bf10-463657acf44d", major: 1, minor: 0, specification: "MS-EFSR", summary: "Encrypting File System (efsrpc endpoint)"),
         .init(name: "lsarpc-efs", uuid: "c681d488-d850-11d0-8c52-00c04fd90f7e", major: 1, minor: 0, specification: "MS-EFSR", summary: "Encrypting File System (lsarpc endpoint)"),
         .init(name: "dfsnm", uuid: "4fc742e0-4a10-11cf-8273-00aa004ae673", major: 3, minor: 0, specification: "MS-DFSNM", summary: "DFS namespace management"),
+        // MS-FSRVP 2.1 says "The RPC version number is 3.0", but Samba's server and client,
+        // Wireshark's fsrvp.idl and the coercion tools that work against Windows all bind 1.0.
         .init(name: "fsrvp", uuid: "a8e0653c-2744-4389-a61d-7373df8b2292", major: 1, minor: 0, specification: "MS-FSRVP", summary: "File server remote VSS"),
         .init(name: "eventlog", uuid: "82273fdc-e32a-18c3-3f78-827929dc23ea", major: 0, minor: 0, specification: "MS-EVEN", summary: "EventLog remoting"),
         .init(name: "even6", uuid: "f6beaff7-1e19-4fbb-9f8f-b89e2018337c", major: 1, minor: 0, specification: "MS-EVEN6", summary: "EventLog remoting v6"),

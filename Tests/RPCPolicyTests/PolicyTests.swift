@@ -110,3 +110,67 @@ struct PolicyTests {
         #expect(InterfaceCatalog.name(of: Self.samr) == "samr")
     }
 }
+
+@Suite("Policy explanation")
+struct PolicyExplanationTests {
+    static let client = IPAddress("10.1.2.3")!
+
+    @Test func explainAgreesWithEvaluate() {
+        for testCase in PolicyTests.cases {
+            let explanation = PolicyTests.policy.explain(testCase.query)
+            #expect(explanation.decision == PolicyTests.policy.evaluate(testCase.query))
+            #expect(explanation.rule?.origin == explanation.decision.origin)
+        }
+    }
+
+    @Test func bindListsEarlierOperationDenials() {
+        let bind = PolicyQuery(interface: PolicyTests.drsuapi, client: Self.client)
+        let explanation = PolicyTests.policy.explain(bind)
+        #expect(explanation.decision.origin?.index == 1)
+        #expect(explanation.deniedOperations.map(\.origin) == [RuleOrigin(index: 0, profile: "block-dcsync")])
+        // Not for the excepted DC, and not for a call.
+        #expect(PolicyTests.policy.explain(PolicyQuery(interface: PolicyTests.drsuapi, client: PolicyTests.dc)).deniedOperations.isEmpty)
+        #expect(PolicyTests.policy.explain(PolicyQuery(interface: PolicyTests.drsuapi, opnum: 0, client: Self.client)).deniedOperations.isEmpty)
+    }
+
+    @Test func rulesRenderAsYAML() {
+        #expect(
+            PolicyTests.policy.rules[0].yamlLines == [
+                "- action: deny", "  interfaces: [drsuapi]", "  opnums: [3]", "  except_sources: [10.0.0.10/32]",
+            ]
+        )
+        #expect(
+            PolicyTests.policy.rules[1].yamlLines == [
+                "- action: allow", "  interfaces: [samr, drsuapi]", "  opnums: [0-100]",
+                "  sources: [10.0.0.0/8, \"fd00::/8\"]",
+            ]
+        )
+        #expect(PolicyTests.policy.rules[2].yamlLines == ["- action: allow", "  interfaces: [spoolss]", "  min_auth_level: privacy"])
+        #expect(PolicyRule(action: .audit, origin: RuleOrigin(index: 0)).yamlLines == ["- action: audit"])
+    }
+
+    /// Requests are inspected when a rule depends on the opnum or on the auth level (each
+    /// request's sec_trailer states its level), not otherwise.
+    @Test func inspectsOperations() {
+        let origin = RuleOrigin(index: 0)
+        #expect(!Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .allow, origin: origin)]).inspectsOperations)
+        #expect(Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .allow, opnums: OpnumSet([0...0]), origin: origin)]).inspectsOperations)
+        #expect(Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .allow, minimumAuthLevel: .integrity, origin: origin)]).inspectsOperations)
+        // A call at a lower level than the bind's is decided on its own level.
+        let policy = PolicyTests.policy
+        #expect(policy.evaluate(PolicyQuery(interface: PolicyTests.spoolss, opnum: 0, client: Self.client, authLevel: .privacy)).action == .allow)
+        #expect(policy.evaluate(PolicyQuery(interface: PolicyTests.spoolss, opnum: 0, client: Self.client, authLevel: .connect)).action == .deny)
+    }
+}
+
+@Suite("IPv6 text")
+struct IPv6TextTests {
+    @Test(arguments: [
+        ("fd00::", "fd00::"), ("::1", "::1"), ("::", "::"), ("1:0:0:2:0:0:0:3", "1:0:0:2::3"),
+        ("1:0:0:2:0:0:3:4", "1::2:0:0:3:4"), ("2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"),
+        ("FD00:0:0:0:0:0:0:10", "fd00::10"),
+    ])
+    func compressedAsRFC5952(_ input: String, _ expected: String) {
+        #expect(IPAddress(input)?.description == expected)
+    }
+}
