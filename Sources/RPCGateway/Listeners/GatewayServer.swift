@@ -20,6 +20,7 @@ package final class GatewayServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let metrics: GatewayMetrics
+    private let audit: AuditLog?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -30,11 +31,20 @@ package final class GatewayServer: Sendable {
         var expiryTask: RepeatedTask?
     }
 
-    package init(settings: GatewaySettings, group: any EventLoopGroup, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
+    /// - Parameter audit: where bind decisions and denied or audited calls are recorded. The
+    ///   caller owns it and shuts it down after ``stop()``.
+    package init(
+        settings: GatewaySettings,
+        group: any EventLoopGroup,
+        logger: Logger,
+        metrics: GatewayMetrics = GatewayMetrics(),
+        audit: AuditLog? = nil
+    ) {
         self.settings = settings
         self.group = group
         self.logger = logger
         self.metrics = metrics
+        self.audit = audit
     }
 
     /// Addresses of the endpoint-mapper listeners, by route name (useful with port 0 in tests).
@@ -61,7 +71,8 @@ package final class GatewayServer: Sendable {
                     metrics: self.metrics.route(route.name),
                     timeouts: self.settings.timeouts,
                     wireLimits: self.settings.wireLimits,
-                    logger: self.logger
+                    logger: self.logger,
+                    audit: self.audit
                 )
             )
         }

@@ -3,8 +3,8 @@ import NIOCore
 import RPCPolicy
 import RPCWire
 
-/// A route at run time: its settings, the resolved upstream address, its port pool, metrics and
-/// logger. Shared by every connection of the route.
+/// A route at run time: its settings, the resolved upstream address, its port pool, metrics,
+/// logger and audit log. Shared by every connection of the route.
 final class RouteRuntime: Sendable {
     let settings: RouteSettings
     let upstreamAddress: IPv4Address
@@ -13,9 +13,19 @@ final class RouteRuntime: Sendable {
     let logger: Logger
     let timeouts: Timeouts
     let wireLimits: WireLimits
+    let audit: AuditLog?
 
-    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, timeouts: Timeouts, wireLimits: WireLimits, logger: Logger) {
+    init(
+        settings: RouteSettings,
+        upstreamAddress: IPv4Address,
+        metrics: RouteMetrics,
+        timeouts: Timeouts,
+        wireLimits: WireLimits,
+        logger: Logger,
+        audit: AuditLog? = nil
+    ) {
         self.settings = settings
+        self.audit = audit
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
@@ -32,7 +42,7 @@ final class RouteRuntime: Sendable {
         InterfaceCatalog.name(of: interface) ?? "unknown"
     }
 
-    /// Turns a connection event into metrics and a log line.
+    /// Turns a connection event into metrics, a log line and, for decisions, an audit record.
     func record(_ event: ConnectionEvent, client: SocketAddress?, server: TCPEndpoint, listener: GatewayMetrics.Listener) {
         let clientText = client.map { "\($0)" } ?? "unknown"
         switch event {
@@ -51,7 +61,8 @@ final class RouteRuntime: Sendable {
                     "decision": "\(decision)",
                 ]
             )
-        case .callDenied(let interface, let opnum, let decision, let level):
+            self.recordAudit(.bind, interface, opnum: nil, decision, level, type, client: client, server: server, listener: listener)
+        case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
                 "call denied",
@@ -60,7 +71,8 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
-        case .callAudited(let interface, let opnum, let decision, let level):
+            self.recordAudit(.call, interface, opnum: opnum, decision, level, type, client: client, server: server, listener: listener)
+        case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
                 metadata: [
@@ -68,6 +80,7 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
+            self.recordAudit(.call, interface, opnum: opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
@@ -80,5 +93,36 @@ final class RouteRuntime: Sendable {
             self.metrics.pduError(reason: reason)
             self.logger.notice("protocol error", metadata: ["client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"])
         }
+    }
+
+    /// Queues an audit record; the JSON is built on the audit writer thread.
+    private func recordAudit(
+        _ event: AuditRecord.Event,
+        _ interface: SyntaxID,
+        opnum: UInt16?,
+        _ decision: PolicyDecision,
+        _ level: AuthLevel,
+        _ type: AuthType,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        guard let audit = self.audit else { return }
+        audit.record(
+            AuditRecord(
+                time: .now(),
+                route: self.settings.name,
+                event: event,
+                client: client,
+                server: server,
+                listener: listener,
+                interface: interface,
+                opnum: opnum,
+                authType: type,
+                authLevel: level,
+                decision: decision,
+                policy: self.settings.policy.name
+            )
+        )
     }
 }
