@@ -18,7 +18,7 @@ struct RPCGateCommand: AsyncParsableCommand {
         commandName: "rpcgate",
         abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
         version: RPCGateVersion.current,
-        subcommands: [Run.self, CheckConfig.self]
+        subcommands: [Run.self, CheckConfig.self, Endpoints.self]
     )
 }
 

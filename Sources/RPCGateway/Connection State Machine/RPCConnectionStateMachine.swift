@@ -322,8 +322,14 @@ public struct RPCConnectionStateMachine: Sendable {
     /// Whether a client could ever be allowed to bind `interface` (at the best auth level), so its
     /// endpoint may be revealed.
     public func mayLookUp(_ interface: SyntaxID) -> Bool {
-        if interface.uuid == SyntaxID.endpointMapper.uuid { return true }
-        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy)).permits
+        self.lookUpDecision(interface).permits
+    }
+
+    /// The decision behind ``mayLookUp(_:)``: the policy's answer for a bind at `privacy` level.
+    /// The endpoint mapper itself is always allowed (with no rule).
+    public func lookUpDecision(_ interface: SyntaxID) -> PolicyDecision {
+        if interface.uuid == SyntaxID.endpointMapper.uuid { return PolicyDecision(action: .allow, origin: nil) }
+        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy))
     }
 
     private func notRegistered(

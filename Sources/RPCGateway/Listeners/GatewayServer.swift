@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 package import NIOCore
 import NIOPosix
 import RPCPolicy
-import RPCWire
+package import RPCWire
 
 /// Errors that stop the gateway from starting.
 package struct GatewayStartError: Error, CustomStringConvertible {
@@ -259,7 +259,7 @@ package final class GatewayServer: Sendable {
 
     /// An IPv4 literal, or the address a host name resolves to (once, at start). The tower floor
     /// and the port pool are IPv4-only (C706 App. L has no IPv6 floor).
-    static func resolveIPv4(_ host: String) throws -> IPv4Address {
+    package static func resolveIPv4(_ host: String) throws -> IPv4Address {
         if let literal = IPv4Address(host) { return literal }
         guard let resolved = try? SocketAddress.makeAddressResolvingHost(host, port: 0),
             let text = resolved.ipAddress, let address = IPv4Address(text)
