@@ -163,13 +163,18 @@ extension ConfigurationDecoder {
             return false
         }
         var isDirectory: ObjCBool = false
-        if file.hasSuffix("/") || (FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && isDirectory.boolValue) {
+        let existsAsDirectory = FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && isDirectory.boolValue
+        if file.hasSuffix("/") || existsAsDirectory {
             self.report("\"\(file)\" is a directory; give the path of the audit file", at: path, node: node)
             return false
         }
         let parent = Self.parentDirectory(of: file)
         guard FileManager.default.fileExists(atPath: parent, isDirectory: &isDirectory) else {
-            self.report("the directory \(parent) does not exist; create it or choose another audit file", at: path, node: node)
+            self.report(
+                "the directory \(parent) does not exist; create it or choose another audit file",
+                at: path,
+                node: node
+            )
             return false
         }
         guard isDirectory.boolValue else {

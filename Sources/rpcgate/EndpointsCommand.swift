@@ -38,7 +38,9 @@ struct Endpoints: AsyncParsableCommand {
     func run() async throws {
         let settings = try loadSettingsOrExit(self.config)
         guard let route = settings.routes.first(where: { $0.name == self.route }) else {
-            printError("rpcgate: no route \"\(self.route)\" in \(self.config) (routes: \(settings.routes.map(\.name).joined(separator: ", ")))")
+            printError(
+                "rpcgate: no route \"\(self.route)\" in \(self.config) (routes: \(settings.routes.map(\.name).joined(separator: ", ")))"
+            )
             throw ExitCode(2)
         }
         guard let client = IPAddress(self.from) else {
@@ -58,7 +60,10 @@ struct Endpoints: AsyncParsableCommand {
         }
         let endpointMapper = "\(upstream):\(route.upstreamEPMPort)"
         let mapperClient = EndpointMapperClient(
-            configuration: EndpointMapperClient.Configuration(timeout: .seconds(self.timeout), limits: settings.wireLimits)
+            configuration: EndpointMapperClient.Configuration(
+                timeout: .seconds(self.timeout),
+                limits: settings.wireLimits
+            )
         )
         let listing: EndpointMapperClient.Listing
         do {

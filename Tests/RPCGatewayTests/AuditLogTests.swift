@@ -172,7 +172,10 @@ struct AuditLogTests {
     @Test("A file that cannot be opened is an error at start")
     func cannotOpen() throws {
         #expect(throws: AuditLogError.self) {
-            _ = try AuditLog(settings: AuditSettings(file: "/nonexistent-rpcgate-dir/audit.jsonl"), logger: Logger(label: "test"))
+            _ = try AuditLog(
+                settings: AuditSettings(file: "/nonexistent-rpcgate-dir/audit.jsonl"),
+                logger: Logger(label: "test")
+            )
         }
     }
 }

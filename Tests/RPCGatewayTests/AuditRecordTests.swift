@@ -9,7 +9,11 @@ import Testing
 struct AuditRecordTests {
     static let samr = SyntaxID(uuid: DCEUUID("12345778-1234-abcd-ef00-0123456789ac")!, majorVersion: 1, minorVersion: 0)
 
-    static func bind(route: String = "dc1", decision: PolicyDecision, client: SocketAddress? = nil) throws -> AuditRecord {
+    static func bind(
+        route: String = "dc1",
+        decision: PolicyDecision,
+        client: SocketAddress? = nil
+    ) throws -> AuditRecord {
         AuditRecord(
             time: AuditTimestamp(millisecondsSinceEpoch: 1_714_566_896_789),
             route: route,
@@ -62,10 +66,16 @@ struct AuditRecordTests {
 
     @Test("A call line has the opnum, the rule index and the profile")
     func callLine() throws {
-        var record = try Self.bind(decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 3, profile: "block-dcsync")))
+        var record = try Self.bind(
+            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 3, profile: "block-dcsync"))
+        )
         record.event = .call
         record.opnum = 7
-        record.interface = SyntaxID(uuid: DCEUUID("01234567-89ab-cdef-0123-456789abcdef")!, majorVersion: 2, minorVersion: 5)
+        record.interface = SyntaxID(
+            uuid: DCEUUID("01234567-89ab-cdef-0123-456789abcdef")!,
+            majorVersion: 2,
+            minorVersion: 5
+        )
         record.authType = AuthType(rawValue: 99)
         record.authLevel = .none
         record.listener = .epm
@@ -80,7 +90,10 @@ struct AuditRecordTests {
 
     @Test("An IPv6 client, and a connection without a peer address")
     func clients() throws {
-        let v6 = try Self.bind(decision: PolicyDecision(action: .audit, origin: nil), client: SocketAddress(ipAddress: "2001:db8::1", port: 50_000))
+        let v6 = try Self.bind(
+            decision: PolicyDecision(action: .audit, origin: nil),
+            client: SocketAddress(ipAddress: "2001:db8::1", port: 50_000)
+        )
         #expect(v6.jsonLine.contains(#""client":"2001:db8::1","client_port":50000,"#))
         #expect(v6.jsonLine.contains(#""decision":"audit""#))
         var none = v6
@@ -99,7 +112,10 @@ struct AuditRecordTests {
         )
 
         // The whole line stays one line of valid JSON and round-trips the value.
-        var record = try Self.bind(route: hostile, decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 0, profile: "p\"\n")))
+        var record = try Self.bind(
+            route: hostile,
+            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 0, profile: "p\"\n"))
+        )
         record.policy = "</script>\u{00}"
         var line = ByteBuffer()
         record.writeJSONLine(into: &line)

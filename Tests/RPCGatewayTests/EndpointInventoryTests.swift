@@ -36,7 +36,11 @@ struct EndpointInventoryTests {
             name: "dc",
             defaultAction: .deny,
             rules: [
-                PolicyRule(action: .audit, interfaces: [InterfaceMatcher(parsing: "lsarpc")!], origin: RuleOrigin(index: 0, profile: "watch")),
+                PolicyRule(
+                    action: .audit,
+                    interfaces: [InterfaceMatcher(parsing: "lsarpc")!],
+                    origin: RuleOrigin(index: 0, profile: "watch")
+                ),
                 PolicyRule(
                     action: .allow,
                     interfaces: ["samr", "netlogon", "dnsserver"].map { InterfaceMatcher(parsing: $0)! },
@@ -61,7 +65,12 @@ struct EndpointInventoryTests {
             Self.pipe(Self.catalog("samr"), "\\pipe\\samr"),
             EPMEntry(object: .zero, tower: nil, annotation: []),
         ]
-        let rows = EndpointInventory(entries: entries, route: Self.route, upstreamAddress: upstream, client: IPAddress("10.1.2.3")!).rows
+        let rows = EndpointInventory(
+            entries: entries,
+            route: Self.route,
+            upstreamAddress: upstream,
+            client: IPAddress("10.1.2.3")!
+        ).rows
 
         #expect(
             rows.map(\.gateway) == [
@@ -76,10 +85,23 @@ struct EndpointInventoryTests {
                 .unchanged,
             ]
         )
-        #expect(rows.map(\.protocolSequence) == [.ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnNP, .none])
-        #expect(rows.map(\.endpoint) == ["49154", "49154", "49155", "135", "49156", "49157", "49154", "\\pipe\\samr", nil])
-        #expect(rows.map(\.interfaceName) == ["samr", "drsuapi", "lsarpc", "epmapper", "netlogon", "dnsserver", "lsarpc", "samr", nil])
-        #expect(rows.map { $0.verdict?.action } == [.allow, .deny, .audit, .allow, .allow, .allow, .audit, .allow, nil])
+        #expect(
+            rows.map(\.protocolSequence) == [
+                .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnIPTCP, .ncacnNP,
+                .none,
+            ]
+        )
+        #expect(
+            rows.map(\.endpoint) == ["49154", "49154", "49155", "135", "49156", "49157", "49154", "\\pipe\\samr", nil]
+        )
+        #expect(
+            rows.map(\.interfaceName) == [
+                "samr", "drsuapi", "lsarpc", "epmapper", "netlogon", "dnsserver", "lsarpc", "samr", nil,
+            ]
+        )
+        #expect(
+            rows.map { $0.verdict?.action } == [.allow, .deny, .audit, .allow, .allow, .allow, .audit, .allow, nil]
+        )
         #expect(rows[2].verdict?.origin == RuleOrigin(index: 0, profile: "watch"))
         #expect(rows[1].verdict?.origin == nil)
         #expect(rows[3].isEndpointMapper)
@@ -88,7 +110,10 @@ struct EndpointInventoryTests {
 
     @Test("Verdicts depend on the client: outside the sources only the audit rule and the mapper remain")
     func otherClient() throws {
-        let entries = [Self.tcp(Self.catalog("samr"), 49154), Self.tcp(Self.catalog("lsarpc"), 49155), Self.tcp(.endpointMapper, 135)]
+        let entries = [
+            Self.tcp(Self.catalog("samr"), 49154), Self.tcp(Self.catalog("lsarpc"), 49155),
+            Self.tcp(.endpointMapper, 135),
+        ]
         let rows = EndpointInventory(
             entries: entries,
             route: Self.route,

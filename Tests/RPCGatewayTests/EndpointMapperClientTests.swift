@@ -75,7 +75,11 @@ final class FakeEndpointMapper: Sendable {
             switch pdu.body {
             case .bind:
                 let accepted = PresentationResult(result: .acceptance, reason: .notSpecified, transferSyntax: .ndr)
-                let rejected = PresentationResult(result: .providerRejection, reason: .abstractSyntaxNotSupported, transferSyntax: PresentationResult.nullSyntax)
+                let rejected = PresentationResult(
+                    result: .providerRejection,
+                    reason: .abstractSyntaxNotSupported,
+                    transferSyntax: PresentationResult.nullSyntax
+                )
                 var rejectBind = false
                 if case .rejectBind = self.behaviour { rejectBind = true }
                 let ack = BindAckPDU(
@@ -85,7 +89,10 @@ final class FakeEndpointMapper: Sendable {
                     secondaryAddress: BindAckPDU.secondaryAddress(port: 135),
                     results: [rejectBind ? rejected : accepted]
                 )
-                self.send(PDU(header: PDUHeader(packetType: .bindAck, callID: raw.header.callID), body: .bindAck(ack)), context: context)
+                self.send(
+                    PDU(header: PDUHeader(packetType: .bindAck, callID: raw.header.callID), body: .bindAck(ack)),
+                    context: context
+                )
             case .request(var request):
                 guard request.opnum == EPMOperation.lookup.rawValue,
                     let lookup = try? request.stub.readEPMLookupRequest(syntax: .ndr32)
@@ -114,13 +121,26 @@ final class FakeEndpointMapper: Sendable {
                         status: RPCStatus(rawValue: 0)
                     )
                 } else {
-                    response = EPMLookupResponse(entryHandle: .null, maxEntries: lookup.maxEntries, entries: [], status: .endpointNotRegistered)
+                    response = EPMLookupResponse(
+                        entryHandle: .null,
+                        maxEntries: lookup.maxEntries,
+                        entries: [],
+                        status: .endpointNotRegistered
+                    )
                 }
             case .nullHandle(let entries):
-                response = EPMLookupResponse(entryHandle: .null, maxEntries: lookup.maxEntries, entries: entries, status: RPCStatus(rawValue: 0))
+                response = EPMLookupResponse(
+                    entryHandle: .null,
+                    maxEntries: lookup.maxEntries,
+                    entries: entries,
+                    status: RPCStatus(rawValue: 0)
+                )
             case .faultLookup(let status):
                 self.send(
-                    PDU(header: PDUHeader(packetType: .fault, callID: callID), body: .fault(FaultPDU(contextID: 0, status: status))),
+                    PDU(
+                        header: PDUHeader(packetType: .fault, callID: callID),
+                        body: .fault(FaultPDU(contextID: 0, status: status))
+                    ),
                     context: context
                 )
                 return
@@ -163,18 +183,28 @@ struct EndpointMapperClientTests {
         )
     }
 
-    static let page1 = (0..<40).map { entry($0 % 2 == 0 ? samr : lsarpc, port: 49152 + UInt16($0), annotation: "page one \($0)") }
-    static let page2 = [entry(.endpointMapper, port: 135, annotation: "epmapper"), entry(samr, port: 49999, annotation: "")]
+    static let page1 = (0..<40).map {
+        entry($0 % 2 == 0 ? samr : lsarpc, port: 49152 + UInt16($0), annotation: "page one \($0)")
+    }
+    static let page2 = [
+        entry(.endpointMapper, port: 135, annotation: "epmapper"), entry(samr, port: 49999, annotation: ""),
+    ]
 
     static func client(timeout: Duration = .seconds(10), maximumPages: Int = 20) -> EndpointMapperClient {
-        EndpointMapperClient(configuration: EndpointMapperClient.Configuration(timeout: timeout, maximumPages: maximumPages))
+        EndpointMapperClient(
+            configuration: EndpointMapperClient.Configuration(timeout: timeout, maximumPages: maximumPages)
+        )
     }
 
     @Test("Pages with the returned handle until ept_s_not_registered; fragmented replies are reassembled")
     func paging() async throws {
         let server = try await FakeEndpointMapper(.pages([Self.page1, Self.page2]))
         defer { Task { await server.close() } }
-        let listing = try await Self.client().lookUpAll(host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton)
+        let listing = try await Self.client().lookUpAll(
+            host: "127.0.0.1",
+            port: server.port,
+            group: MultiThreadedEventLoopGroup.singleton
+        )
 
         #expect(listing.pages == 3)
         #expect(listing.finalStatus == .endpointNotRegistered)
@@ -186,7 +216,11 @@ struct EndpointMapperClientTests {
         #expect(listing.entries[40].tower?.tcpPort == 135)
 
         let requests = server.requests.withLockedValue { $0 }
-        #expect(requests.map(\.entryHandle) == [.null, FakeEndpointMapper.handle(afterPage: 0), FakeEndpointMapper.handle(afterPage: 1)])
+        #expect(
+            requests.map(\.entryHandle) == [
+                .null, FakeEndpointMapper.handle(afterPage: 0), FakeEndpointMapper.handle(afterPage: 1),
+            ]
+        )
         for request in requests {
             #expect(request.inquiryType == 0)
             #expect(request.object == nil)
@@ -200,7 +234,11 @@ struct EndpointMapperClientTests {
     func nullHandle() async throws {
         let server = try await FakeEndpointMapper(.nullHandle(Self.page2))
         defer { Task { await server.close() } }
-        let listing = try await Self.client().lookUpAll(host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton)
+        let listing = try await Self.client().lookUpAll(
+            host: "127.0.0.1",
+            port: server.port,
+            group: MultiThreadedEventLoopGroup.singleton
+        )
         #expect(listing.pages == 1)
         #expect(listing.finalStatus.rawValue == 0)
         #expect(listing.entries.count == 2)
@@ -210,7 +248,11 @@ struct EndpointMapperClientTests {
     func truncated() async throws {
         let server = try await FakeEndpointMapper(.pages(Array(repeating: Self.page2, count: 5)))
         defer { Task { await server.close() } }
-        let listing = try await Self.client(maximumPages: 2).lookUpAll(host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton)
+        let listing = try await Self.client(maximumPages: 2).lookUpAll(
+            host: "127.0.0.1",
+            port: server.port,
+            group: MultiThreadedEventLoopGroup.singleton
+        )
         #expect(listing.pages == 2)
         #expect(listing.truncated)
         #expect(listing.entries.count == 4)
@@ -223,7 +265,11 @@ struct EndpointMapperClientTests {
         defer { Task { await server.close() } }
         let started = ContinuousClock.now
         await #expect(throws: EndpointMapperClientError.self) {
-            try await Self.client(timeout: .milliseconds(300)).lookUpAll(host: "127.0.0.1", port: server.port, group: MultiThreadedEventLoopGroup.singleton)
+            try await Self.client(timeout: .milliseconds(300)).lookUpAll(
+                host: "127.0.0.1",
+                port: server.port,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
         }
         #expect(ContinuousClock.now - started < .seconds(5))
     }
@@ -235,7 +281,11 @@ struct EndpointMapperClientTests {
         let port = server.port
         await server.close()
         do {
-            _ = try await Self.client().lookUpAll(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton)
+            _ = try await Self.client().lookUpAll(
+                host: "127.0.0.1",
+                port: port,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             Issue.record("expected the connection to be refused")
         } catch let error as EndpointMapperClientError {
             #expect(error.description.hasPrefix("cannot connect: "))
@@ -247,7 +297,11 @@ struct EndpointMapperClientTests {
         let rejecting = try await FakeEndpointMapper(.rejectBind)
         defer { Task { await rejecting.close() } }
         do {
-            _ = try await Self.client().lookUpAll(host: "127.0.0.1", port: rejecting.port, group: MultiThreadedEventLoopGroup.singleton)
+            _ = try await Self.client().lookUpAll(
+                host: "127.0.0.1",
+                port: rejecting.port,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             Issue.record("expected the refused bind to throw")
         } catch let error as EndpointMapperClientError {
             #expect(error.description.contains("refused the bind"))
@@ -256,7 +310,11 @@ struct EndpointMapperClientTests {
         let faulting = try await FakeEndpointMapper(.faultLookup(.operationRangeError))
         defer { Task { await faulting.close() } }
         do {
-            _ = try await Self.client().lookUpAll(host: "127.0.0.1", port: faulting.port, group: MultiThreadedEventLoopGroup.singleton)
+            _ = try await Self.client().lookUpAll(
+                host: "127.0.0.1",
+                port: faulting.port,
+                group: MultiThreadedEventLoopGroup.singleton
+            )
             Issue.record("expected the fault to throw")
         } catch let error as EndpointMapperClientError {
             #expect(error.description.contains("fault 0x1c010002"))

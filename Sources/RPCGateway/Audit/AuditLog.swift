@@ -127,8 +127,14 @@ package final class AuditLog: Sendable {
     /// Opens the file of `settings` and starts the writer.
     ///
     /// - Throws: ``AuditLogError`` when the file cannot be opened.
-    package convenience init(settings: AuditSettings, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) throws {
-        self.init(sink: try FileAuditSink(path: settings.file), capacity: settings.bufferLines, logger: logger, metrics: metrics)
+    package convenience init(settings: AuditSettings, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) throws
+    {
+        self.init(
+            sink: try FileAuditSink(path: settings.file),
+            capacity: settings.bufferLines,
+            logger: logger,
+            metrics: metrics
+        )
     }
 
     /// Starts a writer that sends lines to `sink`.
@@ -164,7 +170,7 @@ package final class AuditLog: Sendable {
     /// Queues `record` for writing. Never blocks on I/O; drops (and counts) the record when the
     /// queue is full.
     package func record(_ record: AuditRecord) {
-        switch self.queue.append(record, now: .now(), warningInterval: self.warningInterval) {
+        switch self.queue.append(record, warningInterval: self.warningInterval) {
         case .queued, .closed:
             break
         case .dropped:
@@ -213,7 +219,10 @@ package final class AuditLog: Sendable {
                     let now = NIODeadline.now()
                     if lastErrorWarning.map({ now - $0 >= self.warningInterval }) ?? true {
                         lastErrorWarning = now
-                        self.logger.error("audit records lost", metadata: ["records": "\(batch.count)", "error": "\(error)"])
+                        self.logger.error(
+                            "audit records lost",
+                            metadata: ["records": "\(batch.count)", "error": "\(error)"]
+                        )
                     }
                 }
                 batch.removeAll(keepingCapacity: true)
@@ -251,7 +260,8 @@ private final class AuditQueue: @unchecked Sendable {
         self.records = CircularBuffer(initialCapacity: min(capacity, 1024))
     }
 
-    func append(_ record: AuditRecord, now: NIODeadline, warningInterval: TimeAmount) -> AppendResult {
+    /// Queues `record` unless the queue is full or closed. Reads the clock only when dropping.
+    func append(_ record: AuditRecord, warningInterval: TimeAmount) -> AppendResult {
         self.condition.lock()
         guard !self.closed else {
             self.condition.unlock()
@@ -261,6 +271,7 @@ private final class AuditQueue: @unchecked Sendable {
             self.dropped += 1
             self.droppedSinceWarning += 1
             var result = AppendResult.dropped
+            let now = NIODeadline.now()
             if self.lastWarning.map({ now - $0 >= warningInterval }) ?? true {
                 self.lastWarning = now
                 result = .droppedWarn(self.droppedSinceWarning, self.dropped)

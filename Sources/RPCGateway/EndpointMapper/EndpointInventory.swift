@@ -80,8 +80,19 @@ package struct EndpointInventory: Sendable {
     /// (``TowerExposure``) and given ports by a fresh ``PortAllocator`` over the route's range, in
     /// entry order: what a gateway that has just started would answer. A running gateway assigns
     /// ports on demand, so its numbers depend on what clients asked before.
-    package init(entries: [EPMEntry], route: RouteSettings, upstreamAddress: IPv4Address, client: IPAddress, limits: WireLimits = WireLimits()) {
-        let machine = RPCConnectionStateMachine(role: .endpointMapper, policy: route.policy, client: client, limits: limits)
+    package init(
+        entries: [EPMEntry],
+        route: RouteSettings,
+        upstreamAddress: IPv4Address,
+        client: IPAddress,
+        limits: WireLimits = WireLimits()
+    ) {
+        let machine = RPCConnectionStateMachine(
+            role: .endpointMapper,
+            policy: route.policy,
+            client: client,
+            limits: limits
+        )
         var allocator = PortAllocator(ports: route.ports, idleTimeout: TimeAmount(route.mappingIdleTimeout))
         let now = NIODeadline.now()
         self.rows = entries.map { entry in
@@ -100,7 +111,10 @@ package struct EndpointInventory: Sendable {
             var gateway = GatewayView.unchanged
             if sequence == .ncacnIPTCP, let tower, let port = tower.tcpPort {
                 let exposure = TowerExposure.classify(
-                    EPMTowerEndpoint(interface: interface, endpoint: TCPEndpoint(address: tower.ipv4Address ?? .any, port: port)),
+                    EPMTowerEndpoint(
+                        interface: interface,
+                        endpoint: TCPEndpoint(address: tower.ipv4Address ?? .any, port: port)
+                    ),
                     route: route,
                     upstreamAddress: upstreamAddress,
                     mayLookUp: machine.mayLookUp

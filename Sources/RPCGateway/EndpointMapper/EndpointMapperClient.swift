@@ -190,19 +190,27 @@ package struct EndpointMapperClient: Sendable {
             try await self.outbound.write(try bind.serialized())
             let answer = try await self.receive()
             guard answer.header.callID == callID else {
-                throw EndpointMapperClientError("bind answered with call_id \(answer.header.callID), expected \(callID)")
+                throw EndpointMapperClientError(
+                    "bind answered with call_id \(answer.header.callID), expected \(callID)"
+                )
             }
             switch try answer.parse(limits: self.configuration.limits).body {
             case .bindAck(let ack):
                 guard let result = ack.results.first, result.result == .acceptance else {
-                    let reason = ack.results.first.map { "result \($0.result.rawValue), reason \($0.reason.rawValue)" } ?? "no result"
+                    let reason =
+                        ack.results.first.map { "result \($0.result.rawValue), reason \($0.reason.rawValue)" }
+                        ?? "no result"
                     throw EndpointMapperClientError("the endpoint mapper refused the bind (\(reason))")
                 }
                 guard result.transferSyntax == .ndr else {
-                    throw EndpointMapperClientError("the endpoint mapper accepted transfer syntax \(result.transferSyntax), not NDR 2.0")
+                    throw EndpointMapperClientError(
+                        "the endpoint mapper accepted transfer syntax \(result.transferSyntax), not NDR 2.0"
+                    )
                 }
             case .bindNak(let nak):
-                throw EndpointMapperClientError("the endpoint mapper refused the bind (bind_nak reason \(nak.rejectReason.rawValue))")
+                throw EndpointMapperClientError(
+                    "the endpoint mapper refused the bind (bind_nak reason \(nak.rejectReason.rawValue))"
+                )
             case .fault(let fault):
                 throw EndpointMapperClientError("the bind was answered with fault \(fault.status)")
             default:
@@ -243,7 +251,9 @@ package struct EndpointMapperClient: Sendable {
             while fragments == nil {
                 let pdu = try await self.receive()
                 guard pdu.header.callID == callID else {
-                    throw EndpointMapperClientError("ept_lookup answered with call_id \(pdu.header.callID), expected \(callID)")
+                    throw EndpointMapperClientError(
+                        "ept_lookup answered with call_id \(pdu.header.callID), expected \(callID)"
+                    )
                 }
                 fragments = try assembler.append(pdu)
             }

@@ -61,7 +61,7 @@ final class RouteRuntime: Sendable {
                     "decision": "\(decision)",
                 ]
             )
-            self.recordAudit(.bind, interface, opnum: nil, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
         case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
@@ -71,7 +71,7 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
-            self.recordAudit(.call, interface, opnum: opnum, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
@@ -80,7 +80,7 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
-            self.recordAudit(.call, interface, opnum: opnum, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
@@ -99,7 +99,7 @@ final class RouteRuntime: Sendable {
     private func recordAudit(
         _ event: AuditRecord.Event,
         _ interface: SyntaxID,
-        opnum: UInt16?,
+        _ opnum: UInt16?,
         _ decision: PolicyDecision,
         _ level: AuthLevel,
         _ type: AuthType,
