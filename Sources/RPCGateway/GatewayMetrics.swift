@@ -40,6 +40,9 @@ package struct GatewayMetrics: Sendable {
         package static let connectionsRefusedTotal = "rpcgate_connections_refused_total"
         /// Counter `{route, interface}`: requests refused by the operation policy.
         package static let callsDeniedTotal = "rpcgate_calls_denied_total"
+        /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
+        /// whole buffer) or `write_error`.
+        package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
     }
 
     /// The listener a client connected to (`listener` label).

@@ -18,7 +18,7 @@ struct RPCGateCommand: AsyncParsableCommand {
         commandName: "rpcgate",
         abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
         version: RPCGateVersion.current,
-        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self]
+        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self]
     )
 }
 
@@ -60,6 +60,10 @@ struct CheckConfig: ParsableCommand {
             )
         }
         if let admin = settings.admin { print("admin: \(admin.host):\(admin.port)") }
+        if let audit = settings.audit {
+            let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
+            print("audit: \(target) (buffer \(audit.bufferLines) lines)")
+        }
     }
 }
 
@@ -90,12 +94,22 @@ struct Run: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "rpcgate")
 
+        var audit: AuditLog?
+        if let auditSettings = settings.audit {
+            do {
+                audit = try AuditLog(settings: auditSettings, logger: logger)
+            } catch {
+                printError("rpcgate: \(error)")
+                throw ExitCode(1)
+            }
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
-        let gateway = GatewayServer(settings: settings, group: group, logger: logger)
+        let gateway = GatewayServer(settings: settings, group: group, logger: logger, audit: audit)
         do {
             try await gateway.start()
         } catch {
             printError("rpcgate: \(error)")
+            await audit?.shutdown()
             try? await group.shutdownGracefully()
             throw ExitCode(1)
         }
@@ -116,12 +130,13 @@ struct Run: AsyncParsableCommand {
             } catch {
                 printError("rpcgate: \(error)")
                 await gateway.stop()
+                await audit?.shutdown()
                 try? await group.shutdownGracefully()
                 throw ExitCode(1)
             }
         }
         logger.info("rpcgate \(RPCGateVersion.current) started", metadata: ["config": "\(self.config)", "routes": "\(settings.routes.count)"])
-        let service = GatewayService(gateway: gateway, admin: admin, logger: logger)
+        let service = GatewayService(gateway: gateway, admin: admin, audit: audit, logger: logger)
         let serviceGroup = ServiceGroup(
             configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         )
@@ -131,10 +146,12 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// Keeps the process alive until a shutdown signal, then closes listeners and connections.
+/// Keeps the process alive until a shutdown signal, then closes listeners and connections and
+/// flushes the audit log.
 struct GatewayService: Service {
     let gateway: GatewayServer
     let admin: AdminServer?
+    let audit: AuditLog?
     let logger: Logger
 
     func run() async throws {
@@ -142,5 +159,6 @@ struct GatewayService: Service {
         self.logger.info("shutting down")
         await self.gateway.stop()
         try? await self.admin?.close()
+        await self.audit?.shutdown()
     }
 }

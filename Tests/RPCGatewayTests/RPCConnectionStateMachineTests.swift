@@ -171,7 +171,7 @@ struct RPCConnectionStateMachineTests {
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: [])) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: .lastFragment)) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 4, opnum: 16)) == .forward)
-        #expect(machine.takeEvents().contains { if case .callDenied(_, 3, _, .privacy) = $0 { return true } else { return false } })
+        #expect(machine.takeEvents().contains { if case .callDenied(_, 3, _, .privacy, _) = $0 { return true } else { return false } })
     }
 
     @Test func minimumAuthLevelIsReadFromTheBindTrailer() {

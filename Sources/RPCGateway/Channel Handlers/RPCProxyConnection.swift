@@ -232,19 +232,26 @@ final class RPCProxyConnection {
                 syntax: reply.syntax,
                 limits: limits
             ) { tower -> TCPEndpoint? in
-                if let interface = tower.interface, !machine.mayLookUp(interface) { return nil }
-                let server = tower.endpoint
-                // Never an open relay: only the configured server, whatever the reply says.
-                guard server.address == .any || server.address == route.upstreamAddress else { return nil }
-                if server.port == settings.upstreamEPMPort {
-                    return TCPEndpoint(address: advertised, port: settings.epmPort)
-                }
-                switch route.pool.allocate(for: TCPEndpoint(address: route.upstreamAddress, port: server.port)) {
-                case .existing(let port), .allocated(let port):
-                    return TCPEndpoint(address: advertised, port: port)
-                case .exhausted:
-                    exhausted = true
+                let exposure = TowerExposure.classify(
+                    tower,
+                    route: settings,
+                    upstreamAddress: route.upstreamAddress,
+                    mayLookUp: machine.mayLookUp
+                )
+                switch exposure {
+                case .hidden, .foreignHost:
+                    // Never an open relay: only the configured server, whatever the reply says.
                     return nil
+                case .endpointMapper:
+                    return TCPEndpoint(address: advertised, port: settings.epmPort)
+                case .mapped(let server):
+                    switch route.pool.allocate(for: server) {
+                    case .existing(let port), .allocated(let port):
+                        return TCPEndpoint(address: advertised, port: port)
+                    case .exhausted:
+                        exhausted = true
+                        return nil
+                    }
                 }
             }
             if exhausted {

@@ -248,7 +248,9 @@ public struct RPCConnectionStateMachine: Sendable {
             return self.collectEndpointMapperRequest(raw)
         case .mapped:
             guard self.policy.inspectsOperations else { return .forward }
-            let requestLevel = self.requestAuthLevel(raw) ?? self.authLevel
+            let requestAuth = self.requestAuth(raw)
+            let requestLevel = requestAuth?.level ?? self.authLevel
+            let requestType = requestAuth?.type ?? self.authType
             let decision = self.policy.evaluate(
                 PolicyQuery(interface: context.interface, opnum: opnum, client: self.client, authLevel: requestLevel)
             )
@@ -256,10 +258,14 @@ public struct RPCConnectionStateMachine: Sendable {
             case .allow:
                 return .forward
             case .audit:
-                self.events.append(.callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
+                self.events.append(
+                    .callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
                 return .forward
             case .deny:
-                self.events.append(.callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
+                self.events.append(
+                    .callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
                 if !header.flags.contains(.lastFragment) { self.droppedCalls.insert(header.callID) }
                 let fault = PDU.fault(
                     callID: header.callID,
@@ -275,10 +281,16 @@ public struct RPCConnectionStateMachine: Sendable {
 
     /// The auth level in a request's own `sec_trailer` (C706 13.2.6.1), if it carries one.
     private func requestAuthLevel(_ raw: RawPDU) -> AuthLevel? {
+        self.requestAuth(raw)?.level
+    }
+
+    /// The auth type and level in a PDU's own `sec_trailer` (C706 13.2.6.1), if it carries one.
+    private func requestAuth(_ raw: RawPDU) -> (type: AuthType, level: AuthLevel)? {
         let authLength = Int(raw.header.authLength)
         guard authLength > 0 else { return nil }
         let offset = raw.bytes.readerIndex + raw.bytes.readableBytes - authLength - WireLimits.securityTrailerLength
-        return raw.bytes.getInteger(at: offset + 1, as: UInt8.self).map { AuthLevel(rawValue: $0) }
+        guard let (type, level) = raw.bytes.getMultipleIntegers(at: offset, as: (UInt8, UInt8).self) else { return nil }
+        return (AuthType(rawValue: type), AuthLevel(rawValue: level))
     }
 
     // MARK: - Endpoint mapper requests
@@ -349,8 +361,14 @@ public struct RPCConnectionStateMachine: Sendable {
     /// Whether a client could ever be allowed to bind `interface` (at the best auth level), so its
     /// endpoint may be revealed.
     public func mayLookUp(_ interface: SyntaxID) -> Bool {
-        if interface.uuid == SyntaxID.endpointMapper.uuid { return true }
-        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy)).permits
+        self.lookUpDecision(interface).permits
+    }
+
+    /// The decision behind ``mayLookUp(_:)``: the policy's answer for a bind at `privacy` level.
+    /// The endpoint mapper itself is always allowed (with no rule).
+    public func lookUpDecision(_ interface: SyntaxID) -> PolicyDecision {
+        if interface.uuid == SyntaxID.endpointMapper.uuid { return PolicyDecision(action: .allow, origin: nil) }
+        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy))
     }
 
     private func notRegistered(

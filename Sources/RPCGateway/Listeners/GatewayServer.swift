@@ -3,7 +3,7 @@ import NIOConcurrencyHelpers
 package import NIOCore
 import NIOPosix
 import RPCPolicy
-import RPCWire
+package import RPCWire
 
 /// Errors that stop the gateway from starting.
 package struct GatewayStartError: Error, CustomStringConvertible {
@@ -24,6 +24,7 @@ package final class GatewayServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let metrics: GatewayMetrics
+    private let audit: AuditLog?
     private let state: NIOLockedValueBox<State>
 
     /// Where a listener is, and what it serves.
@@ -50,10 +51,19 @@ package final class GatewayServer: Sendable {
         var draining = false
     }
 
-    package init(settings: GatewaySettings, group: any EventLoopGroup, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) {
+    /// - Parameter audit: where bind decisions and denied or audited calls are recorded. The
+    ///   caller owns it and shuts it down after ``stop()``.
+    package init(
+        settings: GatewaySettings,
+        group: any EventLoopGroup,
+        logger: Logger,
+        metrics: GatewayMetrics = GatewayMetrics(),
+        audit: AuditLog? = nil
+    ) {
         self.group = group
         self.logger = logger
         self.metrics = metrics
+        self.audit = audit
         self.state = NIOLockedValueBox(State(settings: settings))
     }
 
@@ -113,7 +123,8 @@ package final class GatewayServer: Sendable {
                 settings: route,
                 upstreamAddress: address,
                 metrics: self.metrics.route(route.name),
-                logger: self.logger
+                logger: self.logger,
+                audit: self.audit
             )
         }
         for route in settings.routes {
@@ -353,7 +364,7 @@ package final class GatewayServer: Sendable {
 
     /// An IPv4 literal, or the address a host name resolves to (once, at start). The tower floor
     /// and the port pool are IPv4-only (C706 App. L has no IPv6 floor).
-    static func resolveIPv4(_ host: String) throws -> IPv4Address {
+    package static func resolveIPv4(_ host: String) throws -> IPv4Address {
         if let literal = IPv4Address(host) { return literal }
         guard let resolved = try? SocketAddress.makeAddressResolvingHost(host, port: 0),
             let text = resolved.ipAddress, let address = IPv4Address(text)

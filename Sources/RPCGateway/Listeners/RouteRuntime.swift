@@ -24,7 +24,7 @@ struct RouteIdentity: Hashable, Sendable {
 }
 
 /// A route at run time: its current settings, the resolved upstream address, its port pool,
-/// metrics and logger. Shared by every connection of the route, on every event loop.
+/// metrics, logger and audit log. Shared by every connection of the route, on every event loop.
 final class RouteRuntime: Sendable {
     let name: String
     let identity: RouteIdentity
@@ -32,6 +32,7 @@ final class RouteRuntime: Sendable {
     let pool: PortPool
     let metrics: RouteMetrics
     let logger: Logger
+    let audit: AuditLog?
     private let current: NIOLockedValueBox<Current>
 
     private struct Current {
@@ -40,9 +41,10 @@ final class RouteRuntime: Sendable {
         var generation: Int
     }
 
-    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, logger: Logger) {
+    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, logger: Logger, audit: AuditLog? = nil) {
         self.name = settings.name
         self.identity = RouteIdentity(settings)
+        self.audit = audit
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
@@ -77,7 +79,7 @@ final class RouteRuntime: Sendable {
         InterfaceCatalog.name(of: interface) ?? "unknown"
     }
 
-    /// Turns a connection event into metrics and a log line.
+    /// Turns a connection event into metrics, a log line and, for decisions, an audit record.
     func record(_ event: ConnectionEvent, client: SocketAddress?, server: TCPEndpoint, listener: GatewayMetrics.Listener) {
         let clientText = client.map { "\($0)" } ?? "unknown"
         switch event {
@@ -96,7 +98,8 @@ final class RouteRuntime: Sendable {
                     "decision": "\(decision)",
                 ]
             )
-        case .callDenied(let interface, let opnum, let decision, let level):
+            self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
+        case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
                 "call denied",
@@ -105,7 +108,8 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
-        case .callAudited(let interface, let opnum, let decision, let level):
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+        case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
                 metadata: [
@@ -113,6 +117,7 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
@@ -125,5 +130,36 @@ final class RouteRuntime: Sendable {
             self.metrics.pduError(reason: reason)
             self.logger.notice("protocol error", metadata: ["client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"])
         }
+    }
+
+    /// Queues an audit record; the JSON is built on the audit writer thread.
+    private func recordAudit(
+        _ event: AuditRecord.Event,
+        _ interface: SyntaxID,
+        _ opnum: UInt16?,
+        _ decision: PolicyDecision,
+        _ level: AuthLevel,
+        _ type: AuthType,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        guard let audit = self.audit else { return }
+        audit.record(
+            AuditRecord(
+                time: .now(),
+                route: self.settings.name,
+                event: event,
+                client: client,
+                server: server,
+                listener: listener,
+                interface: interface,
+                opnum: opnum,
+                authType: type,
+                authLevel: level,
+                decision: decision,
+                policy: self.settings.policy.name
+            )
+        )
     }
 }
