@@ -137,8 +137,16 @@ struct Run: AsyncParsableCommand {
         }
         logger.info("rpcgate \(RPCGateVersion.current) started", metadata: ["config": "\(self.config)", "routes": "\(settings.routes.count)"])
         let service = GatewayService(gateway: gateway, admin: admin, audit: audit, logger: logger)
+        let reloader = ReloadService(configPath: self.config, gateway: gateway, loaded: settings, logger: logger)
         let serviceGroup = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(
+                services: [
+                    .init(service: service),
+                    .init(service: reloader, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
         )
         try await serviceGroup.run()
         try? await group.shutdownGracefully()
@@ -156,9 +164,54 @@ struct GatewayService: Service {
 
     func run() async throws {
         try? await gracefulShutdown()
-        self.logger.info("shutting down")
-        await self.gateway.stop()
+        self.logger.info("shutting down: draining connections")
+        await self.gateway.drain(deadline: self.gateway.settings.timeouts.drainDuration)
         try? await self.admin?.close()
         await self.audit?.shutdown()
+    }
+}
+
+/// Reloads the configuration on SIGHUP. A file with problems is rejected with a logged error and
+/// the running configuration stays; `rpcgate_config_reloads_total{result}` counts both outcomes.
+struct ReloadService: Service {
+    let configPath: String
+    let gateway: GatewayServer
+    let loaded: GatewaySettings
+    let logger: Logger
+
+    func run() async throws {
+        let succeeded = Counter(label: "rpcgate_config_reloads_total", dimensions: [("result", "success")])
+        let failed = Counter(label: "rpcgate_config_reloads_total", dimensions: [("result", "failure")])
+        succeeded.increment(by: 0)
+        failed.increment(by: 0)
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            self.logger.info("SIGHUP: reloading configuration", metadata: ["config": "\(self.configPath)"])
+            let settings: GatewaySettings
+            do {
+                settings = try ConfigurationLoader.load(path: self.configPath)
+            } catch let error as ConfigurationError {
+                failed.increment()
+                self.logger.error(
+                    "configuration rejected; the running configuration stays",
+                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: " | "))"]
+                )
+                continue
+            } catch {
+                failed.increment()
+                self.logger.error("configuration rejected; the running configuration stays", metadata: ["error": "\(error)"])
+                continue
+            }
+            if settings.admin != self.loaded.admin || settings.audit != self.loaded.audit {
+                self.logger.warning("admin and audit settings take effect after a restart; kept as they were")
+            }
+            do {
+                try await self.gateway.apply(settings)
+                succeeded.increment()
+                self.logger.info("configuration reloaded", metadata: ["routes": "\(settings.routes.count)"])
+            } catch {
+                failed.increment()
+                self.logger.error("reload applied partly", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

@@ -78,6 +78,9 @@ package final class GatewayServer: Sendable {
         }
     }
 
+    /// The configuration in force (the last one applied).
+    package var settings: GatewaySettings { self.state.withLockedValue { $0.settings } }
+
     /// Client connections open now, over all routes.
     package var activeConnections: Int { self.state.withLockedValue { $0.activeConnections } }
 
