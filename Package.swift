@@ -56,6 +56,7 @@ let package = Package(
                 "RPCPolicy",
                 "RPCGateway",
                 .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -73,6 +74,7 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .executableTarget(
@@ -114,7 +116,21 @@ let package = Package(
         ),
         .testTarget(
             name: "RPCGatewayConfigTests",
-            dependencies: ["RPCGatewayConfig", "RPCPolicy", "RPCGateway"]
+            dependencies: [
+                "RPCGatewayConfig",
+                "RPCPolicy",
+                "RPCGateway",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        // The CLI's own pieces (log handlers); test targets may depend on an executable target.
+        .testTarget(
+            name: "rpcgateTests",
+            dependencies: [
+                "rpcgate",
+                "RPCGateway",
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
     ]
 )

@@ -43,6 +43,9 @@ package struct GatewayMetrics: Sendable {
         /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
         /// whole buffer) or `write_error`.
         package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
+        /// Gauge `{route}`: 1 when the last readiness probe (a TCP connect) reached the route's
+        /// upstream endpoint mapper, 0 when it failed.
+        package static let upstreamUp = "rpcgate_upstream_up"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -123,6 +126,7 @@ package final class RouteMetrics: Sendable {
     private let portPoolExhaustedCounter: Counter
     private let bytesClientToServer: Counter
     private let bytesServerToClient: Counter
+    private let upstreamUp: Meter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -170,6 +174,7 @@ package final class RouteMetrics: Sendable {
             dimensions: [("route", route), ("direction", Direction.serverToClient.rawValue)],
             factory: factory
         )
+        self.upstreamUp = Meter(label: Name.upstreamUp, dimensions: routeOnly, factory: factory)
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly
@@ -255,6 +260,13 @@ package final class RouteMetrics: Sendable {
     /// The number of mapped gateway ports changed.
     package func portMappings(active: Int) {
         self.portMappingsActive.set(active)
+    }
+
+    // MARK: - Upstream
+
+    /// The result of the last readiness probe of the route's upstream endpoint mapper.
+    package func upstreamReachable(_ reachable: Bool) {
+        self.upstreamUp.set(reachable ? 1 : 0)
     }
 
     // MARK: - Cache

@@ -1,3 +1,4 @@
+public import Logging
 public import RPCPolicy
 public import RPCWire
 
@@ -11,6 +12,8 @@ public struct GatewaySettings: Sendable, Hashable {
     public var wireLimits: WireLimits
     /// The audit log; `nil`: none.
     public var audit: AuditSettings?
+    /// Log format and level (the CLI's `--log-level` overrides the level).
+    public var logging: LoggingSettings
 
     public init(
         routes: [RouteSettings],
@@ -18,7 +21,8 @@ public struct GatewaySettings: Sendable, Hashable {
         limits: ConnectionLimits = ConnectionLimits(),
         timeouts: Timeouts = Timeouts(),
         wireLimits: WireLimits = WireLimits(),
-        audit: AuditSettings? = nil
+        audit: AuditSettings? = nil,
+        logging: LoggingSettings = LoggingSettings()
     ) {
         self.routes = routes
         self.admin = admin
@@ -26,6 +30,7 @@ public struct GatewaySettings: Sendable, Hashable {
         self.timeouts = timeouts
         self.wireLimits = wireLimits
         self.audit = audit
+        self.logging = logging
     }
 }
 
@@ -79,14 +84,57 @@ public struct RouteSettings: Sendable, Hashable {
     }
 }
 
-/// The admin HTTP listener (`/metrics`, `/healthz`).
+/// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`, the status page `/` and
+/// `/status.json`.
 public struct AdminSettings: Sendable, Hashable {
     public var host: String
     public var port: Int
+    /// When set, every path except `/healthz` requires `Authorization: Bearer <token>`.
+    public var token: BearerToken?
+    /// Where ``token`` was read from (`admin.token_file`), for messages.
+    public var tokenFile: String?
+    /// The upstream probes behind `/readyz`.
+    public var readiness: ReadinessSettings
 
-    public init(host: String, port: Int) {
+    public init(
+        host: String,
+        port: Int,
+        token: BearerToken? = nil,
+        tokenFile: String? = nil,
+        readiness: ReadinessSettings = ReadinessSettings()
+    ) {
         self.host = host
         self.port = port
+        self.token = token
+        self.tokenFile = tokenFile
+        self.readiness = readiness
+    }
+
+    /// Whether a reload from `self` to `other` needs a restart: only the token is applied live.
+    public func needsRestart(toApply other: AdminSettings?) -> Bool {
+        guard let other else { return true }
+        return self.host != other.host || self.port != other.port || self.readiness != other.readiness
+    }
+}
+
+/// `logging: {format, level}`.
+public struct LoggingSettings: Sendable, Hashable {
+    public enum Format: String, Sendable, Hashable, CaseIterable {
+        /// swift-log's `StreamLogHandler`: `2024-05-01T12:00:00+0000 info rpcgate: key=value [module] message`.
+        case text
+        /// One logfmt line per message: `time=… level=info label=rpcgate msg="…" key=value`.
+        case logfmt
+        /// One JSON object per line: `{"time":…,"level":…,"label":…,"message":…, metadata…}`.
+        case json
+    }
+
+    public var format: Format
+    /// `nil`: `info`, unless `--log-level` says otherwise.
+    public var level: Logger.Level?
+
+    public init(format: Format = .text, level: Logger.Level? = nil) {
+        self.format = format
+        self.level = level
     }
 }
 

@@ -1,11 +1,16 @@
 import Foundation
+import Logging
 import RPCGateway
 import RPCPolicy
 import Yams
 
 extension ConfigurationDecoder {
-    static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts", "audit"]
-    static let adminKeys = ["listen"]
+    static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts", "audit", "logging"]
+    static let adminKeys = ["listen", "token_file", "readiness"]
+    static let readinessKeys = ["interval", "timeout", "max_age"]
+    static let loggingKeys = ["format", "level"]
+    /// Bytes read from `admin.token_file` at most: a token, not a key bundle.
+    static let maximumTokenFileSize = 4096
     static let limitKeys = ["max_connections"]
     static let timeoutKeys = ["connect", "idle", "bind", "half_close", "drain"]
     static let auditKeys = ["file", "buffer_lines"]
@@ -62,12 +67,23 @@ extension ConfigurationDecoder {
         if let node = top["audit"] {
             audit = self.decodeAudit(node, at: ConfigPath.root.key("audit"))
         }
+        var logging = LoggingSettings()
+        if let node = top["logging"] {
+            self.decodeLogging(node, at: ConfigPath.root.key("logging"), into: &logging)
+        }
 
         guard self.problems.isEmpty else { return nil }
         let routes = drafts.compactMap { Self.settings(of: $0, policies: policies) }
         // Every field decoded (no problems), so every draft builds.
         guard routes.count == drafts.count, !routes.isEmpty else { return nil }
-        return GatewaySettings(routes: routes, admin: admin, limits: limits, timeouts: timeouts, audit: audit)
+        return GatewaySettings(
+            routes: routes,
+            admin: admin,
+            limits: limits,
+            timeouts: timeouts,
+            audit: audit,
+            logging: logging
+        )
     }
 
     // MARK: - Sections
@@ -98,7 +114,151 @@ extension ConfigurationDecoder {
                     }
                 }
             }
-            return AdminSettings(host: host, port: port)
+            var admin = AdminSettings(host: host, port: port)
+            var valid = true
+            if let node = fields["token_file"] {
+                let tokenPath = path.key("token_file")
+                if let file = self.string(node, at: tokenPath, what: "the path of a file holding the token"),
+                    let token = self.readToken(file, at: tokenPath, node: node)
+                {
+                    admin.token = token
+                    admin.tokenFile = file
+                } else {
+                    valid = false
+                }
+            }
+            if let node = fields["readiness"] {
+                if let readiness = self.decodeReadiness(node, at: path.key("readiness")) {
+                    admin.readiness = readiness
+                } else {
+                    valid = false
+                }
+            }
+            return valid ? admin : nil
+        }
+    }
+
+    /// `admin.token_file`: an existing, readable, non-empty file whose content (surrounding
+    /// whitespace and line breaks removed) is the token, in the RFC 6750 `b64token` alphabet.
+    private mutating func readToken(_ file: String, at path: ConfigPath, node: Node) -> BearerToken? {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) else {
+            self.report("the token file \(file) does not exist", at: path, node: node)
+            return nil
+        }
+        guard !isDirectory.boolValue else {
+            self.report("\(file) is a directory; give the path of the token file", at: path, node: node)
+            return nil
+        }
+        guard FileManager.default.isReadableFile(atPath: file), let handle = FileHandle(forReadingAtPath: file) else {
+            self.report("the token file \(file) is not readable by this user", at: path, node: node)
+            return nil
+        }
+        defer { try? handle.close() }
+        let data: Data
+        do {
+            data = try handle.read(upToCount: Self.maximumTokenFileSize + 1) ?? Data()
+        } catch {
+            self.report("cannot read the token file \(file): \(error.localizedDescription)", at: path, node: node)
+            return nil
+        }
+        guard data.count <= Self.maximumTokenFileSize else {
+            self.report(
+                "the token file \(file) is larger than \(Self.maximumTokenFileSize) bytes; it should hold only the token",
+                at: path,
+                node: node
+            )
+            return nil
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            self.report("the token file \(file) is not UTF-8 text", at: path, node: node)
+            return nil
+        }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let token = BearerToken(trimmed) else {
+            self.report("the token file \(file) is empty", at: path, node: node)
+            return nil
+        }
+        guard Self.isBearerTokenText(trimmed) else {
+            self.report(
+                "the token in \(file) must be one line of letters, digits and - . _ ~ + / (then = padding only)",
+                at: path,
+                node: node
+            )
+            return nil
+        }
+        return token
+    }
+
+    /// RFC 6750 section 2.1: `b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+    static func isBearerTokenText(_ text: String) -> Bool {
+        let scalars = Array(text.unicodeScalars)
+        var end = scalars.count
+        while end > 0, scalars[end - 1] == "=" { end -= 1 }
+        guard end > 0 else { return false }
+        return scalars[..<end].allSatisfy { scalar in
+            switch scalar {
+            case "a"..."z", "A"..."Z", "0"..."9", "-", ".", "_", "~", "+", "/": true
+            default: false
+            }
+        }
+    }
+
+    /// `admin.readiness: {interval, timeout, max_age}`.
+    private mutating func decodeReadiness(_ node: Node, at path: ConfigPath) -> ReadinessSettings? {
+        guard let fields = self.fields(of: node, at: path, known: Self.readinessKeys) else { return nil }
+        var settings = ReadinessSettings()
+        var valid = true
+        for (key, keyPath) in [("interval", \ReadinessSettings.interval), ("timeout", \.timeout), ("max_age", \.maximumAge)] {
+            guard let node = fields[key] else { continue }
+            if let value = self.duration(node, at: path.key(key)) {
+                settings[keyPath: keyPath] = value
+            } else {
+                valid = false
+            }
+        }
+        guard valid else { return nil }
+        if settings.maximumAge <= settings.interval {
+            self.report(
+                "max_age (\(settings.maximumAge)) must be longer than interval (\(settings.interval)), or routes turn unready between probes",
+                at: path.key(fields["max_age"] != nil ? "max_age" : "interval"),
+                node: fields["max_age"] ?? fields["interval"] ?? node
+            )
+            return nil
+        }
+        return settings
+    }
+
+    /// `logging: {format: text|logfmt|json, level: LEVEL}`.
+    private mutating func decodeLogging(_ node: Node, at path: ConfigPath, into logging: inout LoggingSettings) {
+        guard let fields = self.fields(of: node, at: path, known: Self.loggingKeys) else { return }
+        if let node = fields["format"], let text = self.string(node, at: path.key("format"), what: "text, logfmt or json") {
+            if let format = LoggingSettings.Format(rawValue: text.lowercased()) {
+                logging.format = format
+            } else {
+                let known = LoggingSettings.Format.allCases.map(\.rawValue)
+                var message = "unknown log format \"\(text)\""
+                if let hint = Suggestions.didYouMean(text, among: known) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (expected \(Suggestions.list(known, conjunction: "or")))"
+                }
+                self.report(message, at: path.key("format"), node: node)
+            }
+        }
+        if let node = fields["level"], let text = self.string(node, at: path.key("level"), what: "a log level") {
+            if let level = Logger.Level(rawValue: text.lowercased()) {
+                logging.level = level
+            } else {
+                let known = Logger.Level.allCases.map(\.rawValue)
+                var message = "unknown log level \"\(text)\""
+                if let hint = Suggestions.didYouMean(text, among: known) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (expected \(Suggestions.list(known, conjunction: "or")))"
+                }
+                self.report(message, at: path.key("level"), node: node)
+            }
         }
     }
 

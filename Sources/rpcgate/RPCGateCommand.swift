@@ -59,7 +59,14 @@ struct CheckConfig: ParsableCommand {
                 "route \(route.name): epm \(route.listenAddress):\(route.epmPort) -> \(route.upstreamHost):\(route.upstreamEPMPort), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
             )
         }
-        if let admin = settings.admin { print("admin: \(admin.host):\(admin.port)") }
+        if let admin = settings.admin {
+            let token = admin.tokenFile.map { ", bearer token from \($0)" } ?? ", no token"
+            let probes = admin.readiness
+            print(
+                "admin: \(HostPort.text(admin.host, UInt16(admin.port)))\(token); readiness probe every \(probes.interval), timeout \(probes.timeout), max age \(probes.maximumAge)"
+            )
+        }
+        print("logging: \(settings.logging.format.rawValue), level \(settings.logging.level?.rawValue ?? "info")")
         if let audit = settings.audit {
             let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
             print("audit: \(target) (buffer \(audit.bufferLines) lines)")
@@ -73,23 +80,23 @@ struct Run: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "The YAML configuration file.")
     var config: String
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: String = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides logging.level; default info).")
+    var logLevel: String?
 
     @Option(help: "Event loop threads (default: one per core).")
     var threads: Int = System.coreCount
 
     func run() async throws {
         let settings = try loadSettingsOrExit(self.config)
-        guard let level = Logger.Level(rawValue: self.logLevel) else {
-            printError("rpcgate: unknown log level \(self.logLevel)")
-            throw ExitCode(2)
+        var level = settings.logging.level ?? .info
+        if let text = self.logLevel {
+            guard let override = Logger.Level(rawValue: text.lowercased()) else {
+                printError("rpcgate: unknown log level \(text) (trace, debug, info, notice, warning, error, critical)")
+                throw ExitCode(2)
+            }
+            level = override
         }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap(LogSetup.factory(format: settings.logging.format, level: level), metadataProvider: nil)
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "rpcgate")
@@ -120,11 +127,16 @@ struct Run: AsyncParsableCommand {
                     host: adminSettings.host,
                     port: adminSettings.port,
                     group: group,
-                    metrics: {
-                        var buffer: [UInt8] = []
-                        registry.emit(into: &buffer)
-                        return String(decoding: buffer, as: UTF8.self)
-                    },
+                    content: AdminContent(
+                        metrics: {
+                            var buffer: [UInt8] = []
+                            registry.emit(into: &buffer)
+                            return String(decoding: buffer, as: UTF8.self)
+                        },
+                        readiness: { gateway.readiness() },
+                        status: { await gateway.status(version: RPCGateVersion.current) }
+                    ),
+                    token: adminSettings.token,
                     logger: logger
                 )
             } catch {
@@ -135,9 +147,15 @@ struct Run: AsyncParsableCommand {
                 throw ExitCode(1)
             }
         }
-        logger.info("rpcgate \(RPCGateVersion.current) started", metadata: ["config": "\(self.config)", "routes": "\(settings.routes.count)"])
+        logger.info(
+            "rpcgate \(RPCGateVersion.current) started",
+            metadata: [
+                "config": "\(self.config)", "routes": "\(settings.routes.count)", "pid": "\(getpid())",
+                "log_format": "\(settings.logging.format.rawValue)", "log_level": "\(level.rawValue)",
+            ]
+        )
         let service = GatewayService(gateway: gateway, admin: admin, audit: audit, logger: logger)
-        let reloader = ReloadService(configPath: self.config, gateway: gateway, loaded: settings, logger: logger)
+        let reloader = ReloadService(configPath: self.config, gateway: gateway, admin: admin, loaded: settings, logger: logger)
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [
@@ -176,6 +194,7 @@ struct GatewayService: Service {
 struct ReloadService: Service {
     let configPath: String
     let gateway: GatewayServer
+    let admin: AdminServer?
     let loaded: GatewaySettings
     let logger: Logger
 
@@ -201,11 +220,26 @@ struct ReloadService: Service {
                 self.logger.error("configuration rejected; the running configuration stays", metadata: ["error": "\(error)"])
                 continue
             }
-            if settings.admin != self.loaded.admin || settings.audit != self.loaded.audit {
-                self.logger.warning("admin and audit settings take effect after a restart; kept as they were")
+            var restartNeeded: [String] = []
+            if let loaded = self.loaded.admin {
+                if loaded.needsRestart(toApply: settings.admin) { restartNeeded.append("admin") }
+            } else if settings.admin != nil {
+                restartNeeded.append("admin")
+            }
+            if settings.audit != self.loaded.audit { restartNeeded.append("audit") }
+            if settings.logging != self.loaded.logging { restartNeeded.append("logging") }
+            if !restartNeeded.isEmpty {
+                self.logger.warning(
+                    "some settings take effect after a restart; kept as they were",
+                    metadata: ["sections": "\(restartNeeded.joined(separator: ","))"]
+                )
             }
             do {
                 try await self.gateway.apply(settings)
+                if let admin = self.admin, let configured = settings.admin {
+                    // The token is re-read on every reload, so a rotated token_file applies at once.
+                    admin.setToken(configured.token)
+                }
                 succeeded.increment()
                 self.logger.info("configuration reloaded", metadata: ["routes": "\(settings.routes.count)"])
             } catch {

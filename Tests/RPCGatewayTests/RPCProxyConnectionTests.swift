@@ -51,6 +51,7 @@ struct RPCProxyConnectionTests {
             let counter = NIOLockedBoxCount()
             self.closed = counter
             let connection = RPCProxyConnection(
+                id: 1,
                 route: self.route,
                 listener: listener,
                 machine: RPCConnectionStateMachine(
@@ -60,6 +61,7 @@ struct RPCProxyConnectionTests {
                     limits: WireLimits()
                 ),
                 clientAddress: clientAddress,
+                localAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 50000),
                 clientFacingAddress: IPv4Address("127.0.0.1"),
                 serverEndpoint: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135),
                 eventLoop: self.loop,

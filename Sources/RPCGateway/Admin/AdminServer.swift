@@ -12,7 +12,39 @@ import Glibc
 import Musl
 #endif
 
-/// The admin HTTP listener: `GET /metrics` (Prometheus text format) and `GET /healthz`.
+/// What the admin listener serves, as functions called per request.
+package struct AdminContent: Sendable {
+    /// The `/metrics` body (Prometheus text format); called on an event loop for every scrape.
+    package var metrics: @Sendable () -> String
+    /// The `/readyz` answer; `nil`: always ready (the process is up).
+    package var readiness: (@Sendable () -> ReadinessReport)?
+    /// The snapshot behind `/` and `/status.json`; `nil`: those paths are not served. Called
+    /// from a task, never on an event loop.
+    package var status: (@Sendable () async -> GatewayStatus)?
+
+    package init(
+        metrics: @escaping @Sendable () -> String,
+        readiness: (@Sendable () -> ReadinessReport)? = nil,
+        status: (@Sendable () async -> GatewayStatus)? = nil
+    ) {
+        self.metrics = metrics
+        self.readiness = readiness
+        self.status = status
+    }
+}
+
+/// The admin HTTP listener:
+///
+/// | Path | Answer |
+/// |---|---|
+/// | `GET /healthz` | `ok`: the process is alive. Never needs the token. |
+/// | `GET /readyz` | 200 `ready`, or 503 naming the routes whose upstream endpoint mapper was not reached recently (JSON with `Accept: application/json`) |
+/// | `GET /metrics` | Prometheus text format |
+/// | `GET /` | the status page (HTML, no script, refreshes itself) |
+/// | `GET /status.json` | the same snapshot as JSON |
+///
+/// With a ``BearerToken``, every path but `/healthz` answers 401 unless the request carries
+/// `Authorization: Bearer <token>`.
 ///
 /// Plain HTTP/1.1 on NIOHTTP1, separate from the data ports. Keep-alive and pipelining are handled
 /// by NIO's `HTTPServerPipelineHandler`; requests are bounded by NIO's header limits (80 KiB) and by
@@ -31,15 +63,24 @@ package final class AdminServer: Sendable {
     private let serverChannel: any Channel
     private let connections: ConnectionSet
     private let logger: Logger
+    private let token: NIOLockedValueBox<BearerToken?>
 
-    private init(serverChannel: any Channel, localAddress: SocketAddress, connections: ConnectionSet, logger: Logger) {
+    private init(
+        serverChannel: any Channel,
+        localAddress: SocketAddress,
+        connections: ConnectionSet,
+        token: NIOLockedValueBox<BearerToken?>,
+        logger: Logger
+    ) {
         self.serverChannel = serverChannel
         self.localAddress = localAddress
         self.connections = connections
+        self.token = token
         self.logger = logger
     }
 
-    /// Binds `host:port` on `group` and starts serving.
+    /// Binds `host:port` on `group` and serves `/metrics` and `/healthz` (and `/readyz`, always
+    /// ready).
     ///
     /// - Parameter metrics: produces the `/metrics` body; called on an event loop for every scrape.
     /// - Throws: ``AdminServerError`` naming the address, `.addressInUse` if the port is taken.
@@ -50,7 +91,23 @@ package final class AdminServer: Sendable {
         metrics: @escaping @Sendable () -> String,
         logger: Logger
     ) async throws -> AdminServer {
+        try await Self.start(host: host, port: port, group: group, content: AdminContent(metrics: metrics), logger: logger)
+    }
+
+    /// Binds `host:port` on `group` and starts serving `content`.
+    ///
+    /// - Parameter token: when set, required on every path but `/healthz`; see ``setToken(_:)``.
+    /// - Throws: ``AdminServerError`` naming the address, `.addressInUse` if the port is taken.
+    package static func start(
+        host: String,
+        port: Int,
+        group: any EventLoopGroup,
+        content: AdminContent,
+        token: BearerToken? = nil,
+        logger: Logger
+    ) async throws -> AdminServer {
         let connections = ConnectionSet()
+        let tokenBox = NIOLockedValueBox(token)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 64)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -63,7 +120,7 @@ package final class AdminServer: Sendable {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(IdleStateHandler(readTimeout: Self.idleTimeout))
                     try sync.configureHTTPServerPipeline(withErrorHandling: true)
-                    try sync.addHandler(AdminHTTPHandler(metrics: metrics, logger: logger))
+                    try sync.addHandler(AdminHTTPHandler(content: content, token: tokenBox, logger: logger))
                 }
             }
 
@@ -77,8 +134,22 @@ package final class AdminServer: Sendable {
             try? await channel.close()
             throw AdminServerError(.bindFailed, host: host, port: port, detail: "no local address after bind")
         }
-        logger.info("admin listener started", metadata: ["address": "\(localAddress)"])
-        return AdminServer(serverChannel: channel, localAddress: localAddress, connections: connections, logger: logger)
+        logger.info(
+            "admin listener started",
+            metadata: ["address": "\(HostPort.text(localAddress))", "token": "\(token == nil ? "none" : "required")"]
+        )
+        return AdminServer(
+            serverChannel: channel,
+            localAddress: localAddress,
+            connections: connections,
+            token: tokenBox,
+            logger: logger
+        )
+    }
+
+    /// Replaces the bearer token (a reload); `nil` turns the check off. Applies to the next request.
+    package func setToken(_ token: BearerToken?) {
+        self.token.withLockedValue { $0 = token }
     }
 
     /// Stops accepting, closes every open admin connection and waits until they are closed.
@@ -92,7 +163,7 @@ package final class AdminServer: Sendable {
             channel.close(promise: nil)
             try? await channel.closeFuture.get()
         }
-        self.logger.info("admin listener closed", metadata: ["address": "\(self.localAddress)"])
+        self.logger.info("admin listener closed", metadata: ["address": "\(HostPort.text(self.localAddress))"])
     }
 }
 
@@ -188,23 +259,43 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         case idle
         /// A request head arrived; counting body bytes until `.end`.
         case receiving(HTTPRequestHead, bodyBytes: Int)
+        /// A response is being computed off the event loop.
+        case responding
         /// The request was refused early (413) and the connection is closing.
         case refused
     }
 
-    private struct Response {
+    struct Response: Sendable {
         var status: HTTPResponseStatus
         var contentType = "text/plain; charset=utf-8"
         var body: String
-        var allow: String? = nil
+        var headers: [(String, String)] = []
+
+        static func text(_ status: HTTPResponseStatus, _ body: String) -> Response {
+            Response(status: status, body: body)
+        }
+
+        static func json(_ status: HTTPResponseStatus, _ value: JSONValue) -> Response {
+            Response(status: status, contentType: "application/json", body: value.text + "\n")
+        }
     }
 
-    private let metrics: @Sendable () -> String
+    /// A response now, or one computed by a task (the status snapshot visits the event loops).
+    enum Reply {
+        case now(Response)
+        case later(@Sendable () async -> Response)
+    }
+
+    private static let knownPaths: Set<Substring> = ["/healthz", "/readyz", "/metrics", "/", "/status.json"]
+
+    private let content: AdminContent
+    private let token: NIOLockedValueBox<BearerToken?>
     private let logger: Logger
     private var state = State.idle
 
-    init(metrics: @escaping @Sendable () -> String, logger: Logger) {
-        self.metrics = metrics
+    init(content: AdminContent, token: NIOLockedValueBox<BearerToken?>, logger: Logger) {
+        self.content = content
+        self.token = token
         self.logger = logger
     }
 
@@ -226,12 +317,22 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
                 self.state = .receiving(head, bodyBytes: total)
             }
         case (.end, .receiving(let head, _)):
-            self.state = .idle
-            self.respond(context: context, request: head, response: self.route(head), keepAlive: head.isKeepAlive)
+            switch self.route(head) {
+            case .now(let response):
+                self.state = .idle
+                self.respond(context: context, request: head, response: response, keepAlive: head.isKeepAlive)
+            case .later(let makeResponse):
+                self.state = .responding
+                context.eventLoop.makeFutureWithTask(makeResponse).assumeIsolated().whenSuccess { response in
+                    guard case .responding = self.state else { return }
+                    self.state = .idle
+                    self.respond(context: context, request: head, response: response, keepAlive: head.isKeepAlive)
+                }
+            }
         case (_, .refused):
             break
-        case (.head, .receiving), (.body, .idle), (.end, .idle):
-            // NIO's decoder never produces these; don't guess, close.
+        case (.head, .receiving), (.body, .idle), (.end, .idle), (_, .responding):
+            // NIO's pipelining handler never produces these; don't guess, close.
             context.close(promise: nil)
         }
     }
@@ -249,24 +350,50 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    private func route(_ head: HTTPRequestHead) -> Response {
+    private func route(_ head: HTTPRequestHead) -> Reply {
         let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-        let isKnown = path == "/metrics" || path == "/healthz"
-        guard isKnown else {
-            return Response(status: .notFound, body: "not found\n")
+        if path != "/healthz", let token = self.token.withLockedValue({ $0 }),
+            !token.authorizes(authorizationHeader: head.headers.first(name: "authorization"))
+        {
+            var response = Response.text(.unauthorized, "unauthorized: this path needs Authorization: Bearer <token>\n")
+            response.headers.append(("www-authenticate", "Bearer realm=\"rpcgate admin\""))
+            return .now(response)
+        }
+        guard Self.knownPaths.contains(path), path != "/" && path != "/status.json" || self.content.status != nil else {
+            return .now(.text(.notFound, "not found\n"))
         }
         guard head.method == .GET else {
-            return Response(status: .methodNotAllowed, body: "method not allowed\n", allow: "GET")
+            var response = Response.text(.methodNotAllowed, "method not allowed\n")
+            response.headers.append(("allow", "GET"))
+            return .now(response)
         }
-        if path == "/healthz" {
-            return Response(status: .ok, body: "ok\n")
+        switch path {
+        case "/healthz":
+            return .now(.text(.ok, "ok\n"))
+        case "/metrics":
+            return .now(Response(status: .ok, contentType: AdminServer.metricsContentType, body: self.content.metrics()))
+        case "/readyz":
+            guard let readiness = self.content.readiness?() else { return .now(.text(.ok, "ready\n")) }
+            let status: HTTPResponseStatus = readiness.isReady ? .ok : .serviceUnavailable
+            let wantsJSON = head.headers["accept"].contains { $0.lowercased().contains("application/json") }
+            return .now(wantsJSON ? .json(status, readiness.json) : .text(status, readiness.text))
+        default:
+            guard let status = self.content.status else { return .now(.text(.notFound, "not found\n")) }
+            let html = path == "/"
+            return .later {
+                let snapshot = await status()
+                guard html else { return .json(.ok, snapshot.json) }
+                var response = Response(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.render(snapshot))
+                response.headers.append(("content-security-policy", StatusPage.contentSecurityPolicy))
+                response.headers.append(("x-frame-options", "DENY"))
+                return response
+            }
         }
-        return Response(status: .ok, contentType: AdminServer.metricsContentType, body: self.metrics())
     }
 
     private func refuseTooLarge(context: ChannelHandlerContext, request: HTTPRequestHead) {
         self.state = .refused
-        let response = Response(status: .payloadTooLarge, body: "request too large\n")
+        let response = Response.text(.payloadTooLarge, "request too large\n")
         self.respond(context: context, request: request, response: response, keepAlive: false)
     }
 
@@ -276,8 +403,10 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "content-type", value: response.contentType)
         headers.add(name: "content-length", value: String(body.readableBytes))
-        if let allow = response.allow {
-            headers.add(name: "allow", value: allow)
+        headers.add(name: "cache-control", value: "no-store")
+        headers.add(name: "x-content-type-options", value: "nosniff")
+        for (name, value) in response.headers {
+            headers.add(name: name, value: value)
         }
         // HTTP/1.1 is persistent unless told otherwise; HTTP/1.0 only when asked for.
         if request.version == .http1_0 {

@@ -9,9 +9,13 @@ import RPCWire
 /// It only executes the actions of ``RPCConnectionStateMachine`` and keeps the books (bytes,
 /// metrics, the connection log line).
 final class RPCProxyConnection {
+    /// Unique per process; ties the connection's log lines together (`conn`).
+    let id: Int
     let route: RouteRuntime
     let listener: GatewayMetrics.Listener
     let clientAddress: SocketAddress?
+    /// The gateway address and port the client connected to.
+    let localAddress: SocketAddress?
     let serverEndpoint: TCPEndpoint
     /// The IPv4 address the client reached us on: written into rewritten towers unless the route
     /// has `advertise`.
@@ -24,7 +28,12 @@ final class RPCProxyConnection {
     private var closeReason: CloseReason?
     private var bytesFromClient = 0
     private var bytesFromServer = 0
+    /// Requests (first fragments) received from the client.
+    private var requests = 0
     private let started = NIODeadline.now()
+    private let startedWallClock = AuditTimestamp.now()
+    /// When bytes last arrived from either side (updated once per read burst).
+    private var lastActivity = NIODeadline.now()
     private var timers: [Scheduled<Void>] = []
     private let eventLoop: any EventLoop
     private let onClose: @Sendable () -> Void
@@ -36,10 +45,12 @@ final class RPCProxyConnection {
     private var draining = false
 
     init(
+        id: Int,
         route: RouteRuntime,
         listener: GatewayMetrics.Listener,
         machine: RPCConnectionStateMachine,
         clientAddress: SocketAddress?,
+        localAddress: SocketAddress?,
         clientFacingAddress: IPv4Address?,
         serverEndpoint: TCPEndpoint,
         eventLoop: any EventLoop,
@@ -47,6 +58,8 @@ final class RPCProxyConnection {
         limits: WireLimits,
         onClose: @escaping @Sendable () -> Void
     ) {
+        self.id = id
+        self.localAddress = localAddress
         self.timeouts = timeouts
         self.limits = limits
         self.policyGeneration = route.generation
@@ -87,6 +100,7 @@ final class RPCProxyConnection {
         case .client:
             self.bytesFromClient += length
             self.route.metrics.bytes(length, direction: .clientToServer)
+            if pdu.header.packetType == .request, pdu.header.flags.contains(.firstFragment) { self.requests += 1 }
             self.refreshPolicy(for: pdu.header.packetType)
             let action = self.machine.clientSent(pdu)
             self.recordEvents()
@@ -127,6 +141,7 @@ final class RPCProxyConnection {
     }
 
     func readComplete(from side: ProxySide) {
+        self.lastActivity = .now()
         self.handler(for: side.other)?.flush()
         if side == .client, self.respondedToClient {
             self.respondedToClient = false
@@ -165,7 +180,7 @@ final class RPCProxyConnection {
             self.route.metrics.pduError(wire.code)
             self.route.logger.notice(
                 "malformed PDU",
-                metadata: ["side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
+                metadata: ["conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
             )
             self.close(.protocolError)
         } else {
@@ -258,7 +273,7 @@ final class RPCProxyConnection {
                 route.metrics.portPoolExhausted()
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
-                    metadata: ["ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
+                    metadata: ["conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
@@ -284,13 +299,38 @@ final class RPCProxyConnection {
 
     private func recordEvents() {
         for event in self.machine.takeEvents() {
-            self.route.record(event, client: self.clientAddress, server: self.serverEndpoint, listener: self.listener)
+            self.route.record(
+                event,
+                connection: self.id,
+                client: self.clientAddress,
+                server: self.serverEndpoint,
+                listener: self.listener
+            )
         }
     }
 
     // MARK: - Closing
 
-    var clientDescription: String { self.clientAddress.map { "\($0)" } ?? "unknown" }
+    var clientDescription: String { HostPort.text(self.clientAddress) }
+
+    /// What the status page shows about this connection.
+    func snapshot(now: NIODeadline = .now()) -> ConnectionStatus {
+        ConnectionStatus(
+            id: self.id,
+            route: self.route.name,
+            listener: self.listener,
+            client: self.clientDescription,
+            gatewayPort: self.localAddress?.port.map { UInt16(truncatingIfNeeded: $0) },
+            server: self.serverEndpoint,
+            age: .nanoseconds((now - self.started).nanoseconds),
+            idle: .nanoseconds(max(0, (now - self.lastActivity).nanoseconds)),
+            bytesFromClient: self.bytesFromClient,
+            bytesFromServer: self.bytesFromServer,
+            interfaces: self.machine.acceptedInterfaces,
+            authLevel: self.machine.authLevel,
+            callInFlight: self.machine.hasCallsInFlight
+        )
+    }
 
     func close(_ reason: CloseReason) {
         if self.closeReason == nil { self.closeReason = reason }
@@ -305,14 +345,20 @@ final class RPCProxyConnection {
         for timer in self.timers { timer.cancel() }
         self.timers.removeAll()
         let duration = NIODeadline.now() - self.started
+        let interfaces = self.machine.acceptedInterfaces.map { self.route.interfaceLabel($0) }
         self.route.logger.info(
             "connection closed",
             metadata: [
+                "conn": "\(self.id)",
                 "listener": "\(self.listener.rawValue)",
                 "client": "\(self.clientDescription)",
+                "gateway": "\(HostPort.text(self.localAddress))",
                 "server": "\(self.serverEndpoint)",
+                "started": "\(self.startedWallClock.rfc3339)",
                 "bytes_from_client": "\(self.bytesFromClient)",
                 "bytes_from_server": "\(self.bytesFromServer)",
+                "requests": "\(self.requests)",
+                "interfaces": "\(interfaces.isEmpty ? "-" : interfaces.joined(separator: ","))",
                 "duration_ms": "\(duration.nanoseconds / 1_000_000)",
                 "reason": "\(self.closeReason?.rawValue ?? "closed")",
             ]

@@ -129,6 +129,13 @@ public struct RPCConnectionStateMachine: Sendable {
         return self.events
     }
 
+    /// The interfaces the server accepted on this connection, in context-id order (duplicates
+    /// removed).
+    public var acceptedInterfaces: [SyntaxID] {
+        var seen: Set<SyntaxID> = []
+        return self.acceptedContexts.sorted { $0.key < $1.key }.compactMap { seen.insert($0.value.interface).inserted ? $0.value.interface : nil }
+    }
+
     /// The interface a context id was accepted for, if any.
     public func interface(forContext contextID: UInt16) -> SyntaxID? {
         self.acceptedContexts[contextID]?.interface

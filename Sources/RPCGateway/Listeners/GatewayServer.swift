@@ -20,12 +20,25 @@ package struct GatewayStartError: Error, CustomStringConvertible {
 /// upstream are unchanged is updated in place, so established connections keep flowing and new
 /// binds and calls follow the new policy. Listeners whose address, port and route are unchanged
 /// are not re-bound. A removed or replaced route stops accepting; its connections drain.
+///
+/// Operations: every route's upstream endpoint mapper is probed (a TCP connect) on the schedule
+/// of ``ReadinessSettings``, for ``readiness(now:)`` (`/readyz`) and `rpcgate_upstream_up`;
+/// refused binds and calls are kept in ``denials`` and, with the routes, mappings and open
+/// connections, make up ``status(version:)`` (the status page).
 package final class GatewayServer: Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let metrics: GatewayMetrics
     private let audit: AuditLog?
     private let state: NIOLockedValueBox<State>
+    /// The last refused binds and calls, over all routes.
+    package let denials: RecentDenials
+    private let readinessSettings: ReadinessSettings
+    private let startedAt = NIODeadline.now()
+    private let startedWallClock = AuditTimestamp.now()
+
+    /// Most connections listed in ``status(version:)``; the page says how many more are open.
+    package static let statusConnectionLimit = 200
 
     /// Where a listener is, and what it serves.
     struct ListenerKey: Hashable, Sendable {
@@ -48,22 +61,31 @@ package final class GatewayServer: Sendable {
         var activeConnections = 0
         var activeByRoute: [String: Int] = [:]
         var expiryTask: RepeatedTask?
+        var probeTask: RepeatedTask?
         var draining = false
     }
 
-    /// - Parameter audit: where bind decisions and denied or audited calls are recorded. The
-    ///   caller owns it and shuts it down after ``stop()``.
+    /// - Parameters:
+    ///   - audit: where bind decisions and denied or audited calls are recorded. The caller owns
+    ///     it and shuts it down after ``stop()``.
+    ///   - readiness: the upstream probe schedule; `settings.admin?.readiness` or the defaults
+    ///     when `nil`. Read once: a reload does not change it.
+    ///   - denialCapacity: how many refused binds and calls ``denials`` keeps.
     package init(
         settings: GatewaySettings,
         group: any EventLoopGroup,
         logger: Logger,
         metrics: GatewayMetrics = GatewayMetrics(),
-        audit: AuditLog? = nil
+        audit: AuditLog? = nil,
+        readiness: ReadinessSettings? = nil,
+        denialCapacity: Int = RecentDenials.defaultCapacity
     ) {
         self.group = group
         self.logger = logger
         self.metrics = metrics
         self.audit = audit
+        self.readinessSettings = readiness ?? settings.admin?.readiness ?? ReadinessSettings()
+        self.denials = RecentDenials(capacity: denialCapacity)
         self.state = NIOLockedValueBox(State(settings: settings))
     }
 
@@ -102,7 +124,14 @@ package final class GatewayServer: Sendable {
                 }
             }
         }
-        self.state.withLockedValue { $0.expiryTask = expiry }
+        let interval = TimeAmount(self.readinessSettings.interval)
+        let probes = self.group.next().scheduleRepeatedTask(initialDelay: .zero, delay: interval) { [self] _ in
+            self.probeUpstreams()
+        }
+        self.state.withLockedValue {
+            $0.expiryTask = expiry
+            $0.probeTask = probes
+        }
     }
 
     /// Applies a new configuration: see the type's documentation. Throws when an upstream cannot
@@ -127,7 +156,8 @@ package final class GatewayServer: Sendable {
                 upstreamAddress: address,
                 metrics: self.metrics.route(route.name),
                 logger: self.logger,
-                audit: self.audit
+                audit: self.audit,
+                denials: self.denials
             )
         }
         for route in settings.routes {
@@ -181,6 +211,13 @@ package final class GatewayServer: Sendable {
         for name in existing.keys where routes[name] == nil {
             self.logger.info("route removed; its connections drain", metadata: ["route": "\(name)"])
         }
+        if !initial {
+            // New or replaced routes are probed at once, not at the next tick.
+            let fresh = settings.routes.compactMap { route in
+                routes[route.name].flatMap { $0 === existing[route.name] ? nil : $0 }
+            }
+            for route in fresh { self.probe(route) }
+        }
         if !failures.isEmpty {
             throw GatewayStartError(description: failures.joined(separator: "; "))
         }
@@ -220,13 +257,14 @@ package final class GatewayServer: Sendable {
     }
 
     private func closeListeners() async {
-        let (channels, expiry) = self.state.withLockedValue { state in
-            let result = (state.listeners.values.map(\.channel), state.expiryTask)
+        let (channels, tasks) = self.state.withLockedValue { state in
+            let result = (state.listeners.values.map(\.channel), [state.expiryTask, state.probeTask])
             state.listeners = [:]
             state.expiryTask = nil
+            state.probeTask = nil
             return result
         }
-        expiry?.cancel()
+        for task in tasks { task?.cancel() }
         for channel in channels { try? await channel.close() }
     }
 
@@ -267,7 +305,10 @@ package final class GatewayServer: Sendable {
         guard let (route, settings, connectionID) = admission else {
             let route = self.state.withLockedValue { $0.routes[routeName] }
             route?.metrics.connectionRefused(reason: .cap)
-            route?.logger.warning("connection refused: connection cap reached or draining", metadata: ["client": "\(client.remoteAddress.map { "\($0)" } ?? "?")"])
+            route?.logger.warning(
+                "connection refused: connection cap reached or draining",
+                metadata: ["client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))"]
+            )
             return client.close()
         }
         route.metrics.connectionOpened(listener: listener)
@@ -282,7 +323,7 @@ package final class GatewayServer: Sendable {
                 route.metrics.connectionRefused(reason: .unmappedPort)
                 route.logger.notice(
                     "connection to an unmapped gateway port closed",
-                    metadata: ["port": "\(listenerPort)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")"]
+                    metadata: ["port": "\(listenerPort)", "client": "\(HostPort.text(client.remoteAddress))"]
                 )
                 return client.close()
             }
@@ -300,10 +341,12 @@ package final class GatewayServer: Sendable {
             limits: limits
         )
         let connection = RPCProxyConnection(
+            id: connectionID,
             route: route,
             listener: listener,
             machine: machine,
             clientAddress: client.remoteAddress,
+            localAddress: client.localAddress,
             clientFacingAddress: facing,
             serverEndpoint: server,
             eventLoop: client.eventLoop,
@@ -314,6 +357,13 @@ package final class GatewayServer: Sendable {
         }
         let bound = NIOLoopBound(connection, eventLoop: client.eventLoop)
         self.state.withLockedValue { $0.connections[connectionID] = bound }
+        route.logger.debug(
+            "connection opened",
+            metadata: [
+                "conn": "\(connectionID)", "listener": "\(listener.rawValue)", "client": "\(HostPort.text(client.remoteAddress))",
+                "gateway": "\(HostPort.text(client.localAddress))", "server": "\(server)",
+            ]
+        )
         return ClientBootstrap(group: client.eventLoop)
             .connectTimeout(TimeAmount(timeouts.connectDuration))
             .channelOption(.allowRemoteHalfClosure, value: true)
@@ -343,7 +393,10 @@ package final class GatewayServer: Sendable {
                 route.metrics.connectionRefused(reason: .upstreamUnreachable)
                 route.logger.warning(
                     "upstream unreachable",
-                    metadata: ["server": "\(server)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"]
+                    metadata: [
+                        "conn": "\(connectionID)", "server": "\(server)", "client": "\(HostPort.text(client.remoteAddress))",
+                        "error": "\(UpstreamProbe.describe(error))",
+                    ]
                 )
                 connection.close(.upstreamUnreachable)
                 return client.close()
@@ -361,6 +414,113 @@ package final class GatewayServer: Sendable {
         if let port = listenerPort {
             route.pool.connectionClosed(port: port)
         }
+    }
+
+    // MARK: - Readiness and status
+
+    /// Probes every route's upstream endpoint mapper (skipping routes whose last probe is still
+    /// running).
+    private func probeUpstreams() {
+        let routes = self.state.withLockedValue { Array($0.routes.values) }
+        for route in routes { self.probe(route) }
+    }
+
+    private func probe(_ route: RouteRuntime) {
+        guard route.beginProbe() else { return }
+        UpstreamProbe.connect(
+            to: route.upstreamEndpointMapper,
+            timeout: self.readinessSettings.timeout,
+            on: self.group.next()
+        ).whenComplete { result in
+            switch result {
+            case .success: route.probeSucceeded()
+            case .failure(let error): route.probeFailed(UpstreamProbe.describe(error))
+            }
+        }
+    }
+
+    /// `/readyz`: every route's upstream reached within ``ReadinessSettings/maximumAge``, and not
+    /// draining.
+    package func readiness(now: NIODeadline = .now()) -> ReadinessReport {
+        let (routes, draining) = self.state.withLockedValue { state in
+            (state.settings.routes.compactMap { state.routes[$0.name] }, state.draining)
+        }
+        return ReadinessReport.evaluate(
+            routes: routes.map { ($0.name, "\($0.upstreamEndpointMapper)", $0.probe) },
+            draining: draining,
+            now: now,
+            maximumAge: self.readinessSettings.maximumAge
+        )
+    }
+
+    /// A snapshot for the status page. Connections are read on their own event loops, so call
+    /// this off the event loops (the admin server does, from a task).
+    package func status(version: String) async -> GatewayStatus {
+        let now = NIODeadline.now()
+        let (settings, routes, activeByRoute, connections, active, draining) = self.state.withLockedValue { state in
+            (
+                state.settings,
+                state.settings.routes.compactMap { state.routes[$0.name] },
+                state.activeByRoute,
+                state.connections.sorted { $0.key < $1.key }.map(\.value),
+                state.activeConnections,
+                state.draining
+            )
+        }
+        let readiness = self.readiness(now: now)
+        let routeStatus = routes.map { route -> RouteStatus in
+            let current = route.settings
+            return RouteStatus(
+                name: route.name,
+                listenAddress: current.listenAddress,
+                epmPort: current.epmPort,
+                ports: current.ports,
+                advertiseAddress: current.advertiseAddress,
+                upstreamHost: current.upstreamHost,
+                upstreamAddress: route.upstreamAddress,
+                upstreamEPMPort: current.upstreamEPMPort,
+                policyName: current.policy.name,
+                policyDefault: current.policy.defaultAction,
+                ruleCount: current.policy.rules.count,
+                activeConnections: activeByRoute[route.name, default: 0],
+                maximumConnections: current.maximumConnections,
+                mappingIdleTimeout: .nanoseconds(route.pool.idleTimeout.nanoseconds),
+                mappings: route.pool.mappings.map { MappingStatus($0, now: now, idleTimeout: route.pool.idleTimeout) },
+                readiness: readiness.routes.first { $0.name == route.name }
+                    ?? ReadinessReport.Route(
+                        name: route.name,
+                        upstream: "\(route.upstreamEndpointMapper)",
+                        ready: false,
+                        lastSuccessAge: nil,
+                        lastError: nil,
+                        consecutiveFailures: 0
+                    )
+            )
+        }
+        let listed = connections.prefix(Self.statusConnectionLimit)
+        var snapshots: [ConnectionStatus] = []
+        snapshots.reserveCapacity(listed.count)
+        for connection in listed {
+            if let snapshot = try? await connection.eventLoop.submit({ connection.value.snapshot(now: now) }).get() {
+                snapshots.append(snapshot)
+            }
+        }
+        let denials = self.denials.snapshot
+        return GatewayStatus(
+            version: version,
+            generatedAt: .now(),
+            startedAt: self.startedWallClock,
+            uptime: .nanoseconds((now - self.startedAt).nanoseconds),
+            draining: draining,
+            activeConnections: active,
+            maximumConnections: settings.limits.maximumConnections,
+            routes: routeStatus,
+            connections: snapshots,
+            connectionsOmitted: max(0, active - snapshots.count),
+            denials: denials.denials,
+            denialsTotal: denials.total,
+            readiness: readiness
+        )
     }
 
     // MARK: - Resolution

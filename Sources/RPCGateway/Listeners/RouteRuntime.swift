@@ -24,7 +24,8 @@ struct RouteIdentity: Hashable, Sendable {
 }
 
 /// A route at run time: its current settings, the resolved upstream address, its port pool,
-/// metrics, logger and audit log. Shared by every connection of the route, on every event loop.
+/// metrics, logger, audit log and upstream probe state. Shared by every connection of the route,
+/// on every event loop.
 final class RouteRuntime: Sendable {
     let name: String
     let identity: RouteIdentity
@@ -33,7 +34,10 @@ final class RouteRuntime: Sendable {
     let metrics: RouteMetrics
     let logger: Logger
     let audit: AuditLog?
+    /// Where refused binds and calls are kept for the status page (shared by all routes).
+    let denials: RecentDenials?
     private let current: NIOLockedValueBox<Current>
+    private let probeState = NIOLockedValueBox(UpstreamProbeState())
 
     private struct Current {
         var settings: RouteSettings
@@ -41,10 +45,18 @@ final class RouteRuntime: Sendable {
         var generation: Int
     }
 
-    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, logger: Logger, audit: AuditLog? = nil) {
+    init(
+        settings: RouteSettings,
+        upstreamAddress: IPv4Address,
+        metrics: RouteMetrics,
+        logger: Logger,
+        audit: AuditLog? = nil,
+        denials: RecentDenials? = nil
+    ) {
         self.name = settings.name
         self.identity = RouteIdentity(settings)
         self.audit = audit
+        self.denials = denials
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
@@ -73,21 +85,81 @@ final class RouteRuntime: Sendable {
         }
     }
 
+    // MARK: - Upstream probe
+
+    /// The upstream endpoint mapper the readiness probe connects to.
+    var upstreamEndpointMapper: TCPEndpoint {
+        TCPEndpoint(address: self.upstreamAddress, port: self.identity.upstreamEPMPort)
+    }
+
+    var probe: UpstreamProbeState { self.probeState.withLockedValue { $0 } }
+
+    /// Marks a probe as started; `false` when one is still running.
+    func beginProbe() -> Bool {
+        self.probeState.withLockedValue { state in
+            guard !state.inProgress else { return false }
+            state.inProgress = true
+            return true
+        }
+    }
+
+    func probeSucceeded(at now: NIODeadline = .now()) {
+        let recovered = self.probeState.withLockedValue { state in
+            defer { state.succeeded(at: now, wallClock: .now()) }
+            return state.consecutiveFailures > 0
+        }
+        self.metrics.upstreamReachable(true)
+        if recovered {
+            self.logger.notice("upstream endpoint mapper reachable again", metadata: ["upstream": "\(self.upstreamEndpointMapper)"])
+        }
+    }
+
+    func probeFailed(_ error: String, at now: NIODeadline = .now()) {
+        let first = self.probeState.withLockedValue { state in
+            state.failed(at: now, error: error)
+            return state.consecutiveFailures == 1
+        }
+        self.metrics.upstreamReachable(false)
+        // Once per outage at warning level; repeats at debug.
+        if first {
+            self.logger.warning(
+                "upstream endpoint mapper unreachable",
+                metadata: ["upstream": "\(self.upstreamEndpointMapper)", "error": "\(error)"]
+            )
+        } else {
+            self.logger.debug(
+                "upstream endpoint mapper still unreachable",
+                metadata: ["upstream": "\(self.upstreamEndpointMapper)", "error": "\(error)"]
+            )
+        }
+    }
+
+    // MARK: - Events
+
     /// The label for an interface: its catalog name, or `unknown`, so clients cannot grow the
     /// metric's label set.
     func interfaceLabel(_ interface: SyntaxID) -> String {
         InterfaceCatalog.name(of: interface) ?? "unknown"
     }
 
-    /// Turns a connection event into metrics, a log line and, for decisions, an audit record.
-    func record(_ event: ConnectionEvent, client: SocketAddress?, server: TCPEndpoint, listener: GatewayMetrics.Listener) {
-        let clientText = client.map { "\($0)" } ?? "unknown"
+    /// Turns a connection event into metrics, a log line and, for decisions, an audit record;
+    /// refusals are also kept for the status page.
+    func record(
+        _ event: ConnectionEvent,
+        connection: Int,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        let clientText = HostPort.text(client)
         switch event {
         case .bindDecision(let interface, let decision, let level, let type):
             self.metrics.bind(interface: self.interfaceLabel(interface), decision: decision.permits ? .allow : .deny)
-            self.logger.info(
+            self.logger.log(
+                level: decision.permits ? .info : .notice,
                 "bind \(decision.permits ? "allowed" : "denied")",
                 metadata: [
+                    "conn": "\(connection)",
                     "listener": "\(listener.rawValue)",
                     "client": "\(clientText)",
                     "server": "\(server)",
@@ -95,43 +167,88 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)",
                     "auth_type": "\(type)",
                     "auth_level": "\(level)",
-                    "decision": "\(decision)",
+                    "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
+            if !decision.permits {
+                self.recordDenial(.bind, interface, nil, decision, level, client: clientText, server: server, listener: listener)
+            }
             self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
         case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
                 "call denied",
                 metadata: [
-                    "client": "\(clientText)", "server": "\(server)", "interface": "\(self.interfaceLabel(interface))",
-                    "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
+                    "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
+            self.recordDenial(.call, interface, opnum, decision, level, client: clientText, server: server, listener: listener)
             self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
                 metadata: [
-                    "client": "\(clientText)", "server": "\(server)", "interface": "\(self.interfaceLabel(interface))",
-                    "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
+                    "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
             self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
-            self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
+            self.logger.notice(
+                "request on a context never accepted",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "context_id": "\(contextID)"]
+            )
         case .endpointLookupDenied(let interface):
             self.logger.info(
                 "endpoint lookup denied",
-                metadata: ["client": "\(clientText)", "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)"]
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "interface": "\(self.interfaceLabel(interface))",
+                    "uuid": "\(interface)",
+                ]
             )
         case .protocolError(let reason, let detail):
             self.metrics.pduError(reason: reason)
-            self.logger.notice("protocol error", metadata: ["client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"])
+            self.logger.notice(
+                "protocol error",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"]
+            )
         }
     }
 
+    private func recordDenial(
+        _ kind: DenialRecord.Kind,
+        _ interface: SyntaxID,
+        _ opnum: UInt16?,
+        _ decision: PolicyDecision,
+        _ level: AuthLevel,
+        client: String,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        guard let denials = self.denials else { return }
+        denials.record(
+            DenialRecord(
+                time: .now(),
+                route: self.name,
+                kind: kind,
+                client: client,
+                listener: listener,
+                server: server,
+                interface: interface,
+                opnum: opnum,
+                authLevel: level,
+                decision: decision,
+                policy: self.settings.policy.name
+            )
+        )
+    }
     /// Queues an audit record; the JSON is built on the audit writer thread.
     private func recordAudit(
         _ event: AuditRecord.Event,
