@@ -252,7 +252,7 @@ extension ConfigurationDecoder {
             } else {
                 let known = Logger.Level.allCases.map(\.rawValue)
                 var message = "unknown log level \"\(text)\""
-                if let hint = Suggestions.didYouMean(text, among: known) {
+                if let hint = Suggestions.didYouMean(text, among: known, matchingSubstrings: true) {
                     message += "; \(hint)"
                 } else {
                     message += " (expected \(Suggestions.list(known, conjunction: "or")))"

@@ -63,7 +63,7 @@ struct CheckConfig: ParsableCommand {
             let token = admin.tokenFile.map { ", bearer token from \($0)" } ?? ", no token"
             let probes = admin.readiness
             print(
-                "admin: \(HostPort.text(admin.host, UInt16(admin.port)))\(token); readiness probe every \(probes.interval), timeout \(probes.timeout), max age \(probes.maximumAge)"
+                "admin: \(HostPort.text(admin.host, UInt16(admin.port)))\(token); readiness probe every \(DurationText.short(probes.interval)), timeout \(DurationText.short(probes.timeout)), max age \(DurationText.short(probes.maximumAge))"
             )
         }
         print("logging: \(settings.logging.format.rawValue), level \(settings.logging.level?.rawValue ?? "info")")
@@ -174,11 +174,14 @@ struct Run: AsyncParsableCommand {
 
 /// Keeps the process alive until a shutdown signal, then closes listeners and connections and
 /// flushes the audit log.
-struct GatewayService: Service {
+struct GatewayService: Service, CustomStringConvertible {
     let gateway: GatewayServer
     let admin: AdminServer?
     let audit: AuditLog?
     let logger: Logger
+
+    /// What ServiceLifecycle logs for this service (not the whole value).
+    var description: String { "GatewayService" }
 
     func run() async throws {
         try? await gracefulShutdown()
@@ -191,12 +194,15 @@ struct GatewayService: Service {
 
 /// Reloads the configuration on SIGHUP. A file with problems is rejected with a logged error and
 /// the running configuration stays; `rpcgate_config_reloads_total{result}` counts both outcomes.
-struct ReloadService: Service {
+struct ReloadService: Service, CustomStringConvertible {
     let configPath: String
     let gateway: GatewayServer
     let admin: AdminServer?
     let loaded: GatewaySettings
     let logger: Logger
+
+    /// What ServiceLifecycle logs for this service: not the settings it holds.
+    var description: String { "ReloadService(config: \(self.configPath))" }
 
     func run() async throws {
         let succeeded = Counter(label: "rpcgate_config_reloads_total", dimensions: [("result", "success")])

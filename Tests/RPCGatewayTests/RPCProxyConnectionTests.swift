@@ -21,6 +21,8 @@ struct RPCProxyConnectionTests {
         let route: RouteRuntime
         let metrics: TestMetrics
         let closed: NIOLockedBoxCount
+        let denials = RecentDenials(capacity: 10)
+        let connection: RPCProxyConnection
 
         init(
             listener: GatewayMetrics.Listener,
@@ -44,7 +46,8 @@ struct RPCProxyConnectionTests {
                 upstreamAddress: IPv4Address("10.99.0.2")!,
                 metrics: GatewayMetrics(factory: self.metrics).route("dc1"),
                 logger: Logger(label: "test"),
-                audit: audit
+                audit: audit,
+                denials: self.denials
             )
             self.client = EmbeddedChannel(loop: self.loop)
             self.server = EmbeddedChannel(loop: self.loop)
@@ -68,6 +71,7 @@ struct RPCProxyConnectionTests {
                 timeouts: Timeouts(),
                 limits: WireLimits()
             ) { counter.increment() }
+            self.connection = connection
             let handlers = connection.makeHandlers()
             try self.client.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.client])
             try self.server.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.server])
@@ -131,6 +135,48 @@ struct RPCProxyConnectionTests {
         #expect(harness.client.isActive, "a refused bind leaves the connection open for another bind")
     }
 
+    @Test func refusalsAndTheConnectionAreShownOnTheStatusPage() throws {
+        let policy = Policy(
+            name: "dc",
+            defaultAction: .deny,
+            rules: [
+                PolicyRule(action: .deny, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([5...5]), origin: RuleOrigin(index: 0, profile: "no-samr-5")),
+                PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 1)),
+            ]
+        )
+        let client = try SocketAddress(ipAddress: "10.1.2.3", port: 50123)
+        let harness = try Harness(listener: .mapped, policy: policy, clientAddress: client)
+        let fresh = harness.connection.snapshot()
+        #expect(fresh.interfaces.isEmpty && !fresh.callInFlight && fresh.bytesFromClient == 0)
+        #expect(fresh.gatewayPort == 50000 && fresh.client == "10.1.2.3:50123" && fresh.route == "dc1")
+
+        // Unauthenticated, so the refused call leaves the connection open (a signed session
+        // would be closed after the fault).
+        try harness.clientWrites(Wire.bind([Wire.drsuapi], callID: 1))
+        try harness.clientWrites(Wire.bind([Wire.samr], callID: 2))
+        try harness.serverWrites(Wire.bindAck(callID: 2, accepting: 1))
+        try harness.clientWrites(Wire.request(callID: 3, opnum: 5))
+        try harness.clientWrites(Wire.request(callID: 4, opnum: 0))
+
+        // Newest first: the refused call, then the refused bind. The allowed ones are not kept.
+        let (denials, total) = harness.denials.snapshot
+        #expect(total == 2)
+        #expect(denials.map(\.kind) == [.call, .bind])
+        #expect(denials.map(\.interfaceName) == ["samr", "drsuapi"])
+        #expect(denials.map(\.opnum) == [5, nil])
+        #expect(denials.map(\.ruleDescription) == ["rule 0 (profile no-samr-5)", "default"])
+        #expect(denials.map(\.client) == ["10.1.2.3:50123", "10.1.2.3:50123"])
+        #expect(denials.allSatisfy { $0.route == "dc1" && $0.policy == "dc" && $0.decision.action == .deny })
+        #expect(denials.first?.authLevel == AuthLevel.none)
+
+        // The call with opnum 0 went to the server and has no answer yet.
+        let busy = harness.connection.snapshot()
+        #expect(busy.interfaces == [InterfaceCatalog.named("samr")!.syntax])
+        #expect(busy.callInFlight)
+        #expect(busy.authLevel == AuthLevel.none)
+        #expect(busy.bytesFromClient > 0 && busy.bytesFromServer > 0)
+    }
+
     @Test func decisionsAreAudited() async throws {
         let sink = GatedAuditSink(open: true)
         let audit = AuditLog(sink: sink, logger: Logger(label: "test"))
@@ -149,26 +195,27 @@ struct RPCProxyConnectionTests {
         try harness.clientWrites(Wire.bind([Wire.samr], callID: 2, auth: Wire.ntlm(.integrity)))
         try harness.serverWrites(Wire.bindAck(callID: 2, accepting: 1))
         try harness.clientWrites(Wire.request(callID: 3, opnum: 0, auth: Wire.ntlm(.integrity)))
-        try harness.clientWrites(Wire.request(callID: 4, opnum: 5, auth: Wire.ntlm(.privacy)))
-        try harness.clientWrites(Wire.request(callID: 5, opnum: 6))
+        try harness.clientWrites(Wire.request(callID: 4, opnum: 6))
+        // Last: a refused call on a signed session also ends the connection.
+        try harness.clientWrites(Wire.request(callID: 5, opnum: 5, auth: Wire.ntlm(.privacy)))
         await audit.shutdown()
 
         let lines = try sink.lines.map { line in
             try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         }
         // drsuapi bind (deny by default); samr bind (an audit rule with opnums also matches the
-        // bind: rule 1); opnum 5 (deny, rule 0); opnum 6 (audit, rule 1). The allowed call (opnum 0)
+        // bind: rule 1); opnum 6 (audit, rule 1); opnum 5 (deny, rule 0). The allowed call (opnum 0)
         // is not audited.
         try #require(lines.count == 4)
         #expect(lines.map { $0["event"] as? String } == ["bind", "bind", "call", "call"])
         #expect(lines.map { $0["interface"] as? String } == ["drsuapi", "samr", "samr", "samr"])
-        #expect(lines.map { $0["decision"] as? String } == ["deny", "audit", "deny", "audit"])
-        #expect(lines.map { $0["rule"] as? Int } == [nil, 1, 0, 1])
+        #expect(lines.map { $0["decision"] as? String } == ["deny", "audit", "audit", "deny"])
+        #expect(lines.map { $0["rule"] as? Int } == [nil, 1, 1, 0])
         #expect(lines[0]["rule"] is NSNull)
-        #expect(lines.map { $0["opnum"] as? Int } == [nil, nil, 5, 6])
-        #expect(lines.map { $0["auth_level"] as? String } == ["none", "integrity", "privacy", "integrity"])
+        #expect(lines.map { $0["opnum"] as? Int } == [nil, nil, 6, 5])
+        #expect(lines.map { $0["auth_level"] as? String } == ["none", "integrity", "integrity", "privacy"])
         #expect(lines.map { $0["auth_type"] as? String } == ["none", "ntlm", "ntlm", "ntlm"])
-        #expect(lines[2]["profile"] as? String == "no-samr-5")
+        #expect(lines[3]["profile"] as? String == "no-samr-5")
         for line in lines {
             #expect(line["route"] as? String == "dc1")
             #expect(line["policy"] as? String == "dc")

@@ -81,16 +81,14 @@ package enum StatusPage {
     private static func routes(_ status: GatewayStatus, into html: inout HTMLBuilder) {
         html.raw("<section id=\"routes\"><h2>Routes</h2>\n")
         html.tableHead([
-            "Route", "EPM listener", "Port range", "Upstream", "Policy", "Connections", "Upstream probe",
+            "Route", "EPM listener", "Port range", "Mapped", "Upstream", "Policy", "Connections", "Upstream probe",
         ])
         for route in status.routes {
             html.raw("<tr>")
             html.cell(route.name, className: "name")
             html.cell(route.epmListener, className: "mono")
-            html.cell(
-                "\(route.ports.lowerBound)-\(route.ports.upperBound) (\(route.mappings.count) of \(route.ports.count) mapped)",
-                className: "mono"
-            )
+            html.cell("\(route.ports.lowerBound)-\(route.ports.upperBound)", className: "mono")
+            html.cell("\(route.mappings.count) / \(route.ports.count)", className: "num")
             var upstream = HostPort.text(route.upstreamHost, route.upstreamEPMPort)
             if route.upstreamHost != "\(route.upstreamAddress)" { upstream += " (\(route.upstreamAddress))" }
             html.cell(upstream, className: "mono")
@@ -209,7 +207,7 @@ package enum StatusPage {
         table{border-collapse:collapse;background:#fff;box-shadow:0 1px 2px rgba(0,0,0,.08);width:100%}\
         th,td{border-bottom:1px solid #e3e6ea;padding:.35em .6em;text-align:left;vertical-align:top}\
         th{background:#eef1f5;font-weight:600;white-space:nowrap}\
-        td.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.93em}\
+        td.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.93em;white-space:nowrap}\
         td.num{text-align:right;font-variant-numeric:tabular-nums}td.name{font-weight:600}\
         td.good{color:#11602a}td.bad{color:#9b1c1c;font-weight:600}\
         p.empty{color:#667;font-style:italic}footer{margin-top:2em;color:#667;font-size:.9em}

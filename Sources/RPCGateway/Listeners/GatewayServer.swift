@@ -229,7 +229,7 @@ package final class GatewayServer: Sendable {
         self.state.withLockedValue { $0.draining = true }
         await self.closeListeners()
         let connections = self.state.withLockedValue { Array($0.connections.values) }
-        self.logger.info("draining", metadata: ["connections": "\(connections.count)", "deadline": "\(deadline)"])
+        self.logger.info("draining", metadata: ["connections": "\(connections.count)", "deadline": "\(DurationText.short(deadline))"])
         for connection in connections {
             connection.eventLoop.execute { connection.value.drain() }
         }
