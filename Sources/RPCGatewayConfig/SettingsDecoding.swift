@@ -164,7 +164,8 @@ extension ConfigurationDecoder {
         }
         guard data.count <= Self.maximumTokenFileSize else {
             self.report(
-                "the token file \(file) is larger than \(Self.maximumTokenFileSize) bytes; it should hold only the token",
+                "the token file \(file) is larger than \(Self.maximumTokenFileSize) bytes; "
+                    + "it should hold only the token",
                 at: path,
                 node: node
             )
@@ -209,7 +210,10 @@ extension ConfigurationDecoder {
         guard let fields = self.fields(of: node, at: path, known: Self.readinessKeys) else { return nil }
         var settings = ReadinessSettings()
         var valid = true
-        for (key, keyPath) in [("interval", \ReadinessSettings.interval), ("timeout", \.timeout), ("max_age", \.maximumAge)] {
+        let keys: [(String, WritableKeyPath<ReadinessSettings, Duration>)] = [
+            ("interval", \.interval), ("timeout", \.timeout), ("max_age", \.maximumAge),
+        ]
+        for (key, keyPath) in keys {
             guard let node = fields[key] else { continue }
             if let value = self.duration(node, at: path.key(key)) {
                 settings[keyPath: keyPath] = value
@@ -220,7 +224,8 @@ extension ConfigurationDecoder {
         guard valid else { return nil }
         if settings.maximumAge <= settings.interval {
             self.report(
-                "max_age (\(settings.maximumAge)) must be longer than interval (\(settings.interval)), or routes turn unready between probes",
+                "max_age (\(DurationText.short(settings.maximumAge))) must be longer than interval "
+                    + "(\(DurationText.short(settings.interval))), or routes turn unready between probes",
                 at: path.key(fields["max_age"] != nil ? "max_age" : "interval"),
                 node: fields["max_age"] ?? fields["interval"] ?? node
             )
@@ -232,7 +237,9 @@ extension ConfigurationDecoder {
     /// `logging: {format: text|logfmt|json, level: LEVEL}`.
     private mutating func decodeLogging(_ node: Node, at path: ConfigPath, into logging: inout LoggingSettings) {
         guard let fields = self.fields(of: node, at: path, known: Self.loggingKeys) else { return }
-        if let node = fields["format"], let text = self.string(node, at: path.key("format"), what: "text, logfmt or json") {
+        if let node = fields["format"],
+            let text = self.string(node, at: path.key("format"), what: "text, logfmt or json")
+        {
             if let format = LoggingSettings.Format(rawValue: text.lowercased()) {
                 logging.format = format
             } else {

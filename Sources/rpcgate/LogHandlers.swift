@@ -121,7 +121,11 @@ struct LogRecord {
         }.sorted { $0.key < $1.key }
     }
 
-    private static func flatten(_ metadata: Logger.Metadata, prefix: String, into fields: inout [(key: String, value: FlatValue)]) {
+    private static func flatten(
+        _ metadata: Logger.Metadata,
+        prefix: String,
+        into fields: inout [(key: String, value: FlatValue)]
+    ) {
         for (key, value) in metadata {
             let name = prefix.isEmpty ? key : prefix + "." + key
             switch value {
@@ -142,7 +146,10 @@ struct LogRecord {
         case .string(let text): text
         case .stringConvertible(let convertible): convertible.description
         case .dictionary(let nested):
-            "{" + nested.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.text(of: $0.value))" }.joined(separator: ",") + "}"
+            "{"
+                + nested.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.text(of: $0.value))" }.joined(
+                    separator: ","
+                ) + "}"
         case .array(let values): "[" + values.map(Self.text(of:)).joined(separator: ",") + "]"
         }
     }
@@ -186,7 +193,8 @@ struct LogfmtLogHandler: LogHandler {
     }
 
     static func format(_ record: LogRecord) -> String {
-        var line = "time=\(record.time) level=\(record.level.rawValue) label=\(Self.value(record.label)) msg=\(Self.value(record.message))"
+        var line =
+            "time=\(record.time) level=\(record.level.rawValue) label=\(Self.value(record.label)) msg=\(Self.value(record.message))"
         for (key, value) in record.fields {
             line += " " + Self.key(key) + "="
             switch value {

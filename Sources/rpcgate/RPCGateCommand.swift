@@ -63,7 +63,9 @@ struct CheckConfig: ParsableCommand {
             let token = admin.tokenFile.map { ", bearer token from \($0)" } ?? ", no token"
             let probes = admin.readiness
             print(
-                "admin: \(HostPort.text(admin.host, UInt16(admin.port)))\(token); readiness probe every \(DurationText.short(probes.interval)), timeout \(DurationText.short(probes.timeout)), max age \(DurationText.short(probes.maximumAge))"
+                "admin: \(HostPort.text(admin.host, UInt16(admin.port)))\(token); "
+                    + "readiness probe every \(DurationText.short(probes.interval)), "
+                    + "timeout \(DurationText.short(probes.timeout)), max age \(DurationText.short(probes.maximumAge))"
             )
         }
         print("logging: \(settings.logging.format.rawValue), level \(settings.logging.level?.rawValue ?? "info")")
@@ -80,7 +82,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "The YAML configuration file.")
     var config: String
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (overrides logging.level; default info).")
+    @Option(
+        help: "Log level: trace, debug, info, notice, warning, error, critical (overrides logging.level; default info)."
+    )
     var logLevel: String?
 
     @Option(help: "Event loop threads (default: one per core).")
@@ -155,7 +159,13 @@ struct Run: AsyncParsableCommand {
             ]
         )
         let service = GatewayService(gateway: gateway, admin: admin, audit: audit, logger: logger)
-        let reloader = ReloadService(configPath: self.config, gateway: gateway, admin: admin, loaded: settings, logger: logger)
+        let reloader = ReloadService(
+            configPath: self.config,
+            gateway: gateway,
+            admin: admin,
+            loaded: settings,
+            logger: logger
+        )
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [

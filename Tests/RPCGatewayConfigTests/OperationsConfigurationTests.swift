@@ -68,7 +68,9 @@ struct OperationsConfigurationTests {
                 "larger than 4096 bytes"
             ) == true
         )
-        #expect(problem(at: "admin.token_file", in: Self.admin("  token_file:\n"))?.message.contains("has no value") == true)
+        #expect(
+            problem(at: "admin.token_file", in: Self.admin("  token_file:\n"))?.message.contains("has no value") == true
+        )
     }
 
     @Test("an unreadable token file is reported (skipped as root: root reads anything)")
@@ -88,7 +90,10 @@ struct OperationsConfigurationTests {
     @Test("admin.readiness: interval, timeout, max_age; defaults 10 s, 2 s, 30 s")
     func readiness() throws {
         #expect(try ConfigurationLoader.parse(yaml: Self.admin("")).admin?.readiness == ReadinessSettings())
-        #expect(ReadinessSettings() == ReadinessSettings(interval: .seconds(10), timeout: .seconds(2), maximumAge: .seconds(30)))
+        #expect(
+            ReadinessSettings()
+                == ReadinessSettings(interval: .seconds(10), timeout: .seconds(2), maximumAge: .seconds(30))
+        )
         let custom = try ConfigurationLoader.parse(
             yaml: Self.admin("  readiness:\n    interval: 1s\n    timeout: 500ms\n    max_age: 3s\n")
         )
@@ -97,7 +102,10 @@ struct OperationsConfigurationTests {
                 == ReadinessSettings(interval: .seconds(1), timeout: .milliseconds(500), maximumAge: .seconds(3))
         )
         let tooShort = try #require(
-            problem(at: "admin.readiness.max_age", in: Self.admin("  readiness:\n    interval: 30s\n    max_age: 30s\n"))
+            problem(
+                at: "admin.readiness.max_age",
+                in: Self.admin("  readiness:\n    interval: 30s\n    max_age: 30s\n")
+            )
         )
         #expect(tooShort.message.contains("must be longer than interval"))
         #expect(
@@ -121,7 +129,9 @@ struct OperationsConfigurationTests {
 
         let format = try #require(problem(at: "logging.format", in: minimalConfig + "logging:\n  format: jsn\n"))
         #expect(format.message == "unknown log format \"jsn\"; did you mean \"json\"?")
-        #expect(format.description == "test.yaml:14:11: logging.format: unknown log format \"jsn\"; did you mean \"json\"?")
+        #expect(
+            format.description == "test.yaml:14:11: logging.format: unknown log format \"jsn\"; did you mean \"json\"?"
+        )
         let far = try #require(problem(at: "logging.format", in: minimalConfig + "logging:\n  format: syslog\n"))
         #expect(far.message == "unknown log format \"syslog\" (expected \"text\", \"logfmt\" or \"json\")")
         let level = try #require(problem(at: "logging.level", in: minimalConfig + "logging:\n  level: warn\n"))
@@ -131,7 +141,9 @@ struct OperationsConfigurationTests {
 
     @Test("shipped configurations load: the example and the hardened domain-controller policy")
     func shippedConfigurations() throws {
-        let example = try ConfigurationLoader.load(path: configDirectory.appendingPathComponent("rpcgate.example.yaml").path)
+        let example = try ConfigurationLoader.load(
+            path: configDirectory.appendingPathComponent("rpcgate.example.yaml").path
+        )
         #expect(example.routes.map(\.name) == ["dc1"])
 
         let hardened = try ConfigurationLoader.load(

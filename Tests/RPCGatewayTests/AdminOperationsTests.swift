@@ -117,14 +117,32 @@ struct AdminOperationsTests {
             let wrong = try await Self.get(server, path, headers: ["Authorization: Bearer s3cret-Token_2"])
             #expect(wrong.status == "HTTP/1.1 401 Unauthorized", "\(path)")
         }
-        #expect(try await Self.get(server, "/metrics", headers: ["Authorization: Bearer s3cret-Token_1"]).body == "rpcgate_up 1\n")
-        #expect(try await Self.get(server, "/", headers: ["authorization: bearer  s3cret-Token_1 "]).status == "HTTP/1.1 200 OK")
-        #expect(try await Self.get(server, "/nope", headers: ["Authorization: Bearer s3cret-Token_1"]).status == "HTTP/1.1 404 Not Found")
-        #expect(try await Self.get(server, "/metrics", headers: ["Authorization: Basic czNjcmV0"]).status == "HTTP/1.1 401 Unauthorized")
+        #expect(
+            try await Self.get(server, "/metrics", headers: ["Authorization: Bearer s3cret-Token_1"]).body
+                == "rpcgate_up 1\n"
+        )
+        #expect(
+            try await Self.get(server, "/", headers: ["authorization: bearer  s3cret-Token_1 "]).status
+                == "HTTP/1.1 200 OK"
+        )
+        #expect(
+            try await Self.get(server, "/nope", headers: ["Authorization: Bearer s3cret-Token_1"]).status
+                == "HTTP/1.1 404 Not Found"
+        )
+        #expect(
+            try await Self.get(server, "/metrics", headers: ["Authorization: Basic czNjcmV0"]).status
+                == "HTTP/1.1 401 Unauthorized"
+        )
 
         server.setToken(BearerToken("rotated"))
-        #expect(try await Self.get(server, "/metrics", headers: ["Authorization: Bearer s3cret-Token_1"]).status == "HTTP/1.1 401 Unauthorized")
-        #expect(try await Self.get(server, "/metrics", headers: ["Authorization: Bearer rotated"]).status == "HTTP/1.1 200 OK")
+        #expect(
+            try await Self.get(server, "/metrics", headers: ["Authorization: Bearer s3cret-Token_1"]).status
+                == "HTTP/1.1 401 Unauthorized"
+        )
+        #expect(
+            try await Self.get(server, "/metrics", headers: ["Authorization: Bearer rotated"]).status
+                == "HTTP/1.1 200 OK"
+        )
         server.setToken(nil)
         #expect(try await Self.get(server, "/metrics").status == "HTTP/1.1 200 OK")
         try await server.close()
@@ -139,9 +157,11 @@ struct AdminOperationsTests {
                 + "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
         )
         #expect(responses.map(\.status) == ["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 200 OK"])
-        #expect(responses.map { $0.headers["content-type"] ?? "" } == [
-            "application/json", "text/plain; charset=utf-8", "text/html; charset=utf-8",
-        ])
+        #expect(
+            responses.map { $0.headers["content-type"] ?? "" } == [
+                "application/json", "text/plain; charset=utf-8", "text/html; charset=utf-8",
+            ]
+        )
         try await server.close()
     }
 }

@@ -124,7 +124,11 @@ struct LogHandlersTests {
         logfmt.debug("not written")
         logfmt.warning("upstream unreachable", metadata: ["error": "Connection refused"])
         #expect(logfmtLines.all.count == 1)
-        #expect(logfmtLines.all.first?.contains(#" level=warning label=rpcgate msg="upstream unreachable" error="Connection refused""#) == true)
+        #expect(
+            logfmtLines.all.first?.contains(
+                #" level=warning label=rpcgate msg="upstream unreachable" error="Connection refused""#
+            ) == true
+        )
     }
 
     @Test("the factory picks the configured format")

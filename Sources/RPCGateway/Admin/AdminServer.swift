@@ -38,13 +38,13 @@ package struct AdminContent: Sendable {
 /// | Path | Answer |
 /// |---|---|
 /// | `GET /healthz` | `ok`: the process is alive. Never needs the token. |
-/// | `GET /readyz` | 200 `ready`, or 503 naming the routes whose upstream endpoint mapper was not reached recently (JSON with `Accept: application/json`) |
+/// | `GET /readyz` | 200 `ready`, or 503 naming the routes whose upstream was not reached recently |
 /// | `GET /metrics` | Prometheus text format |
 /// | `GET /` | the status page (HTML, no script, refreshes itself) |
 /// | `GET /status.json` | the same snapshot as JSON |
 ///
-/// With a ``BearerToken``, every path but `/healthz` answers 401 unless the request carries
-/// `Authorization: Bearer <token>`.
+/// `/readyz` answers JSON to `Accept: application/json`. With a ``BearerToken``, every path but
+/// `/healthz` answers 401 unless the request carries `Authorization: Bearer <token>`.
 ///
 /// Plain HTTP/1.1 on NIOHTTP1, separate from the data ports. Keep-alive and pipelining are handled
 /// by NIO's `HTTPServerPipelineHandler`; requests are bounded by NIO's header limits (80 KiB) and by
@@ -91,7 +91,13 @@ package final class AdminServer: Sendable {
         metrics: @escaping @Sendable () -> String,
         logger: Logger
     ) async throws -> AdminServer {
-        try await Self.start(host: host, port: port, group: group, content: AdminContent(metrics: metrics), logger: logger)
+        try await Self.start(
+            host: host,
+            port: port,
+            group: group,
+            content: AdminContent(metrics: metrics),
+            logger: logger
+        )
     }
 
     /// Binds `host:port` on `group` and starts serving `content`.
@@ -371,7 +377,8 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
         case "/healthz":
             return .now(.text(.ok, "ok\n"))
         case "/metrics":
-            return .now(Response(status: .ok, contentType: AdminServer.metricsContentType, body: self.content.metrics()))
+            let body = self.content.metrics()
+            return .now(Response(status: .ok, contentType: AdminServer.metricsContentType, body: body))
         case "/readyz":
             guard let readiness = self.content.readiness?() else { return .now(.text(.ok, "ready\n")) }
             let status: HTTPResponseStatus = readiness.isReady ? .ok : .serviceUnavailable
@@ -383,7 +390,8 @@ private final class AdminHTTPHandler: ChannelInboundHandler {
             return .later {
                 let snapshot = await status()
                 guard html else { return .json(.ok, snapshot.json) }
-                var response = Response(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.render(snapshot))
+                let page = StatusPage.render(snapshot)
+                var response = Response(status: .ok, contentType: "text/html; charset=utf-8", body: page)
                 response.headers.append(("content-security-policy", StatusPage.contentSecurityPolicy))
                 response.headers.append(("x-frame-options", "DENY"))
                 return response

@@ -130,7 +130,13 @@ package struct MappingStatus: Hashable, Sendable {
     /// Time until an unused mapping is released; `nil` while a connection is open on it.
     package var expiresIn: Duration?
 
-    package init(gatewayPort: UInt16, server: TCPEndpoint, activeConnections: Int, idle: Duration?, expiresIn: Duration?) {
+    package init(
+        gatewayPort: UInt16,
+        server: TCPEndpoint,
+        activeConnections: Int,
+        idle: Duration?,
+        expiresIn: Duration?
+    ) {
         self.gatewayPort = gatewayPort
         self.server = server
         self.activeConnections = activeConnections

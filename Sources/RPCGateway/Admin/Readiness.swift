@@ -8,7 +8,8 @@ public struct ReadinessSettings: Sendable, Hashable {
     public var timeout: Duration
     public var maximumAge: Duration
 
-    public init(interval: Duration = .seconds(10), timeout: Duration = .seconds(2), maximumAge: Duration = .seconds(30)) {
+    public init(interval: Duration = .seconds(10), timeout: Duration = .seconds(2), maximumAge: Duration = .seconds(30))
+    {
         self.interval = interval
         self.timeout = timeout
         self.maximumAge = maximumAge

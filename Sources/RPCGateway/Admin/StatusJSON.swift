@@ -30,7 +30,10 @@ extension RouteStatus {
             ("name", .string(self.name)),
             ("listen", .string(self.listenAddress)),
             ("epm_port", .int(Int64(self.epmPort))),
-            ("ports", .object([("first", .int(Int64(self.ports.lowerBound))), ("last", .int(Int64(self.ports.upperBound)))])),
+            (
+                "ports",
+                .object([("first", .int(Int64(self.ports.lowerBound))), ("last", .int(Int64(self.ports.upperBound)))])
+            ),
             ("advertise", .string(orNull: self.advertiseAddress.map { "\($0)" })),
             ("upstream", .string(self.upstreamHost)),
             ("upstream_address", .string("\(self.upstreamAddress)")),

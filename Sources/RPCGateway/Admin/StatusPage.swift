@@ -92,7 +92,8 @@ package enum StatusPage {
             var upstream = HostPort.text(route.upstreamHost, route.upstreamEPMPort)
             if route.upstreamHost != "\(route.upstreamAddress)" { upstream += " (\(route.upstreamAddress))" }
             html.cell(upstream, className: "mono")
-            html.cell("\(route.policyName) (\(route.ruleCount) rules, default \(route.policyDefault.rawValue))")
+            let rules = route.ruleCount == 1 ? "1 rule" : "\(route.ruleCount) rules"
+            html.cell("\(route.policyName) (\(rules), default \(route.policyDefault.rawValue))")
             html.cell("\(route.activeConnections) / \(route.maximumConnections)", className: "num")
             let probe = route.readiness
             if probe.ready {

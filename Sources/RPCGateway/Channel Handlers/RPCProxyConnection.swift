@@ -189,7 +189,9 @@ final class RPCProxyConnection {
             self.route.metrics.pduError(wire.code)
             self.route.logger.notice(
                 "malformed PDU",
-                metadata: ["conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
+                metadata: [
+                    "conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)",
+                ]
             )
             self.close(.protocolError)
         } else {
@@ -282,7 +284,9 @@ final class RPCProxyConnection {
                 route.metrics.portPoolExhausted()
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
-                    metadata: ["conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
+                    metadata: [
+                        "conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)",
+                    ]
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)

@@ -134,7 +134,9 @@ public struct RPCConnectionStateMachine: Sendable {
     /// removed).
     public var acceptedInterfaces: [SyntaxID] {
         var seen: Set<SyntaxID> = []
-        return self.acceptedContexts.sorted { $0.key < $1.key }.compactMap { seen.insert($0.value.interface).inserted ? $0.value.interface : nil }
+        return self.acceptedContexts.sorted { $0.key < $1.key }.compactMap { entry in
+            seen.insert(entry.value.interface).inserted ? entry.value.interface : nil
+        }
     }
 
     /// The interface a context id was accepted for, if any.

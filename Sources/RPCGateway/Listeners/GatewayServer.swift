@@ -229,7 +229,10 @@ package final class GatewayServer: Sendable {
         self.state.withLockedValue { $0.draining = true }
         await self.closeListeners()
         let connections = self.state.withLockedValue { Array($0.connections.values) }
-        self.logger.info("draining", metadata: ["connections": "\(connections.count)", "deadline": "\(DurationText.short(deadline))"])
+        self.logger.info(
+            "draining",
+            metadata: ["connections": "\(connections.count)", "deadline": "\(DurationText.short(deadline))"]
+        )
         for connection in connections {
             connection.eventLoop.execute { connection.value.drain() }
         }
@@ -307,7 +310,9 @@ package final class GatewayServer: Sendable {
             route?.metrics.connectionRefused(reason: .cap)
             route?.logger.warning(
                 "connection refused: connection cap reached or draining",
-                metadata: ["client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))"]
+                metadata: [
+                    "client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))",
+                ]
             )
             return client.close()
         }
@@ -360,8 +365,9 @@ package final class GatewayServer: Sendable {
         route.logger.debug(
             "connection opened",
             metadata: [
-                "conn": "\(connectionID)", "listener": "\(listener.rawValue)", "client": "\(HostPort.text(client.remoteAddress))",
-                "gateway": "\(HostPort.text(client.localAddress))", "server": "\(server)",
+                "conn": "\(connectionID)", "listener": "\(listener.rawValue)",
+                "client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))",
+                "server": "\(server)",
             ]
         )
         return ClientBootstrap(group: client.eventLoop)
@@ -394,8 +400,8 @@ package final class GatewayServer: Sendable {
                 route.logger.warning(
                     "upstream unreachable",
                     metadata: [
-                        "conn": "\(connectionID)", "server": "\(server)", "client": "\(HostPort.text(client.remoteAddress))",
-                        "error": "\(UpstreamProbe.describe(error))",
+                        "conn": "\(connectionID)", "server": "\(server)",
+                        "client": "\(HostPort.text(client.remoteAddress))", "error": "\(UpstreamProbe.describe(error))",
                     ]
                 )
                 connection.close(.upstreamUnreachable)

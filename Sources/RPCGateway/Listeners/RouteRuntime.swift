@@ -110,7 +110,10 @@ final class RouteRuntime: Sendable {
         }
         self.metrics.upstreamReachable(true)
         if recovered {
-            self.logger.notice("upstream endpoint mapper reachable again", metadata: ["upstream": "\(self.upstreamEndpointMapper)"])
+            self.logger.notice(
+                "upstream endpoint mapper reachable again",
+                metadata: ["upstream": "\(self.upstreamEndpointMapper)"]
+            )
         }
     }
 
@@ -172,7 +175,16 @@ final class RouteRuntime: Sendable {
                 ]
             )
             if !decision.permits {
-                self.recordDenial(.bind, interface, nil, decision, level, client: clientText, server: server, listener: listener)
+                self.recordDenial(
+                    .bind,
+                    interface,
+                    nil,
+                    decision,
+                    level,
+                    client: clientText,
+                    server: server,
+                    listener: listener
+                )
             }
             self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
         case .callDenied(let interface, let opnum, let decision, let level, let type):
@@ -186,7 +198,16 @@ final class RouteRuntime: Sendable {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDenial(.call, interface, opnum, decision, level, client: clientText, server: server, listener: listener)
+            self.recordDenial(
+                .call,
+                interface,
+                opnum,
+                decision,
+                level,
+                client: clientText,
+                server: server,
+                listener: listener
+            )
             self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
@@ -209,15 +230,17 @@ final class RouteRuntime: Sendable {
             self.logger.info(
                 "endpoint lookup denied",
                 metadata: [
-                    "conn": "\(connection)", "client": "\(clientText)", "interface": "\(self.interfaceLabel(interface))",
-                    "uuid": "\(interface)",
+                    "conn": "\(connection)", "client": "\(clientText)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)",
                 ]
             )
         case .protocolError(let reason, let detail):
             self.metrics.pduError(reason: reason)
             self.logger.notice(
                 "protocol error",
-                metadata: ["conn": "\(connection)", "client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"]
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)",
+                ]
             )
         }
     }

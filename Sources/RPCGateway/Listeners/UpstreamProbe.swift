@@ -14,7 +14,11 @@ import Musl
 /// FIN. It sends nothing, so the server sees a connection that ends before any PDU.
 package enum UpstreamProbe {
     /// Succeeds when the TCP handshake completes within `timeout`.
-    package static func connect(to endpoint: TCPEndpoint, timeout: Duration, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    package static func connect(
+        to endpoint: TCPEndpoint,
+        timeout: Duration,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(timeout))
             .connect(host: "\(endpoint.address)", port: Int(endpoint.port))
