@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages RPCGate's interop tests and fixture capture need:
 # a real Samba AD DC, Samba's rpcclient, impacket, pytest, tshark, Kerberos tools,
-# iproute2/nftables and haproxy.
+# iproute2/nftables and haproxy; chromium (headless screenshot of the status page), python3-yaml
+# and systemd-analyze for the operations and deploy tests.
 #
 # Idempotent: returns quickly when everything is already installed.
 # Non-interactive; no daemon is left running on the host afterwards.
@@ -9,7 +10,9 @@
 set -euo pipefail
 
 PKGS=(samba-ad-dc samba-ad-provision smbclient python3-impacket python3-pytest tshark
-      krb5-user iproute2 nftables haproxy)
+      krb5-user iproute2 nftables haproxy chromium python3-yaml)
+# systemd-analyze (deploy tests) only if absent: naming systemd would upgrade an installed one.
+command -v systemd-analyze >/dev/null || PKGS+=(systemd)
 # Daemons that package scripts could start on the host.
 DAEMON_EXES=(/usr/sbin/samba /usr/sbin/smbd /usr/sbin/nmbd /usr/sbin/winbindd
              /usr/sbin/haproxy /usr/sbin/krb5kdc)

@@ -22,12 +22,13 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 OUT=${RPCGATE_INTEROP_OUT:-$REPO/test-output/interop}
+OPS_OUT=${RPCGATE_OPERATIONS_OUT:-$REPO/test-output/operations}   # test_operations.py
 SUITE_TIMEOUT=${RPCGATE_INTEROP_TIMEOUT:-600}
 BUILD_TIMEOUT=${RPCGATE_INTEROP_BUILD_TIMEOUT:-1800}
 PY=/usr/bin/python3
 SAMBA=$REPO/scripts/samba-dc.sh
 BINARY=$REPO/.build/debug/rpcgate
-export RPCGATE_INTEROP_OUT=$OUT
+export RPCGATE_INTEROP_OUT=$OUT RPCGATE_OPERATIONS_OUT=$OPS_OUT
 export RPCGATE_TEST_STATE=${RPCGATE_TEST_STATE:-/tmp/rpcgate-test}
 
 log() { printf 'interop-tests: %s\n' "$*" >&2; }
@@ -58,18 +59,20 @@ cleanup() {
         kill -0 "$suite_pid" 2>/dev/null && kill -KILL "$suite_pid" 2>/dev/null || true
         wait "$suite_pid" 2>/dev/null || true
     fi
-    # an rpcgate the suite started and could not stop (its PID file, checked against the binary)
-    if [[ -s $OUT/gateway.pid ]]; then
-        pid=$(<"$OUT/gateway.pid")
+    # rpcgates the suite started and could not stop (their PID files, checked against the binary)
+    local pidfile
+    for pidfile in "$OUT"/*.pid "$OPS_OUT"/*.pid; do
+        [[ -s $pidfile ]] || continue
+        pid=$(<"$pidfile")
         exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
         if [[ $pid =~ ^[0-9]+$ && -n $exe && $exe == "$(readlink -f "$BINARY")" ]]; then
-            log "stopping leftover rpcgate pid $pid"
+            log "stopping leftover rpcgate pid $pid ($pidfile)"
             kill -TERM "$pid" 2>/dev/null || true
             for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$OUT/gateway.pid"
-    fi
+        rm -f "$pidfile"
+    done
     # the DC, unless it was running before we started (someone else's) or asked to keep it
     if [[ $samba_was_running -eq 0 && ${RPCGATE_INTEROP_KEEP_SAMBA:-0} != 1 ]]; then
         if "$SAMBA" status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q '^rpcg-srv\b'; then
