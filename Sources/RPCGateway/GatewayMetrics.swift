@@ -84,6 +84,14 @@ package struct GatewayMetrics: Sendable {
         package static let unmappedPort = RefusalReason(code: "unmapped_port")
         /// The gateway is shutting down and no longer accepts connections.
         package static let draining = RefusalReason(code: "draining")
+        /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
+        package static let proxyHeader = RefusalReason(code: "proxy_header")
+        /// Core: the PROXY header names a server outside `core.upstreams`: never an open relay.
+        package static let targetNotAllowed = RefusalReason(code: "target_not_allowed")
+        /// Core: the TLS handshake failed or the edge's certificate is not allowed.
+        package static let tls = RefusalReason(code: "tls")
+        /// Edge: the core gateway could not be reached or its TLS handshake failed.
+        package static let peerUnreachable = RefusalReason(code: "peer_unreachable")
 
         package var description: String { self.code }
     }

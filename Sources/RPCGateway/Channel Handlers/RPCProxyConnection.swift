@@ -34,6 +34,17 @@ final class RPCProxyConnection {
     private var policyGeneration: Int
     /// Set by a graceful shutdown: close as soon as no call is in flight.
     private var draining = false
+    /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
+    private let endpointMapperMode: EndpointMapperMode
+
+    /// What the gateway does with the towers of an endpoint-mapper reply.
+    enum EndpointMapperMode {
+        /// Point towers at this gateway's ports (a plain or edge gateway: clients connect here).
+        case rewrite
+        /// Keep the server's ports, but still redact towers the policy hides or that name another
+        /// host (a core gateway: the edge, which the client talks to, rewrites them).
+        case redactOnly
+    }
 
     init(
         route: RouteRuntime,
@@ -45,8 +56,10 @@ final class RPCProxyConnection {
         eventLoop: any EventLoop,
         timeouts: Timeouts,
         limits: WireLimits,
+        endpointMapperMode: EndpointMapperMode = .rewrite,
         onClose: @escaping @Sendable () -> Void
     ) {
+        self.endpointMapperMode = endpointMapperMode
         self.timeouts = timeouts
         self.limits = limits
         self.policyGeneration = route.generation
@@ -224,6 +237,7 @@ final class RPCProxyConnection {
         let advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
         let limits = self.limits
         let machine = self.machine
+        let mode = self.endpointMapperMode
         var exhausted = false
         do {
             let result = try EPMReplyRewriter.rewrite(
@@ -238,6 +252,12 @@ final class RPCProxyConnection {
                     upstreamAddress: route.upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
+                if mode == .redactOnly {
+                    switch exposure {
+                    case .hidden, .foreignHost: return nil
+                    case .endpointMapper, .mapped: return tower.endpoint
+                    }
+                }
                 switch exposure {
                 case .hidden, .foreignHost:
                     // Never an open relay: only the configured server, whatever the reply says.

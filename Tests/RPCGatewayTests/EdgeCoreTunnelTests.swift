@@ -1,0 +1,184 @@
+import Foundation
+import Logging
+import MetricsTestKit
+import NIOCore
+import NIOPosix
+import RPCGateway
+import RPCPolicy
+import RPCWire
+import Testing
+
+/// An edge and a core gateway in one process on loopback, with certificates from
+/// `deploy/tls/make-test-ca.sh` and a fake endpoint mapper as the server.
+@Suite("Edge and core over mutual TLS", .serialized)
+struct EdgeCoreTunnelTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// A fresh test PKI (openssl via the shipped script).
+    static func makePKI() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rpcgate-pki-\(UUID().uuidString)").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [Self.repository.appendingPathComponent("deploy/tls/make-test-ca.sh").path, directory]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw GatewayStartError(description: "make-test-ca.sh failed") }
+        return directory
+    }
+
+    static let policy = Policy(
+        name: "dc",
+        defaultAction: .deny,
+        rules: [
+            PolicyRule(
+                action: .allow,
+                interfaces: ["epmapper", "samr", "lsarpc"].map { InterfaceMatcher(parsing: $0)! },
+                sources: [IPNetwork("127.0.0.0/8")!],
+                origin: RuleOrigin(index: 0)
+            )
+        ]
+    )
+
+    struct Pair {
+        let core: GatewayServer
+        let edge: GatewayServer
+        let server: FakeEndpointMapper
+        let metrics: TestMetrics
+        let edgeEPMPort: Int
+        let edgePorts: ClosedRange<UInt16>
+
+        func stop() async {
+            await self.edge.stop()
+            await self.core.stop()
+            await self.server.close()
+        }
+    }
+
+    static func start(pki: String, edgeCertificate: String = "edge", ports: ClosedRange<UInt16>) async throws -> Pair {
+        let metrics = TestMetrics()
+        let server = try await FakeEndpointMapper(.pages([EndpointMapperClientTests.page2]))
+        let logger = Logger(label: "test.tunnel")
+        let core = GatewayServer(
+            settings: GatewaySettings(
+                routes: [],
+                core: CoreSettings(
+                    listenHost: "127.0.0.1",
+                    listenPort: 0,
+                    tls: TLSFiles(certificate: "\(pki)/core.pem", privateKey: "\(pki)/core.key", certificateAuthority: "\(pki)/ca.pem"),
+                    allowedPeers: ["edge1.example.test", "spiffe://example.test/edge1"],
+                    upstreams: [IPv4Address(127, 0, 0, 1)],
+                    policy: Self.policy,
+                    upstreamEPMPort: UInt16(server.port),
+                    headerTimeout: .seconds(2)
+                )
+            ),
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: logger,
+            metrics: GatewayMetrics(factory: metrics)
+        )
+        try await core.start()
+        let corePort = try #require(core.coreAddress?.port)
+        var route = RouteSettings(
+            name: "dc1",
+            listenAddress: "127.0.0.1",
+            epmPort: 0,
+            upstreamHost: "127.0.0.1",
+            upstreamEPMPort: UInt16(server.port),
+            ports: ports,
+            policy: Self.policy
+        )
+        route.via = "core1"
+        let edge = GatewayServer(
+            settings: GatewaySettings(
+                routes: [route],
+                peers: [
+                    "core1": PeerSettings(
+                        name: "core1",
+                        host: "127.0.0.1",
+                        port: corePort,
+                        tls: TLSFiles(
+                            certificate: "\(pki)/\(edgeCertificate).pem",
+                            privateKey: "\(pki)/\(edgeCertificate).key",
+                            certificateAuthority: "\(pki)/ca.pem"
+                        ),
+                        serverName: "core1.example.test"
+                    )
+                ]
+            ),
+            group: MultiThreadedEventLoopGroup.singleton,
+            logger: logger,
+            metrics: GatewayMetrics(factory: metrics)
+        )
+        try await edge.start()
+        let epm = try #require(edge.endpointMapperAddresses["dc1"]?.port)
+        return Pair(core: core, edge: edge, server: server, metrics: metrics, edgeEPMPort: epm, edgePorts: ports)
+    }
+
+    static func handshakes(_ metrics: TestMetrics, peer: String, result: String) -> Int64 {
+        (try? metrics.expectCounter("rpcgate_tls_handshakes_total", [("peer", peer), ("result", result)]).totalValue) ?? 0
+    }
+
+    static func lookUp(_ port: Int) async throws -> EndpointMapperClient.Listing {
+        try await EndpointMapperClient(configuration: EndpointMapperClient.Configuration(timeout: .seconds(5), maximumPages: 3))
+            .lookUpAll(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton)
+    }
+
+    @Test("ept_lookup through edge and core: the edge rewrites the server's ports to its own")
+    func lookupThroughTheTunnel() async throws {
+        let pki = try Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 47_310...47_313)
+        defer { Task { await pair.stop() } }
+
+        let listing = try await Self.lookUp(pair.edgeEPMPort)
+        #expect(listing.entries.count == 2)
+        let ports = listing.entries.compactMap { $0.tower?.tcpPort }
+        #expect(ports.count == 2)
+        // epmapper (server port 135, not the route's EPM port here) and samr 49999: both mapped.
+        #expect(ports.allSatisfy { pair.edgePorts.contains($0) })
+        #expect(Self.handshakes(pair.metrics, peer: "core1", result: "success") >= 1)
+        #expect(Self.handshakes(pair.metrics, peer: "edge1.example.test", result: "success") >= 1)
+        #expect(pair.server.requests.withLockedValue { $0.count } >= 1)
+    }
+
+    @Test("A core refuses an edge certificate from another CA, or with a SAN not allowed", arguments: [
+        ("rogue", "bad_certificate"), ("stranger", "peer_not_allowed"),
+    ])
+    func refusedEdges(certificate: String, result: String) async throws {
+        let pki = try Self.makePKI()
+        let pair = try await Self.start(pki: pki, edgeCertificate: certificate, ports: 47_320...47_323)
+        defer { Task { await pair.stop() } }
+
+        await #expect(throws: (any Error).self) { _ = try await Self.lookUp(pair.edgeEPMPort) }
+        // The core counts after its side of the handshake: wait (bounded) for it.
+        for _ in 0..<40 where Self.handshakes(pair.metrics, peer: "unknown", result: result) == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(Self.handshakes(pair.metrics, peer: "unknown", result: result) == 1)
+        #expect(pair.server.requests.withLockedValue { $0.isEmpty })
+    }
+
+    @Test("Plain TCP to the core's TLS port is refused and counted")
+    func plainTCP() async throws {
+        let pki = try Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 47_330...47_333)
+        defer { Task { await pair.stop() } }
+        let corePort = try #require(pair.core.coreAddress?.port)
+
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: corePort).get()
+        // The start of a DCE/RPC bind (version 5.0, type 11, little endian, frag_length 72).
+        let bind = ByteBuffer(bytes: [0x05, 0x00, 0x0B, 0x03, 0x10, 0, 0, 0, 0x48, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 56))
+        try await channel.writeAndFlush(bind)
+        // The core closes the connection: wait (bounded) for it.
+        for _ in 0..<40 where channel.isActive {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(!channel.isActive)
+        try? await channel.close()
+        #expect(Self.handshakes(pair.metrics, peer: "unknown", result: "not_tls") == 1)
+        #expect(pair.server.requests.withLockedValue { $0.isEmpty })
+    }
+}
