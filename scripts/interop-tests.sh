@@ -56,17 +56,25 @@ cleanup() {
         wait "$suite_pid" 2>/dev/null || true
     fi
     # an rpcgate the suite started and could not stop (its PID file, checked against the binary)
-    if [[ -s $OUT/gateway.pid ]]; then
-        pid=$(<"$OUT/gateway.pid")
+    # (gateway.pid, and core.pid / edge*.pid of test_edge_core.py)
+    local pidfile
+    for pidfile in "$OUT"/*.pid; do
+        [[ -s $pidfile ]] || continue
+        pid=$(<"$pidfile")
         exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
         if [[ $pid =~ ^[0-9]+$ && -n $exe && $exe == "$(readlink -f "$BINARY")" ]]; then
-            log "stopping leftover rpcgate pid $pid"
+            log "stopping leftover rpcgate pid $pid ($(basename "$pidfile"))"
             kill -TERM "$pid" 2>/dev/null || true
             for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$OUT/gateway.pid"
-    fi
+        rm -f "$pidfile"
+    done
+    # the client and edge namespaces of test_edge_core.py, if its teardown did not run
+    for ns in rpcg-tls-cli rpcg-tls-edge; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del tlsedge-h 2>/dev/null || true
     # the DC, unless it was running before we started (someone else's) or asked to keep it
     if [[ $samba_was_running -eq 0 && ${RPCGATE_INTEROP_KEEP_SAMBA:-0} != 1 ]]; then
         if "$SAMBA" status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q '^rpcg-srv\b'; then
