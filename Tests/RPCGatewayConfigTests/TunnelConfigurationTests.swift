@@ -1,6 +1,7 @@
 import Foundation
 import RPCGateway
 import RPCGatewayConfig
+import RPCPolicy
 import RPCWire
 import Testing
 
@@ -9,10 +10,12 @@ struct TunnelConfigurationTests {
     /// A directory with empty edge.pem, edge.key, core.pem, core.key and ca.pem (the loader only
     /// checks that they exist).
     private func pemDirectory() throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rpcgate-tls-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "rpcgate-tls-\(UUID().uuidString)"
+        ).path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for name in ["edge.pem", "edge.key", "core.pem", "core.key", "ca.pem"] {
-            FileManager.default.createFile(atPath: "\(directory)/\(name)", contents: Data())
+            _ = FileManager.default.createFile(atPath: "\(directory)/\(name)", contents: Data())
         }
         return directory
     }
@@ -36,7 +39,14 @@ struct TunnelConfigurationTests {
         #expect(peer.host == "10.97.0.2")
         #expect(peer.port == 8443)
         #expect(peer.serverName == "core1.example.test")
-        #expect(peer.tls == TLSFiles(certificate: "\(directory)/edge.pem", privateKey: "\(directory)/edge.key", certificateAuthority: "\(directory)/ca.pem"))
+        #expect(
+            peer.tls
+                == TLSFiles(
+                    certificate: "\(directory)/edge.pem",
+                    privateKey: "\(directory)/edge.key",
+                    certificateAuthority: "\(directory)/ca.pem"
+                )
+        )
         #expect(edge.core == nil)
 
         let coreSettings = try self.example("rpcgate.core.yaml", in: directory)
@@ -116,7 +126,10 @@ struct TunnelConfigurationTests {
         #expect(peer.message.contains("/nonexistent/edge.pem does not exist"))
         #expect(peer.line == 16)
 
-        let missing = problems(minimalConfig + "peers:\n  core1:\n    address: 10.97.0.2\n    tls: {cert: /dev/null, key: /dev/null, ca: /dev/null}\n")
+        let missing = problems(
+            minimalConfig
+                + "peers:\n  core1:\n    address: 10.97.0.2\n    tls: {cert: /dev/null, key: /dev/null, ca: /dev/null}\n"
+        )
         #expect(missing.contains { $0.keyPath == "peers.core1.address" })
         #expect(missing.contains { $0.keyPath == "peers.core1.tls" && $0.message.contains("server_name") })
 

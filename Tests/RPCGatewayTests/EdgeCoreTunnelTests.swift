@@ -1,12 +1,16 @@
 import Foundation
 import Logging
 import MetricsTestKit
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RPCGateway
 import RPCPolicy
 import RPCWire
 import Testing
+
+struct PKIError: Error {}
 
 /// An edge and a core gateway in one process on loopback, with certificates from
 /// `deploy/tls/make-test-ca.sh` and a fake endpoint mapper as the server.
@@ -17,7 +21,9 @@ struct EdgeCoreTunnelTests {
 
     /// A fresh test PKI (openssl via the shipped script).
     static func makePKI() throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("rpcgate-pki-\(UUID().uuidString)").path
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "rpcgate-pki-\(UUID().uuidString)"
+        ).path
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [Self.repository.appendingPathComponent("deploy/tls/make-test-ca.sh").path, directory]
@@ -25,7 +31,7 @@ struct EdgeCoreTunnelTests {
         process.standardError = FileHandle.nullDevice
         try process.run()
         process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw GatewayStartError(description: "make-test-ca.sh failed") }
+        guard process.terminationStatus == 0 else { throw PKIError() }
         return directory
     }
 
@@ -67,7 +73,11 @@ struct EdgeCoreTunnelTests {
                 core: CoreSettings(
                     listenHost: "127.0.0.1",
                     listenPort: 0,
-                    tls: TLSFiles(certificate: "\(pki)/core.pem", privateKey: "\(pki)/core.key", certificateAuthority: "\(pki)/ca.pem"),
+                    tls: TLSFiles(
+                        certificate: "\(pki)/core.pem",
+                        privateKey: "\(pki)/core.key",
+                        certificateAuthority: "\(pki)/ca.pem"
+                    ),
                     allowedPeers: ["edge1.example.test", "spiffe://example.test/edge1"],
                     upstreams: [IPv4Address(127, 0, 0, 1)],
                     policy: Self.policy,
@@ -118,12 +128,15 @@ struct EdgeCoreTunnelTests {
     }
 
     static func handshakes(_ metrics: TestMetrics, peer: String, result: String) -> Int64 {
-        (try? metrics.expectCounter("rpcgate_tls_handshakes_total", [("peer", peer), ("result", result)]).totalValue) ?? 0
+        (try? metrics.expectCounter("rpcgate_tls_handshakes_total", [("peer", peer), ("result", result)]).totalValue)
+            ?? 0
     }
 
     static func lookUp(_ port: Int) async throws -> EndpointMapperClient.Listing {
-        try await EndpointMapperClient(configuration: EndpointMapperClient.Configuration(timeout: .seconds(5), maximumPages: 3))
-            .lookUpAll(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton)
+        try await EndpointMapperClient(
+            configuration: EndpointMapperClient.Configuration(timeout: .seconds(5), maximumPages: 3)
+        )
+        .lookUpAll(host: "127.0.0.1", port: port, group: MultiThreadedEventLoopGroup.singleton)
     }
 
     @Test("ept_lookup through edge and core: the edge rewrites the server's ports to its own")
@@ -143,9 +156,12 @@ struct EdgeCoreTunnelTests {
         #expect(pair.server.requests.withLockedValue { $0.count } >= 1)
     }
 
-    @Test("A core refuses an edge certificate from another CA, or with a SAN not allowed", arguments: [
-        ("rogue", "bad_certificate"), ("stranger", "peer_not_allowed"),
-    ])
+    @Test(
+        "A core refuses an edge certificate from another CA, or with a SAN not allowed",
+        arguments: [
+            ("rogue", "bad_certificate"), ("stranger", "peer_not_allowed"),
+        ]
+    )
     func refusedEdges(certificate: String, result: String) async throws {
         let pki = try Self.makePKI()
         let pair = try await Self.start(pki: pki, edgeCertificate: certificate, ports: 47_320...47_323)
@@ -170,7 +186,9 @@ struct EdgeCoreTunnelTests {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .connect(host: "127.0.0.1", port: corePort).get()
         // The start of a DCE/RPC bind (version 5.0, type 11, little endian, frag_length 72).
-        let bind = ByteBuffer(bytes: [0x05, 0x00, 0x0B, 0x03, 0x10, 0, 0, 0, 0x48, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 56))
+        let bind = ByteBuffer(
+            bytes: [0x05, 0x00, 0x0B, 0x03, 0x10, 0, 0, 0, 0x48, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 56)
+        )
         try await channel.writeAndFlush(bind)
         // The core closes the connection: wait (bounded) for it.
         for _ in 0..<40 where channel.isActive {
@@ -179,6 +197,66 @@ struct EdgeCoreTunnelTests {
         #expect(!channel.isActive)
         try? await channel.close()
         #expect(Self.handshakes(pair.metrics, peer: "unknown", result: "not_tls") == 1)
+        #expect(pair.server.requests.withLockedValue { $0.isEmpty })
+    }
+
+    /// A TLS connection to the core with the edge's certificate that sends `bytes`; returns once
+    /// the core has closed it (bounded).
+    static func sendOverTLS(_ bytes: ByteBuffer, pki: String, port: Int) async throws -> Bool {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .file("\(pki)/ca.pem")
+        configuration.certificateChain = try NIOSSLCertificate.fromPEMFile("\(pki)/edge.pem").map { .certificate($0) }
+        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: "\(pki)/edge.key", format: .pem))
+        let context = try NIOSSLContext(configuration: configuration)
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOSSLClientHandler(context: context, serverHostname: "core1.example.test")
+                    )
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        try await channel.writeAndFlush(bytes)
+        for _ in 0..<60 where channel.isActive {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let closed = !channel.isActive
+        try? await channel.close()
+        return closed
+    }
+
+    static func refused(_ metrics: TestMetrics, _ reason: String) -> Int64 {
+        (try? metrics.expectCounter("rpcgate_connections_refused_total", [("route", "core"), ("reason", reason)]).totalValue)
+            ?? 0
+    }
+
+    @Test("The core refuses a PROXY header naming a server outside core.upstreams, and a missing header")
+    func neverAnOpenRelay() async throws {
+        let pki = try Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 47_340...47_343)
+        defer { Task { await pair.stop() } }
+        let corePort = try #require(pair.core.coreAddress?.port)
+
+        var header = ByteBuffer()
+        header.writeProxyHeader(
+            ProxyHeader(
+                addresses: .tcp4(
+                    source: IPv4Address(127, 0, 0, 1),
+                    sourcePort: 40_000,
+                    destination: IPv4Address(127, 0, 0, 1),
+                    destinationPort: 135
+                ),
+                tlvs: [RPCGateTarget(kind: .mapped, server: TCPEndpoint(address: IPv4Address(192, 0, 2, 99), port: 445)).tlv]
+            )
+        )
+        #expect(try await Self.sendOverTLS(header, pki: pki, port: corePort))
+        #expect(Self.refused(pair.metrics, "target_not_allowed") == 1)
+
+        // A DCE/RPC bind where the header should be.
+        let bind = ByteBuffer(bytes: [0x05, 0x00, 0x0B, 0x03, 0x10, 0, 0, 0, 0x48, 0, 0, 0, 1, 0, 0, 0])
+        #expect(try await Self.sendOverTLS(bind, pki: pki, port: corePort))
+        #expect(Self.refused(pair.metrics, "proxy_header") == 1)
         #expect(pair.server.requests.withLockedValue { $0.isEmpty })
     }
 }

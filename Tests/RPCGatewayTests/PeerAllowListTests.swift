@@ -31,7 +31,9 @@ struct PeerAllowListTests {
     }
 
     @Test func anyNameOfSeveral() {
-        #expect(self.list.match([.dns("other.test"), .uri("spiffe://example.test/edge1")]) == "spiffe://example.test/edge1")
+        #expect(
+            self.list.match([.dns("other.test"), .uri("spiffe://example.test/edge1")]) == "spiffe://example.test/edge1"
+        )
         #expect(self.list.match([]) == nil)
     }
 }

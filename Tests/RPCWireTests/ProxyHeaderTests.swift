@@ -12,7 +12,9 @@ struct ProxyHeaderTests {
             destination: IPv4Address(10, 98, 0, 1),
             destinationPort: 135
         ),
-        tlvs: [RPCGateTarget(kind: .endpointMapper, server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 135)).tlv]
+        tlvs: [
+            RPCGateTarget(kind: .endpointMapper, server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 135)).tlv
+        ]
     )
     static let ipv6 = ProxyHeader(
         addresses: .tcp6(
@@ -67,14 +69,24 @@ struct ProxyHeaderTests {
     }
 
     @Test func targetTLV() throws {
-        #expect(Self.ipv4.rpcGateTarget == RPCGateTarget(kind: .endpointMapper, server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 135)))
+        #expect(
+            Self.ipv4.rpcGateTarget
+                == RPCGateTarget(
+                    kind: .endpointMapper,
+                    server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 135)
+                )
+        )
         #expect(Self.ipv6.rpcGateTarget?.kind == .mapped)
         #expect(Self.local.rpcGateTarget == nil)
         #expect(RPCGateTarget(tlvValue: [3, 1, 2, 3, 4, 0, 1]) == nil)
         #expect(RPCGateTarget(tlvValue: [1, 1, 2, 3, 4, 0]) == nil)
     }
 
-    private func expectError(_ bytes: [UInt8], _ code: ProxyProtocolError.Code, sourceLocation: SourceLocation = #_sourceLocation) {
+    private func expectError(
+        _ bytes: [UInt8],
+        _ code: ProxyProtocolError.Code,
+        sourceLocation: SourceLocation = #_sourceLocation
+    ) {
         var buffer = ByteBuffer(bytes: bytes)
         do {
             _ = try buffer.readProxyHeader()
