@@ -259,4 +259,73 @@ struct EdgeCoreTunnelTests {
         #expect(Self.refused(pair.metrics, "proxy_header") == 1)
         #expect(pair.server.requests.withLockedValue { $0.isEmpty })
     }
+
+    /// Counts the bytes a channel receives.
+    final class ByteCounter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received = NIOLockedValueBox(0)
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let bytes = Self.unwrapInboundIn(data).readableBytes
+            self.received.withLockedValue { $0 += bytes }
+        }
+    }
+
+    @Test("Reload swaps the core's TLS context for new connections; established tunnels stay up")
+    func reloadKeepsEstablishedConnections() async throws {
+        let pki = try Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 47_350...47_353)
+        defer { Task { await pair.stop() } }
+        let corePort = try #require(pair.core.coreAddress?.port)
+
+        // An established tunnel: TLS with the edge certificate, PROXY header, bind, bind_ack.
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .file("\(pki)/ca.pem")
+        configuration.certificateChain = try NIOSSLCertificate.fromPEMFile("\(pki)/edge.pem").map { .certificate($0) }
+        configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: "\(pki)/edge.key", format: .pem))
+        let context = try NIOSSLContext(configuration: configuration)
+        let counter = ByteCounter()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        NIOSSLClientHandler(context: context, serverHostname: "core1.example.test"),
+                        counter
+                    )
+                }
+            }
+            .connect(host: "127.0.0.1", port: corePort).get()
+        var bytes = ByteBuffer()
+        bytes.writeProxyHeader(
+            ProxyHeader(
+                addresses: .tcp4(source: IPv4Address(127, 0, 0, 1), sourcePort: 40_001, destination: IPv4Address(127, 0, 0, 1), destinationPort: 135),
+                tlvs: [RPCGateTarget(kind: .endpointMapper, server: TCPEndpoint(address: IPv4Address(127, 0, 0, 1), port: UInt16(pair.server.port))).tlv]
+            )
+        )
+        var bind = Wire.bind([SyntaxID.endpointMapper]).bytes
+        bytes.writeBuffer(&bind)
+        try await channel.writeAndFlush(bytes)
+        for _ in 0..<60 where counter.received.withLockedValue({ $0 }) == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(counter.received.withLockedValue { $0 } > 0)
+
+        // Reload with a CA that does not sign the edge: new tunnels fail, the established one stays.
+        var settings = pair.core.settings
+        settings.core?.tls.certificateAuthority = "\(pki)/rogue-ca.pem"
+        try await pair.core.apply(settings)
+        await #expect(throws: (any Error).self) { _ = try await Self.lookUp(pair.edgeEPMPort) }
+        for _ in 0..<40 where Self.handshakes(pair.metrics, peer: "unknown", result: "bad_certificate") == 0 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(Self.handshakes(pair.metrics, peer: "unknown", result: "bad_certificate") == 1)
+        #expect(channel.isActive)
+        try? await channel.close()
+
+        // A reload whose files cannot be loaded changes nothing.
+        var broken = settings
+        broken.core?.tls.certificate = "\(pki)/missing.pem"
+        await #expect(throws: (any Error).self) { try await pair.core.apply(broken) }
+        #expect(pair.core.coreAddress != nil)
+    }
 }
