@@ -289,3 +289,21 @@ def test_core_refuses_edges_it_does_not_trust(tunnel, cert, result):
     assert handshakes(after, result) > handshakes(before, result), after.lines('rpcgate_tls_handshakes_total')
     assert after.value('rpcgate_connections_refused_total', route='core', reason='tls') > \
         before.value('rpcgate_connections_refused_total', route='core', reason='tls')
+
+
+def test_sighup_reloads_the_core_and_tunnels_keep_working(tunnel, direct):
+    """SIGHUP: the core re-reads its configuration and rebuilds its TLS context from the PEM
+    files (renewed certificates take effect for new tunnels); tunnels keep working."""
+    import signal
+    name = 'rpcgate_config_reloads_total'
+    before = core_metrics().value(name, result='success')
+    os.kill(tunnel['core'].proc.pid, signal.SIGHUP)  # our own core process, by PID
+    for _ in range(50):
+        if core_metrics().value(name, result='success') > before:
+            break
+        time.sleep(0.1)
+    assert core_metrics().value(name, result='success') == before + 1
+    assert 'core TLS context and settings reloaded' in tunnel['core'].log_tail(400)
+    port = client_map('samr')
+    names = in_client('print(json.dumps(ri.samr_enumerate_domains(%r, %d, ri.AUTH_PRIVACY)))' % (EDGE_CLIENT_SIDE, port))
+    assert names == direct['samr_domains']
