@@ -197,6 +197,14 @@ extension ConfigurationDecoder {
     mutating func checkVia(_ routes: [RouteDraft], peers: [String: PeerSettings], peersNode: Node?) {
         for route in routes {
             guard let node = route.fields["via"], let name = route.via else { continue }
+            // The target TLV carries an IPv4 address, and the edge may not resolve the server's name.
+            if let upstream = route.upstream, IPv4Address(upstream) == nil {
+                self.report(
+                    "\"\(upstream)\": a route with via needs the server's IPv4 address as the core reaches it",
+                    at: route.path.key("upstream"),
+                    node: route.fields["upstream"]
+                )
+            }
             if peers[name] == nil {
                 var message = "unknown peer \"\(name)\""
                 let defined = peersNode.map(Self.mappingKeys) ?? []

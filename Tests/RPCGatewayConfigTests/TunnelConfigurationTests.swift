@@ -109,6 +109,18 @@ struct TunnelConfigurationTests {
         #expect(found.line == 7)
     }
 
+    @Test("A route with via needs an IPv4 upstream (the target TLV is IPv4; the edge may not resolve it)")
+    func viaNeedsIPv4Upstream() throws {
+        let directory = try self.pemDirectory()
+        let yaml =
+            minimalConfig.replacingOccurrences(of: "upstream: 10.99.0.2", with: "upstream: dc1.example.test")
+            .replacingOccurrences(of: "    policy: dc\n", with: "    policy: dc\n    via: core1\n")
+            + "peers:\n  core1:\n    address: 10.97.0.2:8443\n"
+            + "    tls: {cert: \(directory)/edge.pem, key: \(directory)/edge.key, ca: \(directory)/ca.pem, server_name: core1.example.test}\n"
+        let found = try #require(problem(at: "routes[0].upstream", in: yaml))
+        #expect(found.message.contains("IPv4 address as the core reaches it"))
+    }
+
     @Test("Peer and core problems are located")
     func peerAndCoreProblems() throws {
         let peer = try #require(

@@ -19,8 +19,17 @@ struct EdgeCoreTunnelTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
-    /// A fresh test PKI (openssl via the shipped script).
-    static func makePKI() throws -> String {
+    /// The test PKI, made once per run off the cooperative pool (openssl via the shipped script):
+    /// blocking a cooperative thread would delay other suites' timers on a 2-core machine.
+    static let sharedPKI = Task {
+        try await NIOThreadPool.singleton.runIfActive { try EdgeCoreTunnelTests.makePKIBlocking() }
+    }
+
+    static func makePKI() async throws -> String {
+        try await Self.sharedPKI.value
+    }
+
+    static func makePKIBlocking() throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
             "rpcgate-pki-\(UUID().uuidString)"
         ).path
@@ -141,8 +150,8 @@ struct EdgeCoreTunnelTests {
 
     @Test("ept_lookup through edge and core: the edge rewrites the server's ports to its own")
     func lookupThroughTheTunnel() async throws {
-        let pki = try Self.makePKI()
-        let pair = try await Self.start(pki: pki, ports: 47_310...47_313)
+        let pki = try await Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 28_410...28_413)
         defer { Task { await pair.stop() } }
 
         let listing = try await Self.lookUp(pair.edgeEPMPort)
@@ -163,8 +172,8 @@ struct EdgeCoreTunnelTests {
         ]
     )
     func refusedEdges(certificate: String, result: String) async throws {
-        let pki = try Self.makePKI()
-        let pair = try await Self.start(pki: pki, edgeCertificate: certificate, ports: 47_320...47_323)
+        let pki = try await Self.makePKI()
+        let pair = try await Self.start(pki: pki, edgeCertificate: certificate, ports: certificate == "rogue" ? 28_420...28_423 : 28_425...28_428)
         defer { Task { await pair.stop() } }
 
         await #expect(throws: (any Error).self) { _ = try await Self.lookUp(pair.edgeEPMPort) }
@@ -178,8 +187,8 @@ struct EdgeCoreTunnelTests {
 
     @Test("Plain TCP to the core's TLS port is refused and counted")
     func plainTCP() async throws {
-        let pki = try Self.makePKI()
-        let pair = try await Self.start(pki: pki, ports: 47_330...47_333)
+        let pki = try await Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 28_430...28_433)
         defer { Task { await pair.stop() } }
         let corePort = try #require(pair.core.coreAddress?.port)
 
@@ -233,8 +242,8 @@ struct EdgeCoreTunnelTests {
 
     @Test("The core refuses a PROXY header naming a server outside core.upstreams, and a missing header")
     func neverAnOpenRelay() async throws {
-        let pki = try Self.makePKI()
-        let pair = try await Self.start(pki: pki, ports: 47_340...47_343)
+        let pki = try await Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 28_440...28_443)
         defer { Task { await pair.stop() } }
         let corePort = try #require(pair.core.coreAddress?.port)
 
@@ -273,8 +282,8 @@ struct EdgeCoreTunnelTests {
 
     @Test("Reload swaps the core's TLS context for new connections; established tunnels stay up")
     func reloadKeepsEstablishedConnections() async throws {
-        let pki = try Self.makePKI()
-        let pair = try await Self.start(pki: pki, ports: 47_350...47_353)
+        let pki = try await Self.makePKI()
+        let pair = try await Self.start(pki: pki, ports: 28_450...28_453)
         defer { Task { await pair.stop() } }
         let corePort = try #require(pair.core.coreAddress?.port)
 

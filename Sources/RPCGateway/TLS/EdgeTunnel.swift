@@ -1,17 +1,17 @@
 import Logging
-import NIOCore
+package import NIOCore
 import NIOSSL
 import NIOTLS
 import RPCPolicy
-import RPCWire
+package import RPCWire
 
 /// The edge side of the inter-gateway hop: a route with `via` reaches its server through a core
 /// gateway over mutual TLS, and starts each tunnelled connection with a PROXY v2 header naming the
 /// real client and the server endpoint the connection is for.
-enum EdgeTunnel {
+package enum EdgeTunnel {
     /// The PROXY v2 header for a client connection: source is the client, destination the gateway
     /// address and port it reached, plus the ``RPCGateTarget`` TLV.
-    static func header(client: SocketAddress?, gateway: SocketAddress?, target: RPCGateTarget) -> ProxyHeader {
+    package static func header(client: SocketAddress?, gateway: SocketAddress?, target: RPCGateTarget) -> ProxyHeader {
         let addresses: ProxyHeader.Addresses
         switch (Self.address(client), Self.address(gateway)) {
         case (.v4(let source)?, let destination):
