@@ -131,7 +131,7 @@ final class RPCProxyConnection {
             )
             self.close(.protocolError)
         } else {
-            self.close(side == .client ? .clientClosed : .serverClosed)
+            self.close(side == .client ? .clientError : .serverError)
         }
     }
 
@@ -215,6 +215,7 @@ final class RPCProxyConnection {
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
+            if result.redactedTowers > 0 { route.metrics.towersRedacted(result.redactedTowers) }
             if reply.operation == .map, result.redactedTowers > 0 {
                 if let notRegistered = RPCConnectionStateMachine.notRegisteredResponse(
                     callID: reply.callID,
@@ -270,6 +271,7 @@ final class RPCProxyConnection {
                 "reason": "\(self.closeReason?.rawValue ?? "closed")",
             ]
         )
+        self.route.metrics.connectionClosed(reason: self.closeReason?.rawValue ?? "closed")
         self.onClose()
         // Break the handler <-> connection cycle once both channels are closing.
         self.eventLoop.assumeIsolated().execute { [self] in
