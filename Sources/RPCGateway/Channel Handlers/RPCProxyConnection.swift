@@ -54,6 +54,28 @@ final class RPCProxyConnection {
         side == .client ? self.clientHandler : self.serverHandler
     }
 
+    /// Adds the connection's handlers to its two channels (which must share `eventLoop`): on the
+    /// client side the idle timer, a framer and the glue handler; on the server side a framer and
+    /// the glue handler. Starts the bind timer.
+    ///
+    /// `idleTimer: false` leaves the `IdleStateHandler` out: it measures idleness on the wall
+    /// clock, so on an `EmbeddedEventLoop` whose virtual clock is advanced it reschedules itself
+    /// at the same past deadline until real time catches up. Harnesses fire its event instead.
+    func install(client: any Channel, server: any Channel, timeouts: Timeouts, limits: WireLimits, idleTimer: Bool = true) throws {
+        let handlers = self.makeHandlers(timeouts: timeouts)
+        if idleTimer {
+            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)))
+        }
+        try client.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: limits)),
+            handlers.client,
+        ])
+        try server.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: limits)),
+            handlers.server,
+        ])
+    }
+
     /// Creates the two glue handlers and starts the bind timer.
     func makeHandlers(timeouts: Timeouts) -> (client: RPCGlueHandler, server: RPCGlueHandler) {
         let client = RPCGlueHandler(side: .client, connection: self)

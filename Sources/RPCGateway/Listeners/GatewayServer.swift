@@ -203,17 +203,8 @@ package final class GatewayServer: Sendable {
             .connect(host: "\(server.address)", port: Int(server.port))
             .assumeIsolated()
             .flatMap { upstream in
-                let handlers = connection.makeHandlers(timeouts: timeouts)
                 do {
-                    try client.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.client,
-                    ])
-                    try upstream.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.server,
-                    ])
+                    try connection.install(client: client, server: upstream, timeouts: timeouts, limits: limits)
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
