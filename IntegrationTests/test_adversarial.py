@@ -239,6 +239,22 @@ def test_bind_with_255_contexts():
     counted(before, 'rpcgate_pdu_errors_total', route=env.DC.name, reason='too_many_presentation_contexts')
 
 
+def test_fragmented_epm_request_over_the_reassembly_cap():
+    """An endpoint-mapper request is reassembled before it is inspected; fragments past 16 KiB
+    (real requests are under 200 bytes) end the connection instead of growing the buffer."""
+    before = scrape()
+    with epm_bound(env.DC) as c:
+        for i in range(6):  # 6 x 4000 stub bytes > 16 KiB; the 5th is refused
+            pdu = bytearray(rawrpc.request_pdu(call_id=2, context_id=0, opnum=2, stub=b'\x00' * 4000))
+            pdu[3] = rawrpc.PFC_FIRST_FRAG if i == 0 else 0
+            try:
+                c.send(bytes(pdu))
+            except OSError:
+                break
+        assert_closed(c)
+    counted(before, 'rpcgate_pdu_errors_total', route=env.DC.name, reason='reassembly_too_large')
+
+
 def _fault_then_close(c, call_id):
     pdu = c.recv_pdu(timeout=5)
     assert pdu is not None and pdu.ptype == rawrpc.PTYPE_FAULT and pdu.call_id == call_id, pdu

@@ -351,6 +351,26 @@ struct RPCConnectionStateMachineTests {
         #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .close(.protocolError))
     }
 
+    /// Hardening: a client fragmenting an endpoint-mapper request could make the connection
+    /// buffer up to the reply cap (1 MiB); requests have their own 16 KiB / 16-fragment cap.
+    @Test func endpointMapperRequestReassemblyIsCapped() {
+        var machine = self.boundEndpointMapper()
+        let piece = ByteBuffer(repeating: 0, count: 4000)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: .firstFragment)) == .hold)
+        for _ in 0..<3 {
+            #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .hold)
+        }
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "reassembly_too_large"))
+
+        var many = self.boundEndpointMapper()
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: .firstFragment)) == .hold)
+        for _ in 0..<15 {
+            #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .hold)
+        }
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .close(.protocolError))
+    }
+
     @Test func serverSendingClientPDUsIsAProtocolError() {
         var machine = self.machine()
         #expect(machine.serverSent(Wire.bind([Wire.samr])) == .close(.protocolError))

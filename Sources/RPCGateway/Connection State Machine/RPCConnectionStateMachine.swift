@@ -116,7 +116,13 @@ public struct RPCConnectionStateMachine: Sendable {
         self.policy = policy
         self.client = client
         self.limits = limits
-        self.requestAssembler = FragmentAssembler(limits: limits)
+        // Client requests on the endpoint-mapper listener are small (an ept_map is about 150
+        // bytes), but a client could fragment one up to the reply cap (1 MiB by default) and make
+        // every connection hold that much: they get a cap of their own.
+        var requestLimits = limits
+        requestLimits.maximumReassembledStubLength = min(limits.maximumReassembledStubLength, Self.maximumEndpointMapperRequestStub)
+        requestLimits.maximumFragmentsPerCall = min(limits.maximumFragmentsPerCall, Self.maximumEndpointMapperRequestFragments)
+        self.requestAssembler = FragmentAssembler(limits: requestLimits)
         self.responseAssembler = FragmentAssembler(limits: limits)
     }
 
@@ -356,6 +362,12 @@ public struct RPCConnectionStateMachine: Sendable {
         }
         return passThrough
     }
+
+    /// Largest endpoint-mapper request stub reassembled from a client (all fragments of one call).
+    /// The largest real request, an ept_map with one tower, is under 200 bytes.
+    public static let maximumEndpointMapperRequestStub = 16 * 1024
+    /// Most fragments of one endpoint-mapper request from a client.
+    public static let maximumEndpointMapperRequestFragments = 16
 
     /// Endpoint-mapper operations a client may ask through the gateway (C706 App. O).
     static let forwardedEndpointMapperOperations: Set<EPMOperation> = [.lookup, .map, .lookupHandleFree]
