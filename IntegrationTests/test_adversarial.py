@@ -1,6 +1,6 @@
 """8. Hostile input and faults against the real binary.
 
-A second rpcgate instance (lib/adversarial_env.py: short timeouts, a capped route, routes whose
+An rpcgate instance of its own (lib/adversarial_env.py: short timeouts, a capped route, routes whose
 upstream is a fake DCE/RPC server or nothing) is attacked by raw clients, malicious fake servers
 and start-up faults. Every case checks that
 
@@ -569,8 +569,8 @@ def test_admin_port_taken_at_start(rpcgate_binary, outdir):
         port = holder.getsockname()[1]
         path = os.path.join(outdir, 'admin-taken.yaml')
         with open(path, 'w') as f:
-            f.write('routes:\n  - name: r\n    listen: 127.0.0.1\n    epm_port: 2140\n    upstream: 127.0.0.5\n'
-                    '    ports: 50260-50260\n    policy: p\npolicies:\n  p:\n    default: deny\n'
+            f.write('routes:\n  - name: r\n    listen: 127.0.0.1\n    epm_port: 4140\n    upstream: 127.0.0.5\n'
+                    '    ports: 50560-50560\n    policy: p\npolicies:\n  p:\n    default: deny\n'
                     'admin:\n  listen: 127.0.0.1:%d\n' % port)
         t0 = time.monotonic()
         r = _run([rpcgate_binary, 'run', '--config', path], timeout=30)
@@ -585,8 +585,8 @@ def test_admin_port_taken_at_start(rpcgate_binary, outdir):
 @pytest.mark.parametrize('command', ['check-config', 'run'])
 def test_config_with_an_error(rpcgate_binary, outdir, command):
     path = os.path.join(outdir, 'broken.yaml')
-    lines = ['routes:', '  - name: r', '    listen: 127.0.0.1', '    epm_port: 2141', '    upstream: 127.0.0.5',
-             '    ports: 50300-50200', '    policy: p', 'policies:', '  p:', '    default: deny']
+    lines = ['routes:', '  - name: r', '    listen: 127.0.0.1', '    epm_port: 4141', '    upstream: 127.0.0.5',
+             '    ports: 50570-50560', '    policy: p', 'policies:', '  p:', '    default: deny']
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     args = [rpcgate_binary, 'check-config', path] if command == 'check-config' else [rpcgate_binary, 'run', '--config', path]

@@ -1,8 +1,8 @@
 """Soak test driver for rpcgate (run through scripts/soak.sh; not part of CI).
 
 Starts its own rpcgate in front of the Samba DC of scripts/samba-dc.sh (10.99.0.2) with one
-route (EPM 10.99.0.1:3135, ports 50400-50499, mapping_idle_timeout 20 s, admin
-127.0.0.1:19137), then for --duration seconds runs mixed load through it:
+route (EPM 10.99.0.1:5135, ports 50600-50699, mapping_idle_timeout 20 s, admin
+127.0.0.1:19139), then for --duration seconds runs mixed load through it:
 
 - churn: --threads threads, each looping ept_map (samr, lsarpc, dssetup or netlogon) + bind +
   one call + close, on new connections every time;
@@ -36,9 +36,9 @@ from gateway import Gateway, GatewayError, Metrics, http_get  # noqa: E402
 
 HOST = '10.99.0.1'
 SAMBA = '10.99.0.2'
-EPM_PORT = 3135
-PORTS = (50400, 50499)
-ADMIN = '127.0.0.1:19137'
+EPM_PORT = 5135
+PORTS = (50600, 50699)
+ADMIN = '127.0.0.1:19139'
 MAPPING_IDLE_S = 20
 
 

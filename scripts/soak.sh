@@ -10,8 +10,8 @@
 # Load: churn threads loop ept_map + bind + one call + close (samr EnumerateDomains, dssetup
 # GetPrimaryDomainInformation on the lsarpc endpoint, netlogon ServerReqChallenge), each on new
 # connections; long-lived sessions stay bound to samr and call about once a second. The gateway
-# runs with its own config (EPM 10.99.0.1:3135, ports 50400-50499, mapping_idle_timeout 20 s,
-# admin 127.0.0.1:19137). /proc/PID/fd and VmRSS are sampled after a warm-up (the baseline),
+# runs with its own config (EPM 10.99.0.1:5135, ports 50600-50699, mapping_idle_timeout 20 s,
+# admin 127.0.0.1:19139). /proc/PID/fd and VmRSS are sampled after a warm-up (the baseline),
 # every 10 s under load, and after a settle time that lets the port mappings expire; then:
 # fds <= baseline + 4, RSS <= baseline + max(16 MiB, 25 %), no connection or mapping left, and
 # errors under 1 % of the operations. Options: scripts/soak.py --help.

@@ -46,6 +46,9 @@ package struct GatewayMetrics: Sendable {
         /// Counter `{route, reason}`: spliced connections that ended, by why (a ``CloseReason``:
         /// `client_closed`, `bind_timeout`, `idle_timeout`, `server_error`, ...).
         package static let connectionsClosedTotal = "rpcgate_connections_closed_total"
+        /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
+        /// whole buffer) or `write_error`.
+        package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
     }
 
     /// The listener a client connected to (`listener` label).

@@ -9,19 +9,23 @@ public struct GatewaySettings: Sendable, Hashable {
     public var limits: ConnectionLimits
     public var timeouts: Timeouts
     public var wireLimits: WireLimits
+    /// The audit log; `nil`: none.
+    public var audit: AuditSettings?
 
     public init(
         routes: [RouteSettings],
         admin: AdminSettings? = nil,
         limits: ConnectionLimits = ConnectionLimits(),
         timeouts: Timeouts = Timeouts(),
-        wireLimits: WireLimits = WireLimits()
+        wireLimits: WireLimits = WireLimits(),
+        audit: AuditSettings? = nil
     ) {
         self.routes = routes
         self.admin = admin
         self.limits = limits
         self.timeouts = timeouts
         self.wireLimits = wireLimits
+        self.audit = audit
     }
 }
 
@@ -86,6 +90,23 @@ public struct AdminSettings: Sendable, Hashable {
     }
 }
 
+/// The audit log: one JSON line per bind decision and per denied or audited call.
+public struct AuditSettings: Sendable, Hashable {
+    /// The file lines are appended to, or ``standardOutput``.
+    public var file: String
+    /// Most lines buffered while the writer is behind; more are dropped and counted.
+    public var bufferLines: Int
+
+    /// The `file` value that means standard output.
+    public static let standardOutput = "-"
+    public static let defaultBufferLines = 10_000
+
+    public init(file: String, bufferLines: Int = AuditSettings.defaultBufferLines) {
+        self.file = file
+        self.bufferLines = bufferLines
+    }
+}
+
 /// Connection caps.
 public struct ConnectionLimits: Sendable, Hashable {
     /// Most concurrent client connections over all routes.
@@ -107,6 +128,8 @@ public struct Timeouts: Sendable, Hashable {
     public var bindDuration: Duration
     /// After one side half-closes, the other has this long to finish.
     public var halfCloseDuration: Duration
+    /// On SIGTERM, calls in flight have this long to finish before their connections are closed.
+    public var drainDuration: Duration = .seconds(30)
 
     public init(connect: Int64 = 5, idle: Int64 = 900, bind: Int64 = 10, halfClose: Int64 = 30) {
         self.init(

@@ -44,8 +44,6 @@ package enum ProxySplice {
             settings: route,
             upstreamAddress: upstreamAddress,
             metrics: metrics.route(route.name),
-            timeouts: timeouts,
-            wireLimits: wireLimits,
             logger: logger
         )
         let connection = RPCProxyConnection(
@@ -61,8 +59,10 @@ package enum ProxySplice {
             clientFacingAddress: clientFacingAddress,
             serverEndpoint: serverEndpoint,
             eventLoop: client.eventLoop,
+            timeouts: timeouts,
+            limits: wireLimits,
             onClose: onClose
         )
-        try connection.install(client: client, server: server, timeouts: timeouts, limits: wireLimits, idleTimer: idleTimer)
+        try connection.install(client: client, server: server, idleTimer: idleTimer)
     }
 }

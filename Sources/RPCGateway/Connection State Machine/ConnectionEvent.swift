@@ -6,10 +6,11 @@ public import RPCWire
 public enum ConnectionEvent: Hashable, Sendable {
     /// A bind or alter_context presentation context was decided.
     case bindDecision(interface: SyntaxID, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
-    /// A request was refused by an opnum rule.
-    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    /// A request was refused by an opnum rule. The auth level and type are the request's own
+    /// (its `sec_trailer`), or the connection's when it carries none.
+    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request was allowed by an `audit` rule.
-    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request named a presentation context that was never accepted.
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
@@ -34,5 +35,7 @@ public enum CloseReason: String, Hashable, Sendable, CaseIterable {
     case halfCloseTimeout = "half_close_timeout"
     case upstreamUnreachable = "upstream_unreachable"
     case authenticatedEndpointMapper = "authenticated_epm_reply"
+    /// A call was refused on a signed or sealed session, which cannot continue without it.
+    case callDeniedOnProtectedSession = "call_denied_on_protected_session"
     case shutdown = "shutdown"
 }

@@ -11,7 +11,8 @@ public import RPCWire
 ///   bind never reaches the server, the client gets a bind_ack/alter_context_resp that rejects it;
 /// - a `request` on a context the server never accepted gets a fault and the connection closes;
 /// - with opnum rules, a refused call gets a fault, its later fragments are dropped, and the
-///   connection stays usable;
+///   connection stays usable (a signed or sealed session is closed after the fault: see
+///   `clientSentRequest`);
 /// - on the endpoint-mapper listener only the endpoint mapper may be bound, `ept_map` for a denied
 ///   interface is answered "not registered" here, and replies are handed back for tower rewriting.
 ///
@@ -92,7 +93,9 @@ public struct RPCConnectionStateMachine: Sendable {
     }
 
     public let role: Role
-    public let policy: Policy
+    /// The route's policy. The connection replaces it after a configuration reload, so new binds
+    /// and calls on established connections follow the new rules.
+    public var policy: Policy
     public let client: IPAddress
     public let limits: WireLimits
 
@@ -109,7 +112,20 @@ public struct RPCConnectionStateMachine: Sendable {
     private var requestAssembler: FragmentAssembler
     private var responseAssembler: FragmentAssembler
     private var pendingEPMCalls: [UInt32: PendingEPMCall] = [:]
+    /// Requests forwarded whose response (or fault) has not completed yet.
+    private var callsInFlight: Set<UInt32> = []
     private var events: [ConnectionEvent] = []
+
+    /// Calls in flight beyond this are not tracked individually; the connection still counts as
+    /// busy (the set is not empty) until the server answers some of them.
+    static let maximumTrackedCalls = 4096
+
+    /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.
+    /// A draining gateway closes a connection as soon as this becomes false.
+    public var hasCallsInFlight: Bool {
+        !self.callsInFlight.isEmpty || !self.offeredContexts.isEmpty || self.requestAssembler.isCollecting
+            || self.responseAssembler.isCollecting
+    }
 
     public init(role: Role, policy: Policy, client: IPAddress, limits: WireLimits) {
         self.role = role
@@ -145,7 +161,14 @@ public struct RPCConnectionStateMachine: Sendable {
         case .bind, .alterContext:
             return self.clientSentBind(raw)
         case .request:
-            return self.clientSentRequest(raw)
+            let action = self.clientSentRequest(raw)
+            if raw.header.flags.contains(.firstFragment), self.callsInFlight.count < Self.maximumTrackedCalls {
+                switch action {
+                case .forward, .forwardHeld, .hold: self.callsInFlight.insert(raw.header.callID)
+                case .drop, .respond, .respondAndClose, .close: break
+                }
+            }
+            return action
         case .auth3:
             return .forward
         case .coCancel, .orphaned:
@@ -266,7 +289,9 @@ public struct RPCConnectionStateMachine: Sendable {
             return self.collectEndpointMapperRequest(raw)
         case .mapped:
             guard self.policy.inspectsOperations else { return .forward }
-            let requestLevel = self.requestAuthLevel(raw) ?? self.authLevel
+            let requestAuth = self.requestAuth(raw)
+            let requestLevel = requestAuth?.level ?? self.authLevel
+            let requestType = requestAuth?.type ?? self.authType
             let decision = self.policy.evaluate(
                 PolicyQuery(interface: context.interface, opnum: opnum, client: self.client, authLevel: requestLevel)
             )
@@ -274,10 +299,14 @@ public struct RPCConnectionStateMachine: Sendable {
             case .allow:
                 return .forward
             case .audit:
-                self.events.append(.callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
+                self.events.append(
+                    .callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
                 return .forward
             case .deny:
-                self.events.append(.callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
+                self.events.append(
+                    .callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
                 if !isLast { self.incomingCall?.dropped = true }
                 let fault = PDU.fault(
                     callID: header.callID,
@@ -286,6 +315,15 @@ public struct RPCConnectionStateMachine: Sendable {
                     dataRepresentation: header.dataRepresentation
                 )
                 guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+                // With per-message protection (NTLM or Kerberos signing/sealing: level call and
+                // above) the client has already advanced its sequence number and cipher state for
+                // this call; the server, never seeing it, would reject every later call
+                // (nca_s_fault_sec_pkg_error). Without the session key the gateway cannot
+                // resynchronise them, so it ends the connection right after the fault: the
+                // client fails at once and cleanly, and reconnects for its next call.
+                if requestLevel >= .call, self.authType != .none {
+                    return .respondAndClose(bytes, .callDeniedOnProtectedSession)
+                }
                 return .respond(bytes)
             }
         }
@@ -293,10 +331,16 @@ public struct RPCConnectionStateMachine: Sendable {
 
     /// The auth level in a request's own `sec_trailer` (C706 13.2.6.1), if it carries one.
     private func requestAuthLevel(_ raw: RawPDU) -> AuthLevel? {
+        self.requestAuth(raw)?.level
+    }
+
+    /// The auth type and level in a PDU's own `sec_trailer` (C706 13.2.6.1), if it carries one.
+    private func requestAuth(_ raw: RawPDU) -> (type: AuthType, level: AuthLevel)? {
         let authLength = Int(raw.header.authLength)
         guard authLength > 0 else { return nil }
         let offset = raw.bytes.readerIndex + raw.bytes.readableBytes - authLength - WireLimits.securityTrailerLength
-        return raw.bytes.getInteger(at: offset + 1, as: UInt8.self).map { AuthLevel(rawValue: $0) }
+        guard let (type, level) = raw.bytes.getMultipleIntegers(at: offset, as: (UInt8, UInt8).self) else { return nil }
+        return (AuthType(rawValue: type), AuthLevel(rawValue: level))
     }
 
     // MARK: - Endpoint mapper requests
@@ -375,8 +419,14 @@ public struct RPCConnectionStateMachine: Sendable {
     /// Whether a client could ever be allowed to bind `interface` (at the best auth level), so its
     /// endpoint may be revealed.
     public func mayLookUp(_ interface: SyntaxID) -> Bool {
-        if interface.uuid == SyntaxID.endpointMapper.uuid { return true }
-        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy)).permits
+        self.lookUpDecision(interface).permits
+    }
+
+    /// The decision behind ``mayLookUp(_:)``: the policy's answer for a bind at `privacy` level.
+    /// The endpoint mapper itself is always allowed (with no rule).
+    public func lookUpDecision(_ interface: SyntaxID) -> PolicyDecision {
+        if interface.uuid == SyntaxID.endpointMapper.uuid { return PolicyDecision(action: .allow, origin: nil) }
+        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy))
     }
 
     private func notRegistered(
@@ -418,6 +468,7 @@ public struct RPCConnectionStateMachine: Sendable {
             self.offeredContexts.removeValue(forKey: raw.header.callID)
             return .forward
         case .response:
+            if raw.header.flags.contains(.lastFragment) { self.callsInFlight.remove(raw.header.callID) }
             guard self.role == .endpointMapper else { return .forward }
             guard let pending = self.pendingEPMCalls[raw.header.callID] else {
                 // An endpoint-mapper response to a call this connection never forwarded (or one
@@ -434,6 +485,7 @@ public struct RPCConnectionStateMachine: Sendable {
             }
             return self.collectEndpointMapperReply(raw, pending)
         case .fault:
+            self.callsInFlight.remove(raw.header.callID)
             self.pendingEPMCalls.removeValue(forKey: raw.header.callID)
             if self.responseAssembler.callID == raw.header.callID { self.responseAssembler.reset() }
             return .forward
