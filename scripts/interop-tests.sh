@@ -16,7 +16,8 @@
 # started; the EXIT trap below repeats both in case the suite itself was killed.
 #
 # Environment: RPCGATE_INTEROP_OUT (output dir), RPCGATE_INTEROP_TIMEOUT (whole-suite bound,
-# seconds, default 600), RPCGATE_INTEROP_SKIP_INSTALL=1, RPCGATE_INTEROP_SKIP_BUILD=1,
+# seconds, default 600), RPCGATE_BINARY (an rpcgate already built elsewhere; the build step is
+# skipped), RPCGATE_INTEROP_SKIP_INSTALL=1, RPCGATE_INTEROP_SKIP_BUILD=1,
 # RPCGATE_INTEROP_KEEP_SAMBA=1, RPCGATE_INTEROP_LOG_LEVEL (gateway --log-level, default debug).
 set -uo pipefail
 
@@ -26,7 +27,7 @@ SUITE_TIMEOUT=${RPCGATE_INTEROP_TIMEOUT:-600}
 BUILD_TIMEOUT=${RPCGATE_INTEROP_BUILD_TIMEOUT:-1800}
 PY=/usr/bin/python3
 SAMBA=$REPO/scripts/samba-dc.sh
-BINARY=$REPO/.build/debug/rpcgate
+BINARY=${RPCGATE_BINARY:-$REPO/.build/debug/rpcgate}
 export RPCGATE_INTEROP_OUT=$OUT
 export RPCGATE_TEST_STATE=${RPCGATE_TEST_STATE:-/tmp/rpcgate-test}
 
@@ -58,8 +59,9 @@ cleanup() {
         kill -0 "$suite_pid" 2>/dev/null && kill -KILL "$suite_pid" 2>/dev/null || true
         wait "$suite_pid" 2>/dev/null || true
     fi
-    # an rpcgate the suite started and could not stop (its PID file, checked against the binary)
-    # (gateway.pid, and core.pid / edge*.pid of test_edge_core.py)
+    # an rpcgate the suite started and could not stop (the session gateway, gateway.pid, and
+    # any a test module started, NAME.pid, e.g. core.pid / edge*.pid of test_edge_core.py), each
+    # checked against the binary
     local pidfile
     for pidfile in "$OUT"/*.pid; do
         [[ -s $pidfile ]] || continue
@@ -132,7 +134,7 @@ if "$SAMBA" status >/dev/null 2>&1; then
 fi
 
 # 2. build
-if [[ ${RPCGATE_INTEROP_SKIP_BUILD:-0} != 1 ]]; then
+if [[ ${RPCGATE_INTEROP_SKIP_BUILD:-0} != 1 && -z ${RPCGATE_BINARY:-} ]]; then
     log "swift build --product rpcgate"
     if ! timeout "$BUILD_TIMEOUT" swift build --product rpcgate >"$OUT/build.log" 2>&1; then
         tail -n 40 "$OUT/build.log" >&2

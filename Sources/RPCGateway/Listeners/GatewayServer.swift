@@ -376,17 +376,8 @@ package final class GatewayServer: Sendable {
         return connected
             .assumeIsolated()
             .flatMap { upstream in
-                let handlers = connection.makeHandlers()
                 do {
-                    try client.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.client,
-                    ])
-                    try upstream.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.server,
-                    ])
+                    try connection.install(client: client, server: upstream)
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
