@@ -173,7 +173,11 @@ struct EdgeCoreTunnelTests {
     )
     func refusedEdges(certificate: String, result: String) async throws {
         let pki = try await Self.makePKI()
-        let pair = try await Self.start(pki: pki, edgeCertificate: certificate, ports: certificate == "rogue" ? 28_420...28_423 : 28_425...28_428)
+        let pair = try await Self.start(
+            pki: pki,
+            edgeCertificate: certificate,
+            ports: certificate == "rogue" ? 28_420...28_423 : 28_425...28_428
+        )
         defer { Task { await pair.stop() } }
 
         await #expect(throws: (any Error).self) { _ = try await Self.lookUp(pair.edgeEPMPort) }
@@ -236,7 +240,8 @@ struct EdgeCoreTunnelTests {
     }
 
     static func refused(_ metrics: TestMetrics, _ reason: String) -> Int64 {
-        (try? metrics.expectCounter("rpcgate_connections_refused_total", [("route", "core"), ("reason", reason)]).totalValue)
+        (try? metrics.expectCounter("rpcgate_connections_refused_total", [("route", "core"), ("reason", reason)])
+            .totalValue)
             ?? 0
     }
 
@@ -256,7 +261,10 @@ struct EdgeCoreTunnelTests {
                     destination: IPv4Address(127, 0, 0, 1),
                     destinationPort: 135
                 ),
-                tlvs: [RPCGateTarget(kind: .mapped, server: TCPEndpoint(address: IPv4Address(192, 0, 2, 99), port: 445)).tlv]
+                tlvs: [
+                    RPCGateTarget(kind: .mapped, server: TCPEndpoint(address: IPv4Address(192, 0, 2, 99), port: 445))
+                        .tlv
+                ]
             )
         )
         #expect(try await Self.sendOverTLS(header, pki: pki, port: corePort))
@@ -307,8 +315,18 @@ struct EdgeCoreTunnelTests {
         var bytes = ByteBuffer()
         bytes.writeProxyHeader(
             ProxyHeader(
-                addresses: .tcp4(source: IPv4Address(127, 0, 0, 1), sourcePort: 40_001, destination: IPv4Address(127, 0, 0, 1), destinationPort: 135),
-                tlvs: [RPCGateTarget(kind: .endpointMapper, server: TCPEndpoint(address: IPv4Address(127, 0, 0, 1), port: UInt16(pair.server.port))).tlv]
+                addresses: .tcp4(
+                    source: IPv4Address(127, 0, 0, 1),
+                    sourcePort: 40_001,
+                    destination: IPv4Address(127, 0, 0, 1),
+                    destinationPort: 135
+                ),
+                tlvs: [
+                    RPCGateTarget(
+                        kind: .endpointMapper,
+                        server: TCPEndpoint(address: IPv4Address(127, 0, 0, 1), port: UInt16(pair.server.port))
+                    ).tlv
+                ]
             )
         )
         var bind = Wire.bind([SyntaxID.endpointMapper]).bytes

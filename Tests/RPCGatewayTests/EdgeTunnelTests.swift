@@ -5,7 +5,10 @@ import Testing
 
 @Suite("Edge tunnel header and handshake classification")
 struct EdgeTunnelTests {
-    static let target = RPCGateTarget(kind: .mapped, server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 49154))
+    static let target = RPCGateTarget(
+        kind: .mapped,
+        server: TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 49154)
+    )
 
     @Test func ipv4Client() throws {
         let header = EdgeTunnel.header(
@@ -15,7 +18,12 @@ struct EdgeTunnelTests {
         )
         #expect(
             header.addresses
-                == .tcp4(source: IPv4Address(10, 98, 0, 2), sourcePort: 40000, destination: IPv4Address(10, 98, 0, 1), destinationPort: 50200)
+                == .tcp4(
+                    source: IPv4Address(10, 98, 0, 2),
+                    sourcePort: 40000,
+                    destination: IPv4Address(10, 98, 0, 1),
+                    destinationPort: 50200
+                )
         )
         #expect(header.command == .proxy)
         #expect(header.rpcGateTarget == Self.target)

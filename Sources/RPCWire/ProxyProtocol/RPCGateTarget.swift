@@ -1,4 +1,3 @@
-
 /// What a tunnelled connection is for, carried in a PROXY v2 TLV of type
 /// ``RPCGateTarget/tlvType`` (0xE0, in the spec's custom range 0xE0-0xEF), so the core gateway
 /// needs no shared state with the edge.
