@@ -37,12 +37,14 @@ def check_config(path):
 
 
 def exported_metric_names():
-    """Metric names rpcgate exports: GatewayMetrics.Name constants, and the CLI's reload counter."""
+    """Metric names rpcgate exports: every `rpcgate_...` string literal in the sources
+    (GatewayMetrics.Name, TLSMetrics, the CLI's reload counter)."""
     names = set()
-    with open(os.path.join(REPO, 'Sources', 'RPCGateway', 'GatewayMetrics.swift')) as f:
-        names.update(re.findall(r'static let \w+ = "(rpcgate_[a-z_]+)"', f.read()))
-    with open(os.path.join(REPO, 'Sources', 'rpcgate', 'RPCGateCommand.swift')) as f:
-        names.update(re.findall(r'Counter\(label: "(rpcgate_[a-z_]+)"', f.read()))
+    for directory, _, files in os.walk(os.path.join(REPO, 'Sources')):
+        for name in files:
+            if name.endswith('.swift'):
+                with open(os.path.join(directory, name)) as f:
+                    names.update(re.findall(r'"(rpcgate_[a-z_]+)"', f.read()))
     return names
 
 

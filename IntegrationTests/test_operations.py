@@ -1,8 +1,8 @@
 """Operations against the real rpcgate binary: SIGHUP reload, SIGTERM drain, /readyz, the admin
 token, log formats, and the status page (rendered by headless Chromium).
 
-Most tests run their own rpcgate in front of a fake DCE/RPC server (lib/fakerpc.py) on
-127.0.0.1, so a call can be made to take ~3 s (opnum 1) and the upstream can be stopped:
+Most tests run their own rpcgate in front of a fake DCE/RPC server (lib/fakerpc.py,
+FakeRPCServer) on 127.0.0.1, so a call can be made to take ~3 s (opnum 1) and the upstream can be stopped:
 
   fake server     EPM 127.0.0.1:<ephemeral>, data port 127.0.0.1:<ephemeral>
   rpcgate         route `fake`: EPM 127.0.0.1:4135, ports 52000-52009 -> the fake EPM
@@ -213,14 +213,14 @@ def test_sighup_new_policy_applies_to_new_binds_while_a_slow_call_completes(fake
     assert time.monotonic() - t0 < SLOW_S, 'the reload must happen while the call is in flight'
 
     # New binds follow the new policy, on the same mapped port.
-    samr_binds_before = sum(1 for b in fake.binds if b[0] == 'data' and b[1] == SAMR[0])
+    samr_binds_before = sum(1 for uuid, _ in fake.binds if uuid == SAMR[0])
     new, results = bind(port, SAMR, call_id=1)
     assert results == REFUSED, 'samr is no longer allowed: %r' % results
     new.close()
     lsa, results = bind(port, LSARPC, call_id=1)
     assert results == ACCEPTED, 'lsarpc is allowed now: %r' % results
     lsa.close()
-    assert sum(1 for b in fake.binds if b[0] == 'data' and b[1] == SAMR[0]) == samr_binds_before, \
+    assert sum(1 for uuid, _ in fake.binds if uuid == SAMR[0]) == samr_binds_before, \
         'the refused samr bind reached the server'
     with pytest.raises(ri.RPCError) as e:
         ept_map(SAMR)

@@ -1,20 +1,21 @@
-"""A small fake DCE/RPC server (ncacn_ip_tcp) for tests that need control over the server:
-an endpoint mapper and one data port, both on 127.0.0.1.
+"""A fake DCE/RPC server for adversarial tests: just enough of the connection-oriented protocol
+(C706 ch. 12) for rpcgate to use it as a route's upstream, and then misbehave.
 
-    srv = FakeRPCServer(slow_opnum=1, slow_s=3.0).start()
-    srv.epm_port, srv.data_port
+    srv = FakeServer('127.0.0.2', 13135, on_request=lambda conn, req: conn.send(...))
+    srv.start()
     ...
     srv.stop()
 
-Endpoint mapper port: accepts any bind (NDR32), answers ept_map (opnum 3) with one
-ncacn_ip_tcp tower for the interface asked about, pointing at 127.0.0.1:data_port; other
-opnums get a fault (nca_s_op_rng_error).
-Data port: accepts every presentation context that offers NDR32 (bind and alter_context);
-answers every request with a response whose stub is b'FAKE' + opnum (u16) + call_id (u32),
-after `slow_s` seconds for `slow_opnum`, at once otherwise.
+It answers every bind / alter_context with a bind_ack / alter_context_resp accepting each
+context that offers NDR32 (rejecting the others), and hands every request to `on_request`
+(a callable taking the FakeConnection and the request Request). The helpers below build the
+malicious endpoint-mapper replies (ept_map responses with crafted towers).
 
-Little-endian NDR only, no authentication. Every socket has a timeout, every loop checks the
-stop flag, and stop() joins every thread with a bound: nothing outlives the test.
+Every socket operation has a timeout and every loop is bounded: `stop()` ends the accept loop
+and closes every connection within about a second. Little-endian NDR32 only.
+
+`FakeRPCServer` (at the end) pairs two of them into a well-behaved server for the operations
+tests: an endpoint mapper whose ept_map answers point at a data port, and the data port.
 """
 
 import socket
@@ -23,174 +24,132 @@ import threading
 import time
 import uuid as _uuid
 
-PTYPE_REQUEST = 0
-PTYPE_RESPONSE = 2
-PTYPE_FAULT = 3
-PTYPE_BIND = 11
-PTYPE_BIND_ACK = 12
-PTYPE_ALTER_CONTEXT = 14
-PTYPE_ALTER_CONTEXT_RESP = 15
+import rawrpc
 
-NDR32 = _uuid.UUID('8a885d04-1ceb-11c9-9fe8-08002b104860').bytes_le + struct.pack('<HH', 2, 0)
-NCA_S_OP_RNG_ERROR = 0x1C010002
-EPT_MAP = 3
+NDR32_UUID = '8a885d04-1ceb-11c9-9fe8-08002b104860'
+EPM_OPNUM_MAP = 3
+
+# Tower floor protocol identifiers (C706 Appendix L / I)
+FLOOR_UUID = 0x0D
+FLOOR_RPC_CO = 0x0B
+FLOOR_TCP = 0x07
+FLOOR_IP = 0x09
 
 
-def _pdu(ptype, call_id, body, flags=0x03):
+# ------------------------------------------------------------------ PDUs the server sends
+
+def pdu(ptype, body, call_id, flags=rawrpc.PFC_FIRST_FRAG | rawrpc.PFC_LAST_FRAG):
     return struct.pack('<BBBB4sHHI', 5, 0, ptype, flags, b'\x10\x00\x00\x00', 16 + len(body), 0, call_id) + body
 
 
-def floor(lhs, rhs):
+def bind_ack(call_id, contexts, alter=False, port=49154):
+    """Accept every context whose transfer syntaxes include NDR32 (with NDR32), reject the rest."""
+    sec_addr = (b'%d\x00' % port) if not alter else b''
+    body = struct.pack('<HHIH', 4280, 4280, 0x1234, len(sec_addr)) + sec_addr
+    body += b'\x00' * ((-(16 + len(body))) % 4)
+    body += struct.pack('<B3x', len(contexts))
+    ndr = rawrpc.syntax_id(NDR32_UUID, 2, 0)
+    for _ctx_id, transfers in contexts:
+        if ndr in transfers:
+            body += struct.pack('<HH', 0, 0) + ndr
+        else:
+            body += struct.pack('<HH', 2, 2) + b'\x00' * 20  # provider rejection, transfer syntaxes not supported
+    return pdu(rawrpc.PTYPE_ALTER_CONTEXT_RESP if alter else rawrpc.PTYPE_BIND_ACK, body, call_id)
+
+
+def response_fragments(call_id, context_id, stub, max_stub=4256):
+    """A response split into fragments of at most `max_stub` stub bytes (FIRST ... LAST)."""
+    chunks = [stub[i:i + max_stub] for i in range(0, len(stub), max_stub)] or [b'']
+    out = []
+    for i, chunk in enumerate(chunks):
+        flags = (rawrpc.PFC_FIRST_FRAG if i == 0 else 0) | (rawrpc.PFC_LAST_FRAG if i == len(chunks) - 1 else 0)
+        body = struct.pack('<IHBB', len(stub) - i * max_stub, context_id, 0, 0) + chunk
+        out.append(pdu(rawrpc.PTYPE_RESPONSE, body, call_id, flags))
+    return out
+
+
+# ------------------------------------------------------------------ towers and ept_map replies
+
+def _floor(lhs, rhs):
     return struct.pack('<H', len(lhs)) + lhs + struct.pack('<H', len(rhs)) + rhs
 
 
-def tcp_tower(if_uuid_le, if_major, if_minor, port, ip='127.0.0.1'):
-    """The 5-floor ncacn_ip_tcp tower (C706 appendix L): interface, NDR32, RPC CO, TCP port, IP."""
+def tcp_tower(iface_uuid, major, minor, port, ip):
+    """A 5-floor ncacn_ip_tcp tower (75 bytes): interface, NDR32, RPC CO, TCP port, IPv4 address."""
     floors = [
-        floor(b'\x0d' + if_uuid_le + struct.pack('<H', if_major), struct.pack('<H', if_minor)),
-        floor(b'\x0d' + NDR32[:16] + struct.pack('<H', 2), struct.pack('<H', 0)),
-        floor(b'\x0b', struct.pack('<H', 0)),
-        floor(b'\x07', struct.pack('>H', port)),
-        floor(b'\x09', socket.inet_aton(ip)),
+        _floor(bytes([FLOOR_UUID]) + _uuid.UUID(iface_uuid).bytes_le + struct.pack('<H', major), struct.pack('<H', minor)),
+        _floor(bytes([FLOOR_UUID]) + _uuid.UUID(NDR32_UUID).bytes_le + struct.pack('<H', 2), struct.pack('<H', 0)),
+        _floor(bytes([FLOOR_RPC_CO]), struct.pack('<H', 0)),
+        _floor(bytes([FLOOR_TCP]), struct.pack('>H', port)),
+        _floor(bytes([FLOOR_IP]), socket.inet_aton(ip)),
     ]
     return struct.pack('<H', len(floors)) + b''.join(floors)
 
 
-def parse_ept_map_request(stub):
-    """(if_uuid_le, major, minor, max_towers) from an NDR32 ept_map request stub."""
-    off = 0
-    obj_ref = struct.unpack_from('<I', stub, off)[0]
-    off += 4
-    if obj_ref:
-        off += 16
-    tower_ref = struct.unpack_from('<I', stub, off)[0]
-    off += 4
-    if not tower_ref:
-        raise ValueError('ept_map without a tower')
-    _conformance, length = struct.unpack_from('<II', stub, off)
-    off += 8
-    tower = stub[off:off + length]
-    off += length
-    off += (-off) % 4
-    off += 20                                   # entry handle
-    max_towers = struct.unpack_from('<I', stub, off)[0]
-    # floor 1: lhs = 0x0d + uuid + major, rhs = minor
-    lhs_len = struct.unpack_from('<H', tower, 2)[0]
-    lhs = tower[4:4 + lhs_len]
-    rhs_len = struct.unpack_from('<H', tower, 4 + lhs_len)[0]
-    rhs = tower[6 + lhs_len:6 + lhs_len + rhs_len]
-    if lhs[0] != 0x0d or len(lhs) != 19:
-        raise ValueError('unexpected first floor %s' % lhs.hex())
-    return lhs[1:17], struct.unpack('<H', lhs[17:19])[0], struct.unpack('<H', rhs[:2])[0], max_towers
+def twr(tower, claimed_length=None):
+    """twr_t in NDR32: conformance, tower_length, octets, padded to 4. `claimed_length` lies about
+    the length (both fields) to make it run past the stub."""
+    n = len(tower) if claimed_length is None else claimed_length
+    data = struct.pack('<II', n, n) + tower
+    return data + b'\x00' * ((-len(data)) % 4)
 
 
-def ept_map_response_stub(tower, max_towers):
-    """NDR32 ept_map [out]: entry handle, num_towers 1, the conformant varying array of one
-    tower pointer, the deferred twr_t, status 0."""
-    stub = b'\x00' * 20 + struct.pack('<I', 1)
-    stub += struct.pack('<III', max(1, max_towers), 0, 1) + struct.pack('<I', 0x00020000)
-    stub += struct.pack('<II', len(tower), len(tower)) + tower
-    stub += b'\x00' * ((-len(stub)) % 4)
-    return stub + struct.pack('<I', 0)
+def ept_map_stub(towers, status=0, max_towers=None, num_towers=None, twr_bytes=None):
+    """An ept_map response stub (NDR32): entry_handle, num_towers, the conformant-varying array of
+    tower pointers, the deferred twr_t's, status. `twr_bytes` replaces the encoded towers."""
+    count = len(towers) if num_towers is None else num_towers
+    out = struct.pack('<I', 0) + b'\x00' * 16                      # entry_handle (null)
+    out += struct.pack('<I', count)                                 # num_towers
+    out += struct.pack('<III', max(count, max_towers or 0), 0, count)  # max_count, offset, actual_count
+    out += b''.join(struct.pack('<I', 0x00020000 + 4 * i) for i in range(count))
+    out += twr_bytes if twr_bytes is not None else b''.join(twr(t) for t in towers)
+    out += b'\x00' * ((-len(out)) % 4)
+    return out + struct.pack('<I', status)
 
 
-class FakeRPCServer:
-    def __init__(self, host='127.0.0.1', slow_opnum=1, slow_s=3.0, idle_timeout_s=60.0):
-        self.host = host
-        self.slow_opnum = slow_opnum
-        self.slow_s = slow_s
-        self.idle_timeout_s = idle_timeout_s
-        self.epm_port = None
-        self.data_port = None
-        self._stop = threading.Event()
-        self._listeners = []
-        self._threads = []
-        self._conns = set()
-        self._lock = threading.Lock()
-        # What the server saw: (listener, interface uuid string, major) per accepted context,
-        # and (opnum, call_id) per request on the data port.
-        self.binds = []
-        self.requests = []
+# ------------------------------------------------------------------ the server
 
-    # -------------------------------------------------------------- lifecycle
+class Request:
+    """A request PDU as the fake server saw it."""
 
-    def start(self):
-        for kind in ('epm', 'data'):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((self.host, 0))
-            s.listen(32)
-            s.settimeout(0.2)
-            self._listeners.append(s)
-            if kind == 'epm':
-                self.epm_port = s.getsockname()[1]
-            else:
-                self.data_port = s.getsockname()[1]
-            t = threading.Thread(target=self._accept_loop, args=(s, kind), daemon=True, name='fakerpc-%s' % kind)
-            t.start()
-            self._threads.append(t)
-        return self
+    def __init__(self, raw):
+        self.pdu = rawrpc.PDU(raw)
+        self.call_id = self.pdu.call_id
+        self.alloc_hint, self.context_id, self.opnum = struct.unpack('<IHH', self.pdu.body[:8])
+        self.stub = self.pdu.body[8:]
 
-    def stop_epm(self):
-        """Close the endpoint-mapper listener only (readiness tests): new connections are refused."""
-        s = self._listeners[0]
+
+class FakeConnection:
+    def __init__(self, server, sock, peer):
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.requests = 0
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reset(self):
+        """Close with RST (SO_LINGER 0)."""
         try:
-            s.close()
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+        except OSError:
+            pass
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.close()
         except OSError:
             pass
 
-    def stop(self, timeout=5.0):
-        self._stop.set()
-        for s in self._listeners:
-            try:
-                s.close()
-            except OSError:
-                pass
-        with self._lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.close()
-            except OSError:
-                pass
-        end = time.monotonic() + timeout
-        for t in list(self._threads):
-            t.join(max(0.0, end - time.monotonic()))
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    # -------------------------------------------------------------- connections
-
-    def _accept_loop(self, listener, kind):
-        while not self._stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return                      # listener closed
-            conn.settimeout(0.5)
-            with self._lock:
-                self._conns.add(conn)
-            t = threading.Thread(target=self._serve, args=(conn, kind), daemon=True, name='fakerpc-conn')
-            t.start()
-            self._threads.append(t)
-
-    def _recv_exact(self, conn, n, deadline):
+    def _recv_exact(self, n, deadline):
         buf = b''
         while len(buf) < n:
-            if self._stop.is_set() or time.monotonic() > deadline:
+            if self.server._stop.is_set() or time.monotonic() > deadline:
                 return None
             try:
-                chunk = conn.recv(n - len(buf))
+                chunk = self.sock.recv(n - len(buf))
             except socket.timeout:
                 continue
             except OSError:
@@ -200,95 +159,288 @@ class FakeRPCServer:
             buf += chunk
         return buf
 
-    def _serve(self, conn, kind):
+    def serve(self):
+        """Read PDUs until the peer closes, the server stops, or the connection's lifetime ends."""
+        self.sock.settimeout(0.2)
+        deadline = time.monotonic() + self.server.connection_lifetime_s
         try:
-            while not self._stop.is_set():
-                deadline = time.monotonic() + self.idle_timeout_s
-                head = self._recv_exact(conn, 16, deadline)
+            for _ in range(10000):  # bounded: PDUs per connection
+                head = self._recv_exact(16, deadline)
                 if head is None:
                     return
-                frag_length = struct.unpack_from('<H', head, 8)[0]
-                rest = self._recv_exact(conn, frag_length - 16, deadline) if frag_length > 16 else b''
+                frag_length = struct.unpack('<H', head[8:10])[0]
+                rest = self._recv_exact(frag_length - 16, deadline) if frag_length > 16 else b''
                 if rest is None:
                     return
-                ptype = head[2]
-                call_id = struct.unpack_from('<I', head, 12)[0]
-                if ptype in (PTYPE_BIND, PTYPE_ALTER_CONTEXT):
-                    conn.sendall(self._bind_ack(kind, ptype, call_id, rest))
-                elif ptype == PTYPE_REQUEST:
-                    reply = self._answer(kind, call_id, rest)
-                    if reply is None:
+                raw = head + rest
+                ptype, call_id = raw[2], struct.unpack('<I', raw[12:16])[0]
+                if ptype in (rawrpc.PTYPE_BIND, rawrpc.PTYPE_ALTER_CONTEXT):
+                    self.server._record_bind(raw)
+                    self.send(bind_ack(call_id, _offered_contexts(raw), alter=ptype == rawrpc.PTYPE_ALTER_CONTEXT))
+                elif ptype == rawrpc.PTYPE_REQUEST:
+                    self.requests += 1
+                    self.server._count_request()
+                    if self.server.on_request(self, Request(raw)) == 'stop':
                         return
-                    conn.sendall(reply)
-                # anything else (auth3, shutdown, ...) is ignored
         except OSError:
             return
         finally:
-            with self._lock:
-                self._conns.discard(conn)
+            self.close()
+
+
+def _abstract_syntaxes(raw):
+    """[(interface uuid, major version)] offered by a bind / alter_context."""
+    body = raw[16:]
+    n = body[8]
+    off = 12
+    out = []
+    for _ in range(n):
+        n_ts = body[off + 2]
+        abstract = body[off + 4:off + 24]
+        out.append((str(_uuid.UUID(bytes_le=abstract[:16])), struct.unpack('<H', abstract[16:18])[0]))
+        off += 24 + 20 * n_ts
+    return out
+
+
+def _offered_contexts(raw):
+    """[(context_id, [transfer syntax bytes])] of a bind / alter_context."""
+    body = raw[16:]
+    n = body[8]
+    off = 12
+    out = []
+    for _ in range(n):
+        ctx_id, n_ts = struct.unpack('<HB', body[off:off + 3])
+        off += 4 + 20
+        transfers = [body[off + 20 * i: off + 20 * (i + 1)] for i in range(n_ts)]
+        off += 20 * n_ts
+        out.append((ctx_id, transfers))
+    return out
+
+
+class FakeServer:
+    """Listens on (host, port) in a thread; each connection is served in its own thread.
+
+    on_request(conn, request) sends whatever it likes (or nothing); returning 'stop' ends that
+    connection (closing it unless the callable already reset it)."""
+
+    def __init__(self, host, port, on_request, connection_lifetime_s=30.0):
+        self.host, self.port = host, port
+        self.on_request = on_request
+        self.connection_lifetime_s = connection_lifetime_s
+        self.accepted = 0
+        self.request_count = 0
+        # (interface uuid, major version) of every context offered in a bind or alter_context.
+        self.binds = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = []
+        self._conns = []
+        self._sock = None
+
+    def _count_request(self):
+        with self._lock:
+            self.request_count += 1
+
+    def _record_bind(self, raw):
+        offered = _abstract_syntaxes(raw)
+        with self._lock:
+            self.binds.extend(offered)
+
+    def start(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, self.port))
+        s.listen(64)
+        s.settimeout(0.2)
+        self._sock = s
+        self.port = s.getsockname()[1]      # the real port when started with port 0
+        t = threading.Thread(target=self._accept_loop, name='fake-%s:%d' % (self.host, self.port), daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _accept_loop(self):
+        while not self._stop.is_set():
             try:
-                conn.close()
+                sock, peer = self._sock.accept()
+            except socket.timeout:
+                continue
             except OSError:
-                pass
+                return
+            with self._lock:
+                self.accepted += 1
+            conn = FakeConnection(self, sock, peer)
+            self._conns.append(conn)
+            t = threading.Thread(target=conn.serve, daemon=True)
+            t.start()
+            self._threads.append(t)
 
-    def _bind_ack(self, kind, ptype, call_id, body):
-        max_xmit, max_recv, assoc = struct.unpack_from('<HHI', body, 0)
-        n = body[8]
-        off = 12
-        results = b''
-        for _ in range(n):
-            _ctx_id, n_ts = struct.unpack_from('<HB', body, off)
-            abstract = body[off + 4:off + 24]
-            transfers = [body[off + 24 + 20 * i:off + 44 + 20 * i] for i in range(n_ts)]
-            off += 24 + 20 * n_ts
-            if NDR32 in transfers:
-                results += struct.pack('<HH', 0, 0) + NDR32
-                self.binds.append((kind, str(_uuid.UUID(bytes_le=abstract[:16])), struct.unpack('<H', abstract[16:18])[0]))
-            else:
-                results += struct.pack('<HH', 2, 2) + b'\x00' * 20   # provider rejection: transfer syntaxes
-        secondary = b'135\x00' if kind == 'epm' else ('%d\x00' % self.data_port).encode()
-        if ptype == PTYPE_ALTER_CONTEXT:
-            secondary = b''
-        out = struct.pack('<HHI', max_xmit or 4280, max_recv or 4280, assoc or 0x1234)
-        out += struct.pack('<H', len(secondary)) + secondary
-        out += b'\x00' * ((-(16 + len(out))) % 4)
-        out += struct.pack('<B3x', n) + results
-        return _pdu(PTYPE_BIND_ACK if ptype == PTYPE_BIND else PTYPE_ALTER_CONTEXT_RESP, call_id, out)
+    def stop(self):
+        self._stop.set()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        for c in self._conns:
+            c.close()
+        for t in self._threads:
+            t.join(2.0)
 
-    def _answer(self, kind, call_id, body):
-        _alloc_hint, ctx_id, opnum = struct.unpack_from('<IHH', body, 0)
-        stub = body[8:]
-        if kind == 'epm':
-            if opnum != EPT_MAP:
-                return _pdu(PTYPE_FAULT, call_id, struct.pack('<IHBBI4x', 0, ctx_id, 0, 0, NCA_S_OP_RNG_ERROR))
-            if_uuid, major, minor, max_towers = parse_ept_map_request(stub)
-            out = ept_map_response_stub(tcp_tower(if_uuid, major, minor, self.data_port), max_towers)
-        else:
-            self.requests.append((opnum, call_id))
-            if opnum == self.slow_opnum:
-                end = time.monotonic() + self.slow_s
-                while time.monotonic() < end:
-                    if self._stop.is_set():
-                        return None
-                    time.sleep(0.05)
-            out = b'FAKE' + struct.pack('<HI', opnum, call_id)
-            out += b'\x00' * ((-len(out)) % 8)
-        return _pdu(PTYPE_RESPONSE, call_id, struct.pack('<IHBB', len(out), ctx_id, 0, 0) + out)
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
-def response_stub(pdu):
-    """(opnum, call_id) a FakeRPCServer response carries, from a rawrpc.PDU."""
-    stub = pdu.body[8:]
+class Listener:
+    """A plain TCP listener that only counts connection attempts (to prove nobody connects)."""
+
+    def __init__(self, host, port):
+        self.host, self.port = host, port
+        self.accepted = 0
+        self._stop = threading.Event()
+        self._sock = None
+        self._thread = None
+
+    def __enter__(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.host, self.port))
+        s.listen(16)
+        s.settimeout(0.2)
+        self._sock = s
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            c.close()
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._sock.close()
+        self._thread.join(2.0)
+
+
+# ------------------------------------------------------------------ a well-behaved server
+
+NCA_S_OP_RNG_ERROR = 0x1C010002
+
+
+def parse_ept_map_request(stub):
+    """(interface uuid, major, minor, max_towers) from an NDR32 ept_map request stub."""
+    off = 0
+    if struct.unpack_from('<I', stub, off)[0]:       # object pointer, then the uuid
+        off += 16
+    off += 4
+    if not struct.unpack_from('<I', stub, off)[0]:
+        raise ValueError('ept_map without a tower')
+    off += 4
+    _conformance, length = struct.unpack_from('<II', stub, off)
+    off += 8
+    tower = stub[off:off + length]
+    off += length + (-(off + length)) % 4
+    off += 20                                        # entry handle
+    max_towers = struct.unpack_from('<I', stub, off)[0]
+    lhs_len = struct.unpack_from('<H', tower, 2)[0]  # floor 1: 0x0d + uuid + major | minor
+    lhs = tower[4:4 + lhs_len]
+    rhs = tower[6 + lhs_len:8 + lhs_len]
+    if lhs_len != 19 or lhs[0] != FLOOR_UUID:
+        raise ValueError('unexpected first floor %s' % lhs.hex())
+    return str(_uuid.UUID(bytes_le=lhs[1:17])), struct.unpack('<H', lhs[17:19])[0], struct.unpack('<H', rhs)[0], max_towers
+
+
+class FakeRPCServer:
+    """An endpoint mapper and one data port on `host` (ephemeral ports), for the operations tests.
+
+    Endpoint mapper: ept_map (opnum 3) answered with one ncacn_ip_tcp tower for the interface
+    asked about, at host:data_port; other opnums get a fault (nca_s_op_rng_error).
+    Data port: every request answered with the stub b'FAKE' + opnum (u16) + call_id (u32),
+    after `slow_s` seconds for `slow_opnum` (interrupted by stop()), at once otherwise.
+
+        srv = FakeRPCServer(slow_opnum=1, slow_s=3.0).start()
+        srv.epm_port, srv.data_port, srv.binds (data port), srv.requests [(opnum, call_id)]
+        srv.stop_epm()    # refuse new endpoint-mapper connections (readiness tests)
+        srv.stop()
+    """
+
+    def __init__(self, host='127.0.0.1', slow_opnum=1, slow_s=3.0):
+        self.host = host
+        self.slow_opnum = slow_opnum
+        self.slow_s = slow_s
+        self.requests = []
+        self._data = FakeServer(host, 0, self._answer_data, connection_lifetime_s=120.0)
+        self._epm = FakeServer(host, 0, self._answer_epm, connection_lifetime_s=120.0)
+
+    @property
+    def epm_port(self):
+        return self._epm.port
+
+    @property
+    def data_port(self):
+        return self._data.port
+
+    @property
+    def binds(self):
+        """(interface uuid, major) of every context bound on the data port."""
+        return list(self._data.binds)
+
+    def start(self):
+        self._data.start()
+        self._epm.start()
+        return self
+
+    def stop_epm(self):
+        self._epm.stop()
+
+    def stop(self):
+        self._epm.stop()
+        self._data.stop()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _answer_epm(self, conn, req):
+        if req.opnum != EPM_OPNUM_MAP:
+            body = struct.pack('<IHBBI4x', 0, req.context_id, 0, 0, NCA_S_OP_RNG_ERROR)
+            conn.send(pdu(rawrpc.PTYPE_FAULT, body, req.call_id))
+            return None
+        uuid, major, minor, max_towers = parse_ept_map_request(req.stub)
+        tower = tcp_tower(uuid, major, minor, self.data_port, self.host)
+        for fragment in response_fragments(req.call_id, req.context_id, ept_map_stub([tower], max_towers=max_towers)):
+            conn.send(fragment)
+        return None
+
+    def _answer_data(self, conn, req):
+        self.requests.append((req.opnum, req.call_id))
+        if req.opnum == self.slow_opnum:
+            end = time.monotonic() + self.slow_s
+            while time.monotonic() < end:
+                if conn.server._stop.is_set():
+                    return 'stop'
+                time.sleep(0.05)
+        stub = b'FAKE' + struct.pack('<HI', req.opnum, req.call_id)
+        stub += b'\x00' * ((-len(stub)) % 8)
+        for fragment in response_fragments(req.call_id, req.context_id, stub):
+            conn.send(fragment)
+        return None
+
+
+def response_stub(pdu_):
+    """(opnum, call_id) carried by a FakeRPCServer response (a rawrpc.PDU)."""
+    stub = pdu_.body[8:]
     if stub[:4] != b'FAKE':
-        raise AssertionError('not a fake server response: %r' % pdu)
+        raise AssertionError('not a FakeRPCServer response: %r' % pdu_)
     return struct.unpack_from('<HI', stub, 4)
-
-
-if __name__ == '__main__':  # manual use: python3 fakerpc.py, Ctrl-C to stop (bounded to 10 min)
-    srv = FakeRPCServer().start()
-    print('epm 127.0.0.1:%d data 127.0.0.1:%d' % (srv.epm_port, srv.data_port), flush=True)
-    try:
-        time.sleep(600)
-    except KeyboardInterrupt:
-        pass
-    srv.stop()

@@ -71,6 +71,8 @@ package struct RouteStatus: Sendable {
     /// What ``upstreamHost`` resolved to.
     package var upstreamAddress: IPv4Address
     package var upstreamEPMPort: UInt16
+    /// The core gateway the route tunnels to (`via`); `nil`: direct.
+    package var via: String?
     package var policyName: String
     package var policyDefault: PolicyAction
     package var ruleCount: Int
@@ -89,6 +91,7 @@ package struct RouteStatus: Sendable {
         upstreamHost: String,
         upstreamAddress: IPv4Address,
         upstreamEPMPort: UInt16,
+        via: String? = nil,
         policyName: String,
         policyDefault: PolicyAction,
         ruleCount: Int,
@@ -106,6 +109,7 @@ package struct RouteStatus: Sendable {
         self.upstreamHost = upstreamHost
         self.upstreamAddress = upstreamAddress
         self.upstreamEPMPort = upstreamEPMPort
+        self.via = via
         self.policyName = policyName
         self.policyDefault = policyDefault
         self.ruleCount = ruleCount

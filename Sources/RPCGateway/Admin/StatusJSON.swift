@@ -38,6 +38,7 @@ extension RouteStatus {
             ("upstream", .string(self.upstreamHost)),
             ("upstream_address", .string("\(self.upstreamAddress)")),
             ("upstream_epm_port", .int(Int64(self.upstreamEPMPort))),
+            ("via", .string(orNull: self.via)),
             (
                 "policy",
                 .object([

@@ -91,6 +91,7 @@ package enum StatusPage {
             html.cell("\(route.mappings.count) / \(route.ports.count)", className: "num")
             var upstream = HostPort.text(route.upstreamHost, route.upstreamEPMPort)
             if route.upstreamHost != "\(route.upstreamAddress)" { upstream += " (\(route.upstreamAddress))" }
+            if let via = route.via { upstream += " via core \(via)" }
             html.cell(upstream, className: "mono")
             let rules = route.ruleCount == 1 ? "1 rule" : "\(route.ruleCount) rules"
             html.cell("\(route.policyName) (\(rules), default \(route.policyDefault.rawValue))")

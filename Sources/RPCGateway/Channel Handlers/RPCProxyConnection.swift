@@ -45,6 +45,17 @@ final class RPCProxyConnection {
     private var policyGeneration: Int
     /// Set by a graceful shutdown: close as soon as no call is in flight.
     private var draining = false
+    /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
+    private let endpointMapperMode: EndpointMapperMode
+
+    /// What the gateway does with the towers of an endpoint-mapper reply.
+    enum EndpointMapperMode {
+        /// Point towers at this gateway's ports (a plain or edge gateway: clients connect here).
+        case rewrite
+        /// Keep the server's ports, but still redact towers the policy hides or that name another
+        /// host (a core gateway: the edge, which the client talks to, rewrites them).
+        case redactOnly
+    }
 
     init(
         id: Int,
@@ -58,10 +69,12 @@ final class RPCProxyConnection {
         eventLoop: any EventLoop,
         timeouts: Timeouts,
         limits: WireLimits,
+        endpointMapperMode: EndpointMapperMode = .rewrite,
         onClose: @escaping @Sendable () -> Void
     ) {
         self.id = id
         self.localAddress = localAddress
+        self.endpointMapperMode = endpointMapperMode
         self.timeouts = timeouts
         self.limits = limits
         self.policyGeneration = route.generation
@@ -77,6 +90,28 @@ final class RPCProxyConnection {
 
     func handler(for side: ProxySide) -> RPCGlueHandler? {
         side == .client ? self.clientHandler : self.serverHandler
+    }
+
+    /// Adds the connection's handlers to its two channels (which must share `eventLoop`): on the
+    /// client side the idle timer, a framer and the glue handler; on the server side a framer and
+    /// the glue handler. Starts the bind timer.
+    ///
+    /// `idleTimer: false` leaves the `IdleStateHandler` out: it measures idleness on the wall
+    /// clock, so on an `EmbeddedEventLoop` whose virtual clock is advanced it reschedules itself
+    /// at the same past deadline until real time catches up. Harnesses fire its event instead.
+    func install(client: any Channel, server: any Channel, idleTimer: Bool = true) throws {
+        let handlers = self.makeHandlers()
+        if idleTimer {
+            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: TimeAmount(self.timeouts.idleDuration)))
+        }
+        try client.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.client,
+        ])
+        try server.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.server,
+        ])
     }
 
     /// Creates the two glue handlers and starts the bind timer.
@@ -195,7 +230,7 @@ final class RPCProxyConnection {
             )
             self.close(.protocolError)
         } else {
-            self.close(side == .client ? .clientClosed : .serverClosed)
+            self.close(side == .client ? .clientError : .serverError)
         }
     }
 
@@ -250,6 +285,7 @@ final class RPCProxyConnection {
         let advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
         let limits = self.limits
         let machine = self.machine
+        let mode = self.endpointMapperMode
         var exhausted = false
         do {
             let result = try EPMReplyRewriter.rewrite(
@@ -264,6 +300,12 @@ final class RPCProxyConnection {
                     upstreamAddress: route.upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
+                if mode == .redactOnly {
+                    switch exposure {
+                    case .hidden, .foreignHost: return nil
+                    case .endpointMapper, .mapped: return tower.endpoint
+                    }
+                }
                 switch exposure {
                 case .hidden, .foreignHost:
                     // Never an open relay: only the configured server, whatever the reply says.
@@ -290,6 +332,7 @@ final class RPCProxyConnection {
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
+            if result.redactedTowers > 0 { route.metrics.towersRedacted(result.redactedTowers) }
             if reply.operation == .map, result.redactedTowers > 0 {
                 if let notRegistered = RPCConnectionStateMachine.notRegisteredResponse(
                     callID: reply.callID,
@@ -376,6 +419,7 @@ final class RPCProxyConnection {
                 "reason": "\(self.closeReason?.rawValue ?? "closed")",
             ]
         )
+        self.route.metrics.connectionClosed(reason: self.closeReason?.rawValue ?? "closed")
         self.onClose()
         // Break the handler <-> connection cycle once both channels are closing.
         self.eventLoop.assumeIsolated().execute { [self] in

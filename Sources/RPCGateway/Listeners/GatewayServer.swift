@@ -2,6 +2,7 @@ package import Logging
 import NIOConcurrencyHelpers
 package import NIOCore
 import NIOPosix
+import NIOSSL
 import RPCPolicy
 package import RPCWire
 
@@ -30,6 +31,7 @@ package final class GatewayServer: Sendable {
     private let logger: Logger
     private let metrics: GatewayMetrics
     private let audit: AuditLog?
+    private let tlsMetrics: TLSMetrics
     private let state: NIOLockedValueBox<State>
     /// The last refused binds and calls, over all routes.
     package let denials: RecentDenials
@@ -39,6 +41,12 @@ package final class GatewayServer: Sendable {
 
     /// Most connections listed in ``status(version:)``; the page says how many more are open.
     package static let statusConnectionLimit = 200
+
+    /// A core gateway routes tunnel to, with its TLS context (swapped on reload).
+    struct PeerRuntime: Sendable {
+        var settings: PeerSettings
+        var context: NIOSSLContext
+    }
 
     /// Where a listener is, and what it serves.
     struct ListenerKey: Hashable, Sendable {
@@ -63,6 +71,8 @@ package final class GatewayServer: Sendable {
         var expiryTask: RepeatedTask?
         var probeTask: RepeatedTask?
         var draining = false
+        var peers: [String: PeerRuntime] = [:]
+        var core: CoreListener?
     }
 
     /// - Parameters:
@@ -78,7 +88,8 @@ package final class GatewayServer: Sendable {
         metrics: GatewayMetrics = GatewayMetrics(),
         audit: AuditLog? = nil,
         readiness: ReadinessSettings? = nil,
-        denialCapacity: Int = RecentDenials.defaultCapacity
+        denialCapacity: Int = RecentDenials.defaultCapacity,
+        tlsMetrics: TLSMetrics? = nil
     ) {
         self.group = group
         self.logger = logger
@@ -86,6 +97,7 @@ package final class GatewayServer: Sendable {
         self.audit = audit
         self.readinessSettings = readiness ?? settings.admin?.readiness ?? ReadinessSettings()
         self.denials = RecentDenials(capacity: denialCapacity)
+        self.tlsMetrics = tlsMetrics ?? TLSMetrics(factory: metrics.factory)
         self.state = NIOLockedValueBox(State(settings: settings))
     }
 
@@ -106,6 +118,9 @@ package final class GatewayServer: Sendable {
     /// Client connections open now, over all routes.
     package var activeConnections: Int { self.state.withLockedValue { $0.activeConnections } }
 
+    /// The core listener's address, when this gateway is a core (useful with port 0 in tests).
+    package var coreAddress: SocketAddress? { self.state.withLockedValue { $0.core }?.localAddress }
+
     /// Resolves upstreams and binds every listener. Throws (after closing what it bound) when an
     /// address cannot be bound or an upstream cannot be resolved.
     package func start() async throws {
@@ -114,6 +129,7 @@ package final class GatewayServer: Sendable {
             try await self.apply(settings, initial: true)
         } catch {
             await self.closeListeners()
+            await self.state.withLockedValue({ $0.core })?.drain(deadline: .zero)
             throw error
         }
         let expiry = self.group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { [self] _ in
@@ -160,6 +176,18 @@ package final class GatewayServer: Sendable {
                 denials: self.denials
             )
         }
+        // TLS files next: a reload whose certificates or keys cannot be loaded changes nothing.
+        // Every reload rebuilds the contexts, so renewed files take effect for new connections.
+        var peers: [String: PeerRuntime] = [:]
+        for (name, peer) in settings.peers {
+            do {
+                peers[name] = PeerRuntime(settings: peer, context: try TLSContexts.client(peer.tls))
+            } catch {
+                throw GatewayStartError(description: "peer \(name): \(error)")
+            }
+        }
+        try await self.applyCore(settings)
+        self.state.withLockedValue { $0.peers = peers }
         for route in settings.routes {
             if let kept = routes[route.name], kept === existing[route.name] { kept.update(route) }
         }
@@ -226,7 +254,11 @@ package final class GatewayServer: Sendable {
     /// Graceful shutdown: stop accepting, let calls in flight finish for up to `deadline`, then
     /// close what is left. Idle connections close at once.
     package func drain(deadline: Duration) async {
-        self.state.withLockedValue { $0.draining = true }
+        let core = self.state.withLockedValue { state in
+            state.draining = true
+            return state.core
+        }
+        async let coreDrained: Void? = core?.drain(deadline: deadline)
         await self.closeListeners()
         let connections = self.state.withLockedValue { Array($0.connections.values) }
         self.logger.info(
@@ -252,6 +284,7 @@ package final class GatewayServer: Sendable {
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
+        _ = await coreDrained
     }
 
     /// Closes every listener and every connection at once.
@@ -361,33 +394,46 @@ package final class GatewayServer: Sendable {
             self.released(route: route, listenerPort: mappedPort, connectionID: connectionID)
         }
         let bound = NIOLoopBound(connection, eventLoop: client.eventLoop)
+        let peer: PeerRuntime? = self.state.withLockedValue { state in
+            route.settings.via.flatMap { state.peers[$0] }
+        }
         self.state.withLockedValue { $0.connections[connectionID] = bound }
         route.logger.debug(
             "connection opened",
             metadata: [
                 "conn": "\(connectionID)", "listener": "\(listener.rawValue)",
                 "client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))",
-                "server": "\(server)",
+                "server": "\(server)", "via": "\(route.settings.via ?? "-")",
             ]
         )
-        return ClientBootstrap(group: client.eventLoop)
-            .connectTimeout(TimeAmount(timeouts.connectDuration))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: "\(server.address)", port: Int(server.port))
+        let connected: EventLoopFuture<any Channel>
+        if let via = route.settings.via {
+            guard let peer else {
+                route.metrics.connectionRefused(reason: .peerUnreachable)
+                route.logger.warning("connection refused: unknown peer", metadata: ["peer": "\(via)"])
+                connection.close(.upstreamUnreachable)
+                return client.close()
+            }
+            let target = RPCGateTarget(kind: listener == .epm ? .endpointMapper : .mapped, server: server)
+            connected = self.connectTunnel(
+                peer,
+                header: EdgeTunnel.header(client: client.remoteAddress, gateway: client.localAddress, target: target),
+                eventLoop: client.eventLoop,
+                timeouts: timeouts,
+                logger: route.logger
+            )
+        } else {
+            connected = ClientBootstrap(group: client.eventLoop)
+                .connectTimeout(TimeAmount(timeouts.connectDuration))
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: "\(server.address)", port: Int(server.port))
+        }
+        return connected
             .assumeIsolated()
             .flatMap { upstream in
-                let handlers = connection.makeHandlers()
                 do {
-                    try client.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.client,
-                    ])
-                    try upstream.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.server,
-                    ])
+                    try connection.install(client: client, server: upstream)
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
@@ -396,18 +442,83 @@ package final class GatewayServer: Sendable {
                 return client.eventLoop.makeSucceededVoidFuture()
             }
             .flatMapError { error in
-                route.metrics.connectionRefused(reason: .upstreamUnreachable)
+                route.metrics.connectionRefused(reason: peer == nil ? .upstreamUnreachable : .peerUnreachable)
                 route.logger.warning(
-                    "upstream unreachable",
+                    peer == nil ? "upstream unreachable" : "core gateway unreachable",
                     metadata: [
                         "conn": "\(connectionID)", "server": "\(server)",
-                        "client": "\(HostPort.text(client.remoteAddress))", "error": "\(UpstreamProbe.describe(error))",
+                        "client": "\(HostPort.text(client.remoteAddress))",
+                        "via": "\(peer.map { "\($0.settings.name) \($0.settings.host):\($0.settings.port)" } ?? "-")",
+                        "error": "\(UpstreamProbe.describe(error))",
                     ]
                 )
                 connection.close(.upstreamUnreachable)
                 return client.close()
             }
             .nonisolated()
+    }
+
+    /// Connects to a core gateway over mutual TLS and queues the PROXY v2 header (sent as soon as
+    /// the handshake completes; swift-nio-ssl buffers application data until then).
+    private func connectTunnel(
+        _ peer: PeerRuntime,
+        header: ProxyHeader,
+        eventLoop: any EventLoop,
+        timeouts: Timeouts,
+        logger: Logger
+    ) -> EventLoopFuture<any Channel> {
+        let tlsMetrics = self.tlsMetrics
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(timeouts.connectDuration))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                do {
+                    let tls = try NIOSSLClientHandler(context: peer.context, serverHostname: peer.settings.serverName)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        tls,
+                        TLSHandshakeObserver(peer: peer.settings.name, metrics: tlsMetrics, logger: logger),
+                    ])
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .connect(host: peer.settings.host, port: peer.settings.port)
+            .map { channel in
+                var bytes = channel.allocator.buffer(capacity: 64)
+                bytes.writeProxyHeader(header)
+                channel.writeAndFlush(bytes, promise: nil)
+                return channel
+            }
+    }
+
+    /// Starts, reloads or stops the core listener to match `settings.core`.
+    private func applyCore(_ settings: GatewaySettings) async throws {
+        let current = self.state.withLockedValue { $0.core }
+        switch (current, settings.core) {
+        case (nil, nil):
+            return
+        case (let core?, nil):
+            self.state.withLockedValue { $0.core = nil }
+            await core.drain(deadline: settings.timeouts.drainDuration)
+        case (let core?, let wanted?):
+            try await core.apply(wanted, timeouts: settings.timeouts, limits: settings.wireLimits)
+        case (nil, let wanted?):
+            let core = try CoreListener(
+                settings: wanted,
+                timeouts: settings.timeouts,
+                limits: settings.wireLimits,
+                group: self.group,
+                logger: self.logger,
+                metrics: self.metrics,
+                tlsMetrics: self.tlsMetrics,
+                audit: self.audit,
+                denials: self.denials
+            )
+            try await core.start()
+            self.state.withLockedValue { $0.core = core }
+        }
     }
 
     private func released(route: RouteRuntime, listenerPort: UInt16?, connectionID: Int) {
@@ -424,23 +535,31 @@ package final class GatewayServer: Sendable {
 
     // MARK: - Readiness and status
 
-    /// Probes every route's upstream endpoint mapper (skipping routes whose last probe is still
-    /// running).
+    /// Probes every route's upstream (skipping routes whose last probe is still running).
     private func probeUpstreams() {
         let routes = self.state.withLockedValue { Array($0.routes.values) }
         for route in routes { self.probe(route) }
     }
 
+    /// What `route` depends on: its upstream endpoint mapper, or, with `via`, the core gateway it
+    /// tunnels to (the server is reached from there).
+    private func probeTarget(_ route: RouteRuntime) -> ProbeTarget {
+        guard let via = route.settings.via else { return ProbeTarget(upstream: route.upstreamEndpointMapper) }
+        let peer = self.state.withLockedValue { $0.peers[via]?.settings }
+        return ProbeTarget(host: peer?.host ?? via, port: peer?.port ?? 0, what: "core gateway \(via)", peer: via)
+    }
+
     private func probe(_ route: RouteRuntime) {
         guard route.beginProbe() else { return }
+        let target = self.probeTarget(route)
         UpstreamProbe.connect(
-            to: route.upstreamEndpointMapper,
+            to: target,
             timeout: self.readinessSettings.timeout,
             on: self.group.next()
         ).whenComplete { result in
             switch result {
-            case .success: route.probeSucceeded()
-            case .failure(let error): route.probeFailed(UpstreamProbe.describe(error))
+            case .success: route.probeSucceeded(target)
+            case .failure(let error): route.probeFailed(target, error: UpstreamProbe.describe(error))
             }
         }
     }
@@ -452,7 +571,7 @@ package final class GatewayServer: Sendable {
             (state.settings.routes.compactMap { state.routes[$0.name] }, state.draining)
         }
         return ReadinessReport.evaluate(
-            routes: routes.map { ($0.name, "\($0.upstreamEndpointMapper)", $0.probe) },
+            routes: routes.map { ($0.name, "\(self.probeTarget($0))", $0.probe) },
             draining: draining,
             now: now,
             maximumAge: self.readinessSettings.maximumAge
@@ -485,6 +604,7 @@ package final class GatewayServer: Sendable {
                 upstreamHost: current.upstreamHost,
                 upstreamAddress: route.upstreamAddress,
                 upstreamEPMPort: current.upstreamEPMPort,
+                via: current.via,
                 policyName: current.policy.name,
                 policyDefault: current.policy.defaultAction,
                 ruleCount: current.policy.rules.count,
@@ -495,7 +615,7 @@ package final class GatewayServer: Sendable {
                 readiness: readiness.routes.first { $0.name == route.name }
                     ?? ReadinessReport.Route(
                         name: route.name,
-                        upstream: "\(route.upstreamEndpointMapper)",
+                        upstream: "\(self.probeTarget(route))",
                         ready: false,
                         lastSuccessAge: nil,
                         lastError: nil,

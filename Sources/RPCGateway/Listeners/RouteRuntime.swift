@@ -87,7 +87,7 @@ final class RouteRuntime: Sendable {
 
     // MARK: - Upstream probe
 
-    /// The upstream endpoint mapper the readiness probe connects to.
+    /// The upstream endpoint mapper (what a direct route's readiness probe connects to).
     var upstreamEndpointMapper: TCPEndpoint {
         TCPEndpoint(address: self.upstreamAddress, port: self.identity.upstreamEPMPort)
     }
@@ -103,21 +103,18 @@ final class RouteRuntime: Sendable {
         }
     }
 
-    func probeSucceeded(at now: NIODeadline = .now()) {
+    func probeSucceeded(_ target: ProbeTarget, at now: NIODeadline = .now()) {
         let recovered = self.probeState.withLockedValue { state in
             defer { state.succeeded(at: now, wallClock: .now()) }
             return state.consecutiveFailures > 0
         }
         self.metrics.upstreamReachable(true)
         if recovered {
-            self.logger.notice(
-                "upstream endpoint mapper reachable again",
-                metadata: ["upstream": "\(self.upstreamEndpointMapper)"]
-            )
+            self.logger.notice("\(target.what) reachable again", metadata: ["upstream": "\(target)"])
         }
     }
 
-    func probeFailed(_ error: String, at now: NIODeadline = .now()) {
+    func probeFailed(_ target: ProbeTarget, error: String, at now: NIODeadline = .now()) {
         let first = self.probeState.withLockedValue { state in
             state.failed(at: now, error: error)
             return state.consecutiveFailures == 1
@@ -125,15 +122,9 @@ final class RouteRuntime: Sendable {
         self.metrics.upstreamReachable(false)
         // Once per outage at warning level; repeats at debug.
         if first {
-            self.logger.warning(
-                "upstream endpoint mapper unreachable",
-                metadata: ["upstream": "\(self.upstreamEndpointMapper)", "error": "\(error)"]
-            )
+            self.logger.warning("\(target.what) unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
         } else {
-            self.logger.debug(
-                "upstream endpoint mapper still unreachable",
-                metadata: ["upstream": "\(self.upstreamEndpointMapper)", "error": "\(error)"]
-            )
+            self.logger.debug("\(target.what) still unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
         }
     }
 

@@ -10,19 +10,56 @@ import Glibc
 import Musl
 #endif
 
-/// The readiness probe: a plain TCP connect to an upstream endpoint mapper, closed at once with a
-/// FIN. It sends nothing, so the server sees a connection that ends before any PDU.
+/// What a route's readiness probe connects to: the upstream endpoint mapper, or, for a route that
+/// tunnels (`via`), the core gateway's TLS port (the edge cannot reach the server directly).
+package struct ProbeTarget: Hashable, Sendable, CustomStringConvertible {
+    package var host: String
+    package var port: Int
+    /// `upstream endpoint mapper` or `core gateway NAME`, for log messages.
+    package var what: String
+    /// The core gateway's peer name, for a tunnelled route.
+    package var peer: String?
+
+    package init(host: String, port: Int, what: String, peer: String? = nil) {
+        self.host = host
+        self.port = port
+        self.what = what
+        self.peer = peer
+    }
+
+    package init(upstream endpoint: TCPEndpoint) {
+        self.init(host: "\(endpoint.address)", port: Int(endpoint.port), what: "upstream endpoint mapper")
+    }
+
+    /// `10.0.1.10:135`, or `core dc-core 10.97.0.2:8443` for a tunnelled route.
+    package var description: String {
+        let address = HostPort.text(self.host, UInt16(clamping: self.port))
+        return self.peer.map { "core \($0) \(address)" } ?? address
+    }
+}
+
+/// The readiness probe: a plain TCP connect, closed at once with a FIN. It sends nothing, so the
+/// server (or the core gateway) sees a connection that ends before any PDU or TLS handshake.
 package enum UpstreamProbe {
     /// Succeeds when the TCP handshake completes within `timeout`.
     package static func connect(
-        to endpoint: TCPEndpoint,
+        to target: ProbeTarget,
         timeout: Duration,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<Void> {
         ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(timeout))
-            .connect(host: "\(endpoint.address)", port: Int(endpoint.port))
+            .connect(host: target.host, port: target.port)
             .flatMap { channel in channel.close() }
+    }
+
+    /// Probes an upstream endpoint mapper (see the ``ProbeTarget`` variant).
+    package static func connect(
+        to endpoint: TCPEndpoint,
+        timeout: Duration,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        Self.connect(to: ProbeTarget(upstream: endpoint), timeout: timeout, on: eventLoop)
     }
 
     /// A short description of a connect failure: `Connection refused`, `timed out after 2 s`.
