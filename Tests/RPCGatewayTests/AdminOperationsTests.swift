@@ -286,7 +286,10 @@ struct UpstreamProbeTests {
         }
         #expect(UpstreamProbe.describe(ChannelError.connectTimeout(.seconds(2))) == "timed out after 2 s")
         #expect("\(ProbeTarget(upstream: endpoint))" == "127.0.0.1:\(port)")
-        #expect("\(ProbeTarget(host: "10.97.0.2", port: 8443, what: "core gateway dc-core", peer: "dc-core"))" == "core dc-core 10.97.0.2:8443")
+        #expect(
+            "\(ProbeTarget(host: "10.97.0.2", port: 8443, what: "core gateway dc-core", peer: "dc-core"))"
+                == "core dc-core 10.97.0.2:8443"
+        )
     }
 }
 

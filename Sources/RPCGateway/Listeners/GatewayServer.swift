@@ -344,7 +344,8 @@ package final class GatewayServer: Sendable {
             route?.logger.warning(
                 "connection refused: connection cap reached or draining",
                 metadata: [
-                    "client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))",
+                    "client": "\(HostPort.text(client.remoteAddress))",
+                    "gateway": "\(HostPort.text(client.localAddress))",
                 ]
             )
             return client.close()

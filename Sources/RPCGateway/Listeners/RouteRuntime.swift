@@ -121,10 +121,11 @@ final class RouteRuntime: Sendable {
         }
         self.metrics.upstreamReachable(false)
         // Once per outage at warning level; repeats at debug.
+        let metadata: Logger.Metadata = ["upstream": "\(target)", "error": "\(error)"]
         if first {
-            self.logger.warning("\(target.what) unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
+            self.logger.warning("\(target.what) unreachable", metadata: metadata)
         } else {
-            self.logger.debug("\(target.what) still unreachable", metadata: ["upstream": "\(target)", "error": "\(error)"])
+            self.logger.debug("\(target.what) still unreachable", metadata: metadata)
         }
     }
 
