@@ -43,6 +43,9 @@ package struct GatewayMetrics: Sendable {
         /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
         /// whole buffer) or `write_error`.
         package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
+        /// Counter `{route}`: connections routed by the interface of their first bind (single-port
+        /// mode, ports this instance did not hand out, transparent mode).
+        package static let bindRoutedTotal = "rpcgate_connections_bind_routed_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -84,6 +87,12 @@ package struct GatewayMetrics: Sendable {
         package static let unmappedPort = RefusalReason(code: "unmapped_port")
         /// The gateway is shutting down and no longer accepts connections.
         package static let draining = RefusalReason(code: "draining")
+        /// Transparent mode: the original destination is outside the route's `servers`.
+        package static let destinationNotAllowed = RefusalReason(code: "destination_not_allowed")
+        /// Transparent mode: the connection was not redirected (no original destination).
+        package static let noOriginalDestination = RefusalReason(code: "no_original_destination")
+        /// Bind routing: the first PDU was not a bind, or no bind came within the bind timeout.
+        package static let noBind = RefusalReason(code: "no_bind")
 
         package var description: String { self.code }
     }
@@ -123,6 +132,7 @@ package final class RouteMetrics: Sendable {
     private let portPoolExhaustedCounter: Counter
     private let bytesClientToServer: Counter
     private let bytesServerToClient: Counter
+    private let bindRoutedCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -170,6 +180,7 @@ package final class RouteMetrics: Sendable {
             dimensions: [("route", route), ("direction", Direction.serverToClient.rawValue)],
             factory: factory
         )
+        self.bindRoutedCounter = Counter(label: Name.bindRoutedTotal, dimensions: routeOnly, factory: factory)
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly
@@ -186,6 +197,11 @@ package final class RouteMetrics: Sendable {
         case .mapped: self.connectionsMapped.increment()
         }
         self.connectionsActive.increment()
+    }
+
+    /// A connection was routed by the interface of its first bind.
+    package func bindRouted() {
+        self.bindRoutedCounter.increment()
     }
 
     /// A connection counted by ``connectionOpened(listener:)`` ended.

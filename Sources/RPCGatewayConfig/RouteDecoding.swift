@@ -18,6 +18,7 @@ struct RouteDraft {
     var policyName: String?
     var maximumConnections: Int?
     var mappingIdle: Duration?
+    var mode: RouteMode?
 
     /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
     var epmPortNode: Node { self.fields["epm_port"] ?? self.fields["listen"] ?? self.fields.node }
@@ -32,9 +33,10 @@ struct RouteDraft {
 extension ConfigurationDecoder {
     static let routeKeys = [
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
-        "max_connections", "mapping_idle_timeout",
+        "max_connections", "mapping_idle_timeout", "mode", "port", "servers",
     ]
-    static let requiredRouteKeys = ["name", "listen", "upstream", "ports", "policy"]
+    static let requiredRouteKeys = ["name", "listen", "policy"]
+    static let routeModes = ["mapped", "single-port", "transparent"]
     /// Most gateway-owned ports one route may reserve.
     static let maximumPortsPerRoute = 10_000
     /// Upper bound for connection caps: catches a stray digit, not a tuning limit.
@@ -54,6 +56,7 @@ extension ConfigurationDecoder {
             )
         else { return nil }
         var draft = RouteDraft(path: path, fields: fields)
+        self.decodeMode(fields, at: path, into: &draft)
 
         if let node = fields["name"], let name = self.string(node, at: path.key("name"), what: "a route name") {
             if name.trimmingASCIISpaces.isEmpty {
@@ -96,6 +99,9 @@ extension ConfigurationDecoder {
         if let node = fields["ports"] {
             draft.ports = self.portRange(node, at: path.key("ports"))
         }
+        if let node = fields["port"], let port = self.port(node, at: path.key("port")) {
+            draft.ports = port...port
+        }
         if let node = fields["policy"], let name = self.string(node, at: path.key("policy"), what: "a policy name") {
             draft.policyName = name
         }
@@ -117,6 +123,66 @@ extension ConfigurationDecoder {
 
         self.checkOwnPorts(of: draft)
         return draft
+    }
+
+    /// `mode` and the keys each mode requires or forbids: mapped (default) needs `upstream` and
+    /// `ports`; single-port needs `upstream` and `port`; transparent needs `ports` and `servers`.
+    private mutating func decodeMode(_ fields: Fields, at path: ConfigPath, into draft: inout RouteDraft) {
+        var modeName = "mapped"
+        if let node = fields["mode"] {
+            guard let text = self.string(node, at: path.key("mode"), what: "a route mode") else { return }
+            guard Self.routeModes.contains(text) else {
+                var message = "unknown mode \"\(text)\""
+                if let hint = Suggestions.didYouMean(text, among: Self.routeModes) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (expected \(Suggestions.list(Self.routeModes, conjunction: "or")))"
+                }
+                self.report(message, at: path.key("mode"), node: node)
+                return
+            }
+            modeName = text
+        }
+        let (required, forbidden): ([String], [String]) =
+            switch modeName {
+            case "single-port": (["upstream", "port"], ["ports", "servers"])
+            case "transparent": (["ports", "servers"], ["upstream", "port", "advertise"])
+            default: (["upstream", "ports"], ["port", "servers"])
+            }
+        for key in required where fields[key] == nil {
+            self.report("missing required key \"\(key)\" (mode \(modeName))", at: path, node: fields.node)
+        }
+        for key in forbidden {
+            if let node = fields[key] {
+                self.report("\"\(key)\" does not apply to mode \(modeName)", at: path.key(key), node: fields.keyNode(key) ?? node)
+            }
+        }
+        switch modeName {
+        case "single-port":
+            draft.mode = .singlePort
+        case "transparent":
+            guard let node = fields["servers"],
+                let items = self.list(node, at: path.key("servers"), allowingSingle: true, what: "a list of networks")
+            else { return }
+            var servers: [IPNetwork] = []
+            for (item, itemPath) in items {
+                guard let text = self.string(item, at: itemPath, what: "an IPv4 network") else { continue }
+                if let network = IPNetwork(text), case .v4 = network.address {
+                    servers.append(network)
+                } else {
+                    self.report("\"\(text)\" is not an IPv4 network (ADDRESS/PREFIX, host bits zero)", at: itemPath, node: item)
+                }
+            }
+            if servers.isEmpty, items.isEmpty {
+                self.report("servers must name at least one network", at: path.key("servers"), node: node)
+            }
+            if servers.count == items.count, !servers.isEmpty {
+                draft.mode = .transparent(servers: servers)
+                draft.upstream = "0.0.0.0"
+            }
+        default:
+            draft.mode = .mapped
+        }
     }
 
     private mutating func decodeListen(_ node: Node, at path: ConfigPath, into draft: inout RouteDraft) {
@@ -176,13 +242,14 @@ extension ConfigurationDecoder {
     /// The EPM port must not be one of the route's own mapped ports, and the route must not
     /// forward to itself.
     private mutating func checkOwnPorts(of draft: RouteDraft) {
-        if let epmPort = draft.epmPort, let ports = draft.ports, ports.contains(epmPort) {
+        if let epmPort = draft.epmPort, let ports = draft.ports, ports.contains(epmPort), draft.mode != .singlePort {
             self.report(
                 "EPM port \(epmPort) is inside this route's ports \(Self.describe(ports))",
                 at: draft.fields["epm_port"] != nil ? draft.path.key("epm_port") : draft.path.key("ports"),
                 node: draft.fields["epm_port"] ?? draft.fields["ports"]
             )
         }
+        if case .transparent = draft.mode { return }
         if let listen = draft.listenAddress, let upstream = draft.upstream, IPAddress(upstream) == listen,
             let epmPort = draft.epmPort, draft.upstreamEPMPort == epmPort
         {
@@ -293,7 +360,8 @@ extension ConfigurationDecoder {
         guard let name = draft.name, let listen = draft.listenText, let epmPort = draft.epmPort,
             let upstream = draft.upstream, let upstreamEPMPort = draft.upstreamEPMPort, let ports = draft.ports,
             let policyName = draft.policyName, let policy = policies.valid[policyName],
-            let maximumConnections = draft.maximumConnections, let mappingIdle = draft.mappingIdle
+            let maximumConnections = draft.maximumConnections, let mappingIdle = draft.mappingIdle,
+            let mode = draft.mode
         else { return nil }
         var route = RouteSettings(
             name: name,
@@ -307,6 +375,7 @@ extension ConfigurationDecoder {
             maximumConnections: maximumConnections
         )
         route.mappingIdleTimeout = mappingIdle
+        route.mode = mode
         return route
     }
 }

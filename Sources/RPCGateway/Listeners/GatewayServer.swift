@@ -121,7 +121,12 @@ package final class GatewayServer: Sendable {
                 routes[route.name] = current
                 continue
             }
-            let address = try Self.resolveIPv4(route.upstreamHost)
+            let address: IPv4Address
+            if case .transparent = route.mode {
+                address = .any  // Each connection's server is its original destination.
+            } else {
+                address = try Self.resolveIPv4(route.upstreamHost)
+            }
             routes[route.name] = RouteRuntime(
                 settings: route,
                 upstreamAddress: address,
@@ -137,6 +142,7 @@ package final class GatewayServer: Sendable {
         var wanted: [ListenerKey: (route: String, kind: GatewayMetrics.Listener)] = [:]
         for route in settings.routes {
             wanted[ListenerKey(host: route.listenAddress, port: route.epmPort)] = (route.name, .epm)
+            // Single-port mode with `port` equal to `epm_port`: one listener, routed by bind.
             for port in route.ports {
                 wanted[ListenerKey(host: route.listenAddress, port: port)] = (route.name, .mapped)
             }
@@ -271,30 +277,210 @@ package final class GatewayServer: Sendable {
             return client.close()
         }
         route.metrics.connectionOpened(listener: listener)
+        let admitted = Admitted(route: route, settings: settings, connectionID: connectionID, listener: listener)
+        let upstreamEPM = TCPEndpoint(address: route.upstreamAddress, port: route.identity.upstreamEPMPort)
 
-        let server: TCPEndpoint
-        switch listener {
-        case .epm:
-            server = TCPEndpoint(address: route.upstreamAddress, port: route.identity.upstreamEPMPort)
+        switch route.identity.mode {
         case .mapped:
-            guard let mapped = route.pool.connectionOpened(port: listenerPort) else {
-                self.released(route: route, listenerPort: nil, connectionID: connectionID)
-                route.metrics.connectionRefused(reason: .unmappedPort)
-                route.logger.notice(
-                    "connection to an unmapped gateway port closed",
-                    metadata: ["port": "\(listenerPort)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")"]
-                )
-                return client.close()
+            switch listener {
+            case .epm:
+                return self.splice(client, admitted, role: .endpointMapper, server: upstreamEPM)
+            case .mapped:
+                if let mapped = route.pool.connectionOpened(port: listenerPort) {
+                    return self.splice(client, admitted, role: .mapped, server: mapped, mappedPort: listenerPort)
+                }
+                // Another replica (or this one before a restart) handed this port out: route the
+                // connection by its first bind instead of dropping it.
+                return self.routeByBind(client, admitted, mapper: upstreamEPM, servesEndpointMapper: false)
             }
-            server = mapped
+        case .singlePort:
+            if listener == .epm {
+                return self.splice(client, admitted, role: .endpointMapper, server: upstreamEPM)
+            }
+            return self.routeByBind(
+                client,
+                admitted,
+                mapper: upstreamEPM,
+                servesEndpointMapper: listenerPort == route.identity.epmPort
+            )
+        case .transparent:
+            return originalDestination(of: client).assumeIsolated().flatMap { [self] destination in
+                guard let destination else {
+                    return self.refuse(client, admitted, .noOriginalDestination, "connection was not redirected (no original destination)")
+                }
+                guard route.settings.admitsServer(destination.address) else {
+                    return self.refuse(client, admitted, .destinationNotAllowed, "original destination \(destination) is outside the route's servers")
+                }
+                let mapper = TCPEndpoint(address: destination.address, port: route.identity.upstreamEPMPort)
+                if listener == .epm {
+                    return self.splice(client, admitted, role: .endpointMapper, server: destination, upstreamAddress: destination.address)
+                }
+                if let mapped = route.pool.server(forPort: listenerPort), mapped.address == destination.address,
+                    let opened = route.pool.connectionOpened(port: listenerPort)
+                {
+                    return self.splice(client, admitted, role: .mapped, server: opened, mappedPort: listenerPort, upstreamAddress: destination.address)
+                }
+                return self.routeByBind(client, admitted, mapper: mapper, servesEndpointMapper: false, upstreamAddress: destination.address)
+            }.nonisolated()
         }
-        let mappedPort: UInt16? = listener == .mapped ? listenerPort : nil
+    }
+
+    /// What ``accept(_:routeName:listenerPort:listener:)`` admitted: counted in the caps until
+    /// ``released(route:listenerPort:connectionID:)``.
+    private struct Admitted {
+        var route: RouteRuntime
+        var settings: GatewaySettings
+        var connectionID: Int
+        var listener: GatewayMetrics.Listener
+    }
+
+    private func refuse(_ client: any Channel, _ admitted: Admitted, _ reason: GatewayMetrics.RefusalReason, _ message: String)
+        -> EventLoopFuture<Void>
+    {
+        self.released(route: admitted.route, listenerPort: nil, connectionID: admitted.connectionID)
+        admitted.route.metrics.connectionRefused(reason: reason)
+        admitted.route.logger.notice(
+            "connection refused: \(message)",
+            metadata: ["client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "reason": "\(reason)"]
+        )
+        return client.close()
+    }
+
+    /// Waits for the client's first bind (within the bind timeout), decides it with
+    /// ``BindRouting``: a bind the policy denies is refused locally without connecting; an
+    /// endpoint-mapper bind on a port that is also the EPM port makes this an EPM connection;
+    /// otherwise the interface is resolved at `mapper` (``EndpointResolver``, cached) and the
+    /// connection is spliced to the endpoint that serves it.
+    private func routeByBind(
+        _ client: any Channel,
+        _ admitted: Admitted,
+        mapper: TCPEndpoint,
+        servesEndpointMapper: Bool,
+        upstreamAddress: IPv4Address? = nil
+    ) -> EventLoopFuture<Void> {
+        let route = admitted.route
+        let limits = admitted.settings.wireLimits
+        let timeouts = admitted.settings.timeouts
+        let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
+        let loop = client.eventLoop
+        let handler = BindRoutingHandler(
+            onFirstPDU: { [self] pdu, handler in
+                switch BindRouting.decide(firstPDU: pdu, servesEndpointMapper: servesEndpointMapper, limits: limits) {
+                case .reject(let reason):
+                    handler.handOver()
+                    _ = self.refuse(client, admitted, .noBind, reason)
+                case .endpointMapper:
+                    _ = self.splice(
+                        client,
+                        admitted,
+                        role: .endpointMapper,
+                        server: mapper,
+                        upstreamAddress: upstreamAddress,
+                        routed: (handler, pdu, mapper)
+                    )
+                case .resolve(let interface):
+                    var probe = RPCConnectionStateMachine(role: .mapped, policy: route.policy.policy, client: clientIP, limits: limits)
+                    let action = probe.clientSent(pdu)
+                    guard case .forward = action else {
+                        for event in probe.takeEvents() {
+                            route.record(event, client: client.remoteAddress, server: mapper, listener: admitted.listener)
+                        }
+                        switch action {
+                        case .respond(let bytes):
+                            handler.write(bytes)
+                            handler.awaitNextBind()
+                        default:
+                            handler.close()
+                        }
+                        return
+                    }
+                    let resolver = route.resolver
+                    loop.makeFutureWithTask {
+                        try await resolver.resolve(interface, at: mapper, group: loop)
+                    }.assumeIsolated().whenComplete { [self] result in
+                        guard !handler.isHandedOver else { return }
+                        switch result {
+                        case .success(let port?):
+                            route.metrics.bindRouted()
+                            _ = self.splice(
+                                client,
+                                admitted,
+                                role: .mapped,
+                                server: TCPEndpoint(address: mapper.address, port: port),
+                                upstreamAddress: upstreamAddress,
+                                routed: (handler, pdu, mapper)
+                            )
+                        case .success(nil):
+                            // Not registered at the server: refuse the bind as the server would.
+                            route.logger.info(
+                                "bind to an interface the server does not register refused",
+                                metadata: ["client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "uuid": "\(interface)"]
+                            )
+                            if let rejection = (try? pdu.parse(limits: limits)).flatMap({ PDU.bindRejection(answering: $0) }),
+                                let bytes = try? rejection.serialized()
+                            {
+                                handler.write(bytes)
+                                handler.awaitNextBind()
+                            } else {
+                                handler.close()
+                            }
+                        case .failure(let error):
+                            route.logger.warning(
+                                "endpoint mapper unreachable for bind routing",
+                                metadata: ["mapper": "\(mapper)", "error": "\(error)"]
+                            )
+                            route.metrics.connectionRefused(reason: .upstreamUnreachable)
+                            handler.close()
+                        }
+                    }
+                }
+            },
+            onClosedBeforeHandover: { [self] in
+                self.released(route: route, listenerPort: nil, connectionID: admitted.connectionID)
+            }
+        )
+        let timer = loop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) {
+            if !handler.isHandedOver {
+                route.metrics.connectionRefused(reason: .noBind)
+                route.logger.notice("no bind routed within the bind timeout; connection closed")
+                handler.close()
+            }
+        }
+        client.closeFuture.whenComplete { _ in timer.cancel() }
+        do {
+            try client.pipeline.syncOperations.addHandlers([
+                IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
+                ByteToMessageHandler(PDUFramer(limits: limits)),
+                handler,
+            ])
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
+        return loop.makeSucceededVoidFuture()
+    }
+
+    /// Connects to `server` and splices the client to it through the inspection handlers.
+    /// Returning the connect future delays reads until the splice is in place. With `routed`, the
+    /// client channel already has its framer and a ``BindRoutingHandler`` holding the first PDU.
+    private func splice(
+        _ client: any Channel,
+        _ admitted: Admitted,
+        role: RPCConnectionStateMachine.Role,
+        server: TCPEndpoint,
+        mappedPort: UInt16? = nil,
+        upstreamAddress: IPv4Address? = nil,
+        routed: (handler: BindRoutingHandler, firstPDU: RawPDU, mapper: TCPEndpoint)? = nil
+    ) -> EventLoopFuture<Void> {
+        let route = admitted.route
+        let listener = admitted.listener
+        let connectionID = admitted.connectionID
+        routed?.handler.handOver()
         let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
         let facing = client.localAddress?.ipAddress.flatMap { IPv4Address($0) }
-        let limits = settings.wireLimits
-        let timeouts = settings.timeouts
+        let limits = admitted.settings.wireLimits
+        let timeouts = admitted.settings.timeouts
         let machine = RPCConnectionStateMachine(
-            role: listener == .epm ? .endpointMapper : .mapped,
+            role: role,
             policy: route.policy.policy,
             client: clientIP,
             limits: limits
@@ -306,11 +492,15 @@ package final class GatewayServer: Sendable {
             clientAddress: client.remoteAddress,
             clientFacingAddress: facing,
             serverEndpoint: server,
+            upstreamAddress: upstreamAddress,
             eventLoop: client.eventLoop,
             timeouts: timeouts,
             limits: limits
         ) { [self] in
             self.released(route: route, listenerPort: mappedPort, connectionID: connectionID)
+        }
+        if let routed, role == .mapped {
+            connection.bindRouting = (route.resolver, routed.mapper)
         }
         let bound = NIOLoopBound(connection, eventLoop: client.eventLoop)
         self.state.withLockedValue { $0.connections[connectionID] = bound }
@@ -323,11 +513,15 @@ package final class GatewayServer: Sendable {
             .flatMap { upstream in
                 let handlers = connection.makeHandlers()
                 do {
-                    try client.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.client,
-                    ])
+                    if let routed {
+                        try client.pipeline.syncOperations.addHandler(handlers.client, position: .after(routed.handler))
+                    } else {
+                        try client.pipeline.syncOperations.addHandlers([
+                            IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
+                            ByteToMessageHandler(PDUFramer(limits: limits)),
+                            handlers.client,
+                        ])
+                    }
                     try upstream.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(PDUFramer(limits: limits)),
                         handlers.server,
@@ -337,6 +531,11 @@ package final class GatewayServer: Sendable {
                     connection.close(.protocolError)
                     return client.eventLoop.makeFailedFuture(error)
                 }
+                if let routed {
+                    connection.received(routed.firstPDU, from: .client)
+                    connection.readComplete(from: .client)
+                    client.pipeline.syncOperations.removeHandler(routed.handler, promise: nil)
+                }
                 return client.eventLoop.makeSucceededVoidFuture()
             }
             .flatMapError { error in
@@ -345,6 +544,10 @@ package final class GatewayServer: Sendable {
                     "upstream unreachable",
                     metadata: ["server": "\(server)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"]
                 )
+                if routed != nil {
+                    // A restarted server may have moved its endpoints: ask again next time.
+                    route.resolver.invalidate(address: server.address, port: server.port)
+                }
                 connection.close(.upstreamUnreachable)
                 return client.close()
             }
