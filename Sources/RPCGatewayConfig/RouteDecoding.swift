@@ -51,7 +51,7 @@ extension ConfigurationDecoder {
                 of: node,
                 at: path,
                 known: Self.routeKeys,
-                required: Self.requiredRouteKeys,
+                required: ["name", "listen"] + Self.requiredKeys(forMode: Self.peekMode(node)) + ["policy"],
                 what: "a route (a mapping with name, listen, upstream, ports, policy)"
             )
         else { return nil }
@@ -125,7 +125,7 @@ extension ConfigurationDecoder {
         return draft
     }
 
-    /// `mode` and the keys each mode requires or forbids: mapped (default) needs `upstream` and
+    /// `mode` and the keys each mode forbids: mapped (default) needs `upstream` and
     /// `ports`; single-port needs `upstream` and `port`; transparent needs `ports` and `servers`.
     private mutating func decodeMode(_ fields: Fields, at path: ConfigPath, into draft: inout RouteDraft) {
         var modeName = "mapped"
@@ -143,15 +143,13 @@ extension ConfigurationDecoder {
             }
             modeName = text
         }
-        let (required, forbidden): ([String], [String]) =
+        // Required keys were checked with the mapping (``requiredKeys(forMode:)``).
+        let forbidden: [String] =
             switch modeName {
-            case "single-port": (["upstream", "port"], ["ports", "servers"])
-            case "transparent": (["ports", "servers"], ["upstream", "port", "advertise"])
-            default: (["upstream", "ports"], ["port", "servers"])
+            case "single-port": ["ports", "servers"]
+            case "transparent": ["upstream", "port", "advertise"]
+            default: ["port", "servers"]
             }
-        for key in required where fields[key] == nil {
-            self.report("missing required key \"\(key)\" (mode \(modeName))", at: path, node: fields.node)
-        }
         for key in forbidden {
             if let node = fields[key] {
                 self.report("\"\(key)\" does not apply to mode \(modeName)", at: path.key(key), node: fields.keyNode(key) ?? node)
@@ -182,6 +180,24 @@ extension ConfigurationDecoder {
             }
         default:
             draft.mode = .mapped
+        }
+    }
+
+    /// The `mode` scalar of a route mapping, read before the route is decoded (to know which
+    /// keys are required).
+    static func peekMode(_ node: Node) -> String? {
+        guard case .mapping(let mapping) = node else { return nil }
+        for (key, value) in mapping {
+            if case .scalar(let k) = key, k.string == "mode", case .scalar(let v) = value { return v.string }
+        }
+        return nil
+    }
+
+    static func requiredKeys(forMode mode: String?) -> [String] {
+        switch mode {
+        case "single-port": ["upstream", "port"]
+        case "transparent": ["ports", "servers"]
+        default: ["upstream", "ports"]
         }
     }
 
@@ -303,6 +319,9 @@ extension ConfigurationDecoder {
         guard let address = route.listenAddress, let other = earlier.listenAddress,
             Self.addressesOverlap(address, other)
         else { return }
+        // A transparent route on the wildcard and a route on a specific address may share ports:
+        // the gateway binds both with SO_REUSEPORT and the kernel prefers the specific address.
+        if address != other, Self.isTransparent(route) != Self.isTransparent(earlier) { return }
         let listenNote = route.listenText == earlier.listenText ? "" : " (listening on \(earlier.listenText ?? ""))"
         if let ports = route.ports, let otherPorts = earlier.ports, ports.overlaps(otherPorts) {
             let other = "the ports \(Self.describe(otherPorts)) of \(earlier.label)\(listenNote)"
@@ -335,6 +354,11 @@ extension ConfigurationDecoder {
                 node: route.epmPortNode
             )
         }
+    }
+
+    static func isTransparent(_ draft: RouteDraft) -> Bool {
+        if case .transparent = draft.mode { return true }
+        return false
     }
 
     /// Equal addresses, or a wildcard (`0.0.0.0`, `::`) and any address of its family.

@@ -165,7 +165,11 @@ package final class GatewayServer: Sendable {
         for (key, want) in wanted.sorted(by: { ($0.key.host, $0.key.port) < ($1.key.host, $1.key.port) }) {
             if self.state.withLockedValue({ $0.listeners[key] != nil }) { continue }
             do {
-                let channel = try await self.bind(key, route: want.route, kind: want.kind)
+                // A transparent route on the wildcard may share a port with a route on a specific
+                // address: both are bound with SO_REUSEPORT, and the kernel prefers the specific
+                // address for connections to it.
+                let shared = wanted.keys.contains { $0.port == key.port && $0.host != key.host }
+                let channel = try await self.bind(key, route: want.route, kind: want.kind, reusePort: shared)
                 self.state.withLockedValue { $0.listeners[key] = ListenerEntry(route: want.route, kind: want.kind, channel: channel) }
             } catch {
                 if initial { throw error }
@@ -238,11 +242,12 @@ package final class GatewayServer: Sendable {
 
     // MARK: - Listening
 
-    private func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener) async throws -> any Channel {
+    private func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener, reusePort: Bool) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: self.group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] channel in

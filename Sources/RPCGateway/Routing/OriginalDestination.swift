@@ -41,3 +41,12 @@ func localDestination(of channel: any Channel) -> TCPEndpoint? {
     else { return nil }
     return TCPEndpoint(address: address, port: UInt16(truncatingIfNeeded: port))
 }
+
+/// `SO_REUSEPORT`, which `NIOBSDSocket.Option` does not name.
+let reusePortOption: NIOBSDSocket.Option = {
+    #if os(Linux)
+    NIOBSDSocket.Option(rawValue: SO_REUSEPORT)
+    #else
+    NIOBSDSocket.Option(rawValue: 0x0200)
+    #endif
+}()
