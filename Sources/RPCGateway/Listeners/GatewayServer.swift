@@ -292,7 +292,18 @@ package final class GatewayServer: Sendable {
                 return self.splice(client, admitted, role: .endpointMapper, server: upstreamEPM)
             case .mapped:
                 if let mapped = route.pool.connectionOpened(port: listenerPort) {
-                    return self.splice(client, admitted, role: .mapped, server: mapped, mappedPort: listenerPort)
+                    // Replicas share no state, so another instance may have handed this port out
+                    // for another endpoint: the first bind's interface is checked at the server's
+                    // endpoint mapper (cached), and the mapping is used when it agrees or when
+                    // the first PDU is not a bind.
+                    return self.routeByBind(
+                        client,
+                        admitted,
+                        mapper: upstreamEPM,
+                        servesEndpointMapper: false,
+                        preferred: mapped,
+                        mappedPort: listenerPort
+                    )
                 }
                 // Another replica (or this one before a restart) handed this port out: route the
                 // connection by its first bind instead of dropping it.
@@ -361,7 +372,9 @@ package final class GatewayServer: Sendable {
         _ admitted: Admitted,
         mapper: TCPEndpoint,
         servesEndpointMapper: Bool,
-        upstreamAddress: IPv4Address? = nil
+        upstreamAddress: IPv4Address? = nil,
+        preferred: TCPEndpoint? = nil,
+        mappedPort: UInt16? = nil
     ) -> EventLoopFuture<Void> {
         let route = admitted.route
         let limits = admitted.settings.wireLimits
@@ -372,6 +385,11 @@ package final class GatewayServer: Sendable {
             onFirstPDU: { [self] pdu, handler in
                 switch BindRouting.decide(firstPDU: pdu, servesEndpointMapper: servesEndpointMapper, limits: limits) {
                 case .reject(let reason):
+                    if let preferred {
+                        // Not a bind on a mapped port: the state machine deals with it there.
+                        _ = self.splice(client, admitted, role: .mapped, server: preferred, mappedPort: mappedPort, routed: (handler, pdu, mapper))
+                        return
+                    }
                     handler.handOver()
                     _ = self.refuse(client, admitted, .noBind, reason)
                 case .endpointMapper:
@@ -404,6 +422,19 @@ package final class GatewayServer: Sendable {
                         try await resolver.resolve(interface, at: mapper, group: loop)
                     }.assumeIsolated().whenComplete { [self] result in
                         guard !handler.isHandedOver else { return }
+                        if let preferred {
+                            var server = preferred
+                            if case .success(let port?) = result, port != preferred.port {
+                                server.port = port
+                                route.metrics.bindRouted()
+                                route.logger.notice(
+                                    "gateway port mapped to another endpoint than the bind's interface; routed by the bind",
+                                    metadata: ["port": "\(mappedPort.map { "\($0)" } ?? "?")", "mapping": "\(preferred)", "server": "\(server)"]
+                                )
+                            }
+                            _ = self.splice(client, admitted, role: .mapped, server: server, mappedPort: mappedPort, routed: (handler, pdu, mapper))
+                            return
+                        }
                         switch result {
                         case .success(let port?):
                             route.metrics.bindRouted()
@@ -441,7 +472,7 @@ package final class GatewayServer: Sendable {
                 }
             },
             onClosedBeforeHandover: { [self] in
-                self.released(route: route, listenerPort: nil, connectionID: admitted.connectionID)
+                self.released(route: route, listenerPort: mappedPort, connectionID: admitted.connectionID)
             }
         )
         let timer = loop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) {
