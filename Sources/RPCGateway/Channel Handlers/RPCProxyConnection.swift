@@ -130,7 +130,9 @@ final class RPCProxyConnection {
         }
         guard verdict == .refuse else {
             let group = self.eventLoop
-            for interface in interfaces where resolver.cached(interface, at: mapper) == nil {
+            // Only interfaces the policy may allow are looked up: a denied interface's UUID never
+            // reaches the server, not even its endpoint mapper.
+            for interface in interfaces where self.machine.mayLookUp(interface) && resolver.cached(interface, at: mapper) == nil {
                 Task { _ = try? await resolver.resolve(interface, at: mapper, group: group) }
             }
             return nil
