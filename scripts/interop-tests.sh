@@ -46,6 +46,9 @@ cleaned=0
 cleanup() {
     [[ $cleaned -eq 1 ]] && return 0
     cleaned=1
+    if [[ ${restore_reserved_ports:-0} -eq 1 ]]; then
+        sysctl -qw net.ipv4.ip_local_reserved_ports="$reserved_ports_before" 2>/dev/null || true
+    fi
     local i pid exe
     # the suite (if we are interrupted while it runs): SIGTERM unwinds its fixtures
     if [[ -n $suite_pid ]] && kill -0 "$suite_pid" 2>/dev/null; then
@@ -92,6 +95,15 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 mkdir -p "$OUT"
 cd "$REPO"
+
+# The gateway ranges the tests use (50000-52999) lie inside Linux's ephemeral port range; a test
+# client's outgoing connection may take such a port and, lingering in TIME-WAIT, stop a gateway
+# from binding it. Reserve them for the run (deployments should do the same: see README) and put
+# the old value back on exit.
+reserved_ports_before=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
+if sysctl -qw net.ipv4.ip_local_reserved_ports="${reserved_ports_before:+$reserved_ports_before,}50000-52999" 2>/dev/null; then
+    restore_reserved_ports=1
+fi
 
 # 1. packages
 if [[ ${RPCGATE_INTEROP_SKIP_INSTALL:-0} != 1 ]]; then

@@ -144,7 +144,8 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         }
         var prefix = maximum
         if parts.count == 2 {
-            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(parts[1]), value <= maximum
+            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(parts[1]),
+                value <= maximum
             else { return nil }
             prefix = value
         }

@@ -71,7 +71,10 @@ public struct OpnumSet: Hashable, Sendable, CustomStringConvertible {
     public func contains(_ opnum: UInt16) -> Bool { self.ranges.contains { $0.contains(opnum) } }
 
     public var description: String {
-        "[" + self.ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+        "["
+            + self.ranges.map {
+                $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)"
+            }
             .joined(separator: ", ") + "]"
     }
 }

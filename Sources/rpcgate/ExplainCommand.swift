@@ -101,7 +101,7 @@ struct Explain: ParsableCommand {
             )
         case (.deny, .some):
             lines.append(
-                "effect: the call gets a fault (status 0x5 ERROR_ACCESS_DENIED, did not execute) and never reaches the server; the connection stays usable"
+                "effect: the call gets a fault (status 0x5 ERROR_ACCESS_DENIED, did not execute) and never reaches the server; the connection stays usable unless the session is signed or sealed (level call and above), in which case it is closed after the fault"
             )
         case (.audit, _):
             lines.append("effect: forwarded and logged as audited")

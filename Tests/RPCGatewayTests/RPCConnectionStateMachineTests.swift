@@ -153,9 +153,16 @@ struct RPCConnectionStateMachineTests {
         #expect(Wire.parse(bytes)?.header.flags.contains(.didNotExecute) == true)
     }
 
+    static func deniedCalls(_ events: [ConnectionEvent]) -> [(UInt16, AuthLevel)] {
+        events.compactMap { event in
+            if case .callDenied(_, let opnum, _, let level, _) = event { return (opnum, level) }
+            return nil
+        }
+    }
+
     @Test func deniedOpnumGetsAFaultAndTheSessionGoesOn() {
         var machine = self.machine()
-        _ = machine.clientSent(Wire.bind([Wire.drsuapi], auth: Wire.ntlm(.privacy)))
+        _ = machine.clientSent(Wire.bind([Wire.drsuapi]))
         _ = machine.serverSent(Wire.bindAck(accepting: 1))
         #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0)) == .forward)
         // DRSGetNCChanges in three fragments: the first gets the fault, the others are dropped.
@@ -171,7 +178,21 @@ struct RPCConnectionStateMachineTests {
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: [])) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: .lastFragment)) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 4, opnum: 16)) == .forward)
-        #expect(machine.takeEvents().contains { if case .callDenied(_, 3, _, .privacy, _) = $0 { return true } else { return false } })
+        #expect(Self.deniedCalls(machine.takeEvents()).contains { $0 == (3, AuthLevel.none) })
+    }
+
+    @Test(arguments: [AuthLevel.integrity, .privacy])
+    func deniedOpnumOnAProtectedSessionEndsTheConnectionAfterTheFault(level: AuthLevel) {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.drsuapi], auth: Wire.ntlm(level)))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0, auth: Wire.ntlm(level))) == .forward)
+        guard case .respondAndClose(let fault, .callDeniedOnProtectedSession) = machine.clientSent(Wire.request(callID: 3, opnum: 3, auth: Wire.ntlm(level))) else {
+            Issue.record("a refused call on a \(level) session must end the connection after the fault")
+            return
+        }
+        #expect(Wire.parse(fault)?.packetType == .fault)
+        #expect(Self.deniedCalls(machine.takeEvents()).contains { $0 == (3, level) })
     }
 
     @Test func minimumAuthLevelIsReadFromTheBindTrailer() {

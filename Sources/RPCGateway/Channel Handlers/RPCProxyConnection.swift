@@ -27,6 +27,8 @@ final class RPCProxyConnection {
     private var serverHandler: RPCGlueHandler?
     private var respondedToClient = false
     private var inputClosed: (client: Bool, server: Bool) = (false, false)
+    /// The side whose FIN or close came first: it ended the conversation (for the log line).
+    private var firstToClose: ProxySide?
     private var closeReason: CloseReason?
     private var bytesFromClient = 0
     private var bytesFromServer = 0
@@ -178,13 +180,13 @@ final class RPCProxyConnection {
     }
 
     func inputClosed(on side: ProxySide) {
+        if self.firstToClose == nil { self.firstToClose = side }
         switch side {
         case .client: self.inputClosed.client = true
         case .server: self.inputClosed.server = true
         }
         if self.inputClosed.client && self.inputClosed.server {
-            // Both FINs seen: the side that closed first ended the conversation.
-            self.close(side == .client ? .serverClosed : .clientClosed)
+            self.close(self.closedReason)
             return
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
@@ -200,7 +202,14 @@ final class RPCProxyConnection {
     }
 
     func channelInactive(_ side: ProxySide) {
-        self.close(side == .client ? .clientClosed : .serverClosed)
+        // After we shut a channel's output, NIO reports the peer's FIN as the channel going
+        // inactive rather than as inputClosed; the first side to close is what ended it.
+        if self.firstToClose == nil { self.firstToClose = side }
+        self.close(self.closedReason)
+    }
+
+    private var closedReason: CloseReason {
+        self.firstToClose == .server ? .serverClosed : .clientClosed
     }
 
     func errorCaught(_ error: any Error, on side: ProxySide) {

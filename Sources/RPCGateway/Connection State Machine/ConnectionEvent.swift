@@ -30,5 +30,7 @@ public enum CloseReason: String, Hashable, Sendable {
     case halfCloseTimeout = "half_close_timeout"
     case upstreamUnreachable = "upstream_unreachable"
     case authenticatedEndpointMapper = "authenticated_epm_reply"
+    /// A call was refused on a signed or sealed session, which cannot continue without it.
+    case callDeniedOnProtectedSession = "call_denied_on_protected_session"
     case shutdown = "shutdown"
 }

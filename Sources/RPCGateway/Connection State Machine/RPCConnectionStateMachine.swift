@@ -11,7 +11,8 @@ public import RPCWire
 ///   bind never reaches the server, the client gets a bind_ack/alter_context_resp that rejects it;
 /// - a `request` on a context the server never accepted gets a fault and the connection closes;
 /// - with opnum rules, a refused call gets a fault, its later fragments are dropped, and the
-///   connection stays usable;
+///   connection stays usable (a signed or sealed session is closed after the fault: see
+///   `clientSentRequest`);
 /// - on the endpoint-mapper listener only the endpoint mapper may be bound, `ept_map` for a denied
 ///   interface is answered "not registered" here, and replies are handed back for tower rewriting.
 ///
@@ -274,6 +275,15 @@ public struct RPCConnectionStateMachine: Sendable {
                     dataRepresentation: header.dataRepresentation
                 )
                 guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+                // With per-message protection (NTLM or Kerberos signing/sealing: level call and
+                // above) the client has already advanced its sequence number and cipher state for
+                // this call; the server, never seeing it, would reject every later call
+                // (nca_s_fault_sec_pkg_error). Without the session key the gateway cannot
+                // resynchronise them, so it ends the connection right after the fault: the
+                // client fails at once and cleanly, and reconnects for its next call.
+                if requestLevel >= .call, self.authType != .none {
+                    return .respondAndClose(bytes, .callDeniedOnProtectedSession)
+                }
                 return .respond(bytes)
             }
         }
