@@ -116,7 +116,7 @@ def test_transparent_gateway(client_ns):
         nft('''
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    iifname "%(veth)s" ip daddr { 10.99.0.0/24, 10.98.0.0/24 } tcp dport { 135, 50000-50099 } counter redirect
+    iifname "%(veth)s" ip daddr { 10.99.0.0/24, 10.97.0.0/24 } tcp dport { 135, 50000-50099 } counter redirect
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
@@ -139,7 +139,7 @@ def test_transparent_gateway(client_ns):
         # A destination outside `servers` (redirected to the gateway too) is refused, never relayed.
         probe = sh('ip', 'netns', 'exec', NS, '/usr/bin/python3', '-c',
                    'import sys; sys.path.insert(0, %r)\nimport rpcgate_interop as ri\n'
-                   'try:\n    ri.ept_map("10.98.0.7", 135, *ri.IFACES["samr"], timeout=3)\n    print("ANSWERED")\n'
+                   'try:\n    ri.ept_map("10.97.0.7", 135, *ri.IFACES["samr"], timeout=3)\n    print("ANSWERED")\n'
                    'except Exception as e:\n    print("REFUSED", e)\n' % LIB, check=False, timeout=30)
         assert 'REFUSED' in probe.stdout, probe.stdout + probe.stderr
         m = Metrics.scrape(admin)
@@ -194,7 +194,7 @@ defaults
     option redispatch
 listen rpc
     bind 127.0.0.10:135
-    bind 127.0.0.10:50300-50319
+    bind 127.0.0.10:50600-50619
     balance roundrobin
     server a 127.0.0.11
     server b 127.0.0.12
@@ -204,7 +204,7 @@ listen rpc
 def replica(name, address, admin):
     return start_gateway(name, (
         'routes:\n  - name: dc\n    listen: %s\n    advertise: 127.0.0.10\n    upstream: %s\n'
-        '    ports: 50300-50319\n    policy: dc\n') % (address, SAMBA_HOST), admin)
+        '    ports: 50600-50619\n    policy: dc\n') % (address, SAMBA_HOST), admin)
 
 
 @pytest.mark.timeout_s(80)
@@ -224,7 +224,7 @@ def test_replicas_behind_haproxy(samba):
         ri.wait_for_epm('127.0.0.10', 135, deadline_s=10)
         for _ in range(4):
             port = ri.ept_map('127.0.0.10', 135, *ri.IFACES['samr'])[1]
-            assert 50300 <= port <= 50319
+            assert 50600 <= port <= 50619
             assert 'EXAMPLE' in ri.samr_enumerate_domains('127.0.0.10', port)
         routed = sum(Metrics.scrape(a).value('rpcgate_connections_bind_routed_total', route='dc') for a in admins.values())
         assert routed >= 1, 'no data connection reached the instance that did not answer its lookup'
