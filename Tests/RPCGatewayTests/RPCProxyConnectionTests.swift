@@ -147,26 +147,28 @@ struct RPCProxyConnectionTests {
         try harness.clientWrites(Wire.bind([Wire.samr], callID: 2, auth: Wire.ntlm(.integrity)))
         try harness.serverWrites(Wire.bindAck(callID: 2, accepting: 1))
         try harness.clientWrites(Wire.request(callID: 3, opnum: 0, auth: Wire.ntlm(.integrity)))
-        try harness.clientWrites(Wire.request(callID: 4, opnum: 5, auth: Wire.ntlm(.privacy)))
+        // The audited call comes before the denied one: a refused call on a signed or sealed
+        // session ends the connection after its fault.
         try harness.clientWrites(Wire.request(callID: 5, opnum: 6))
+        try harness.clientWrites(Wire.request(callID: 4, opnum: 5, auth: Wire.ntlm(.privacy)))
         await audit.shutdown()
 
         let lines = try sink.lines.map { line in
             try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
         }
         // drsuapi bind (deny by default); samr bind (an audit rule with opnums also matches the
-        // bind: rule 1); opnum 5 (deny, rule 0); opnum 6 (audit, rule 1). The allowed call (opnum 0)
+        // bind: rule 1); opnum 6 (audit, rule 1); opnum 5 (deny, rule 0). The allowed call (opnum 0)
         // is not audited.
         try #require(lines.count == 4)
         #expect(lines.map { $0["event"] as? String } == ["bind", "bind", "call", "call"])
         #expect(lines.map { $0["interface"] as? String } == ["drsuapi", "samr", "samr", "samr"])
-        #expect(lines.map { $0["decision"] as? String } == ["deny", "audit", "deny", "audit"])
-        #expect(lines.map { $0["rule"] as? Int } == [nil, 1, 0, 1])
+        #expect(lines.map { $0["decision"] as? String } == ["deny", "audit", "audit", "deny"])
+        #expect(lines.map { $0["rule"] as? Int } == [nil, 1, 1, 0])
         #expect(lines[0]["rule"] is NSNull)
-        #expect(lines.map { $0["opnum"] as? Int } == [nil, nil, 5, 6])
-        #expect(lines.map { $0["auth_level"] as? String } == ["none", "integrity", "privacy", "integrity"])
+        #expect(lines.map { $0["opnum"] as? Int } == [nil, nil, 6, 5])
+        #expect(lines.map { $0["auth_level"] as? String } == ["none", "integrity", "integrity", "privacy"])
         #expect(lines.map { $0["auth_type"] as? String } == ["none", "ntlm", "ntlm", "ntlm"])
-        #expect(lines[2]["profile"] as? String == "no-samr-5")
+        #expect(lines[3]["profile"] as? String == "no-samr-5")
         for line in lines {
             #expect(line["route"] as? String == "dc1")
             #expect(line["policy"] as? String == "dc")
