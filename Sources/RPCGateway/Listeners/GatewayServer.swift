@@ -320,8 +320,11 @@ package final class GatewayServer: Sendable {
                 servesEndpointMapper: listenerPort == route.identity.epmPort
             )
         case .transparent:
-            return originalDestination(of: client).assumeIsolated().flatMap { [self] destination in
-                guard let destination else {
+            return originalDestination(of: client).assumeIsolated().flatMap { [self] redirected in
+                // REDIRECT/DNAT: SO_ORIGINAL_DST. TPROXY: the socket's local address already is
+                // the original destination (and a direct connection to the gateway names the
+                // gateway itself, which is not in `servers`).
+                guard let destination = redirected ?? localDestination(of: client) else {
                     return self.refuse(client, admitted, .noOriginalDestination, "connection was not redirected (no original destination)")
                 }
                 guard route.settings.admitsServer(destination.address) else {
