@@ -253,3 +253,30 @@ def test_replicas_behind_haproxy(samba):
         log.close()
         for gw in gws.values():
             gw.stop()
+
+
+# ------------------------------------------------------------------ (b') one port for everything
+
+@pytest.mark.timeout_s(40)
+def test_single_port_equal_to_epm_port(samba):
+    """port == epm_port: a first bind to the endpoint mapper makes an EPM connection, any other
+    interface is routed by its bind; rpcclient (always 135) and impacket need only TCP 135."""
+    admin = '127.0.0.1:19244'
+    host = '127.0.0.20'
+    gw = start_gateway('gateway-one-port-135', (
+        'routes:\n  - name: only-135\n    mode: single-port\n    listen: %s\n    epm_port: 135\n'
+        '    port: 135\n    upstream: %s\n    policy: dc\n') % (host, SAMBA_HOST), admin)
+    try:
+        assert ri.ept_map(host, 135, *ri.IFACES['samr'])[1] == 135
+        assert ri.ept_map(host, 135, *ri.IFACES['netlogon'])[1] == 135
+        assert 'EXAMPLE' in ri.samr_enumerate_domains(host, 135)
+        assert len(ri.netlogon_server_challenge(host, 135)) == 8
+        assert 'EXAMPLE' in ri.rpcclient(host, 'enumdomains', 'sign').stdout
+        # drsuapi is not in the policy: refused locally, before any upstream connection.
+        with pytest.raises(ri.RPCError):
+            ri.drsuapi_bind(host, 135, ri.AUTH_NONE)
+        m = Metrics.scrape(admin)
+        assert m.value('rpcgate_binds_total', route='only-135', interface='drsuapi', decision='deny') >= 1
+        assert m.value('rpcgate_connections_bind_routed_total', route='only-135') >= 3
+    finally:
+        gw.stop()

@@ -101,13 +101,19 @@ struct RouteModeTests {
         #expect(single.contains { $0.message == "missing required key \"port\"" })
         #expect(single.contains { $0.keyPath == "routes[0].ports" })
 
-        let mappedWithServers = minimalConfig.replacingOccurrences(of: "    policy: dc\n", with: "    policy: dc\n    servers: [10.0.0.0/8]\n")
+        let mappedWithServers = minimalConfig.replacingOccurrences(
+            of: "    policy: dc\n",
+            with: "    policy: dc\n    servers: [10.0.0.0/8]\n"
+        )
         #expect(problem(at: "routes[0].servers", in: mappedWithServers) != nil)
     }
 
     @Test("Unknown modes and bad networks are reported")
     func badValues() {
-        let badMode = minimalConfig.replacingOccurrences(of: "    policy: dc\n", with: "    policy: dc\n    mode: transparant\n")
+        let badMode = minimalConfig.replacingOccurrences(
+            of: "    policy: dc\n",
+            with: "    policy: dc\n    mode: transparant\n"
+        )
         let modeProblem = problem(at: "routes[0].mode", in: badMode)
         #expect(modeProblem?.message.contains("transparent") == true)
 

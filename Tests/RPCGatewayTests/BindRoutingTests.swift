@@ -21,7 +21,11 @@ struct BindRoutingTests {
             maxReceiveFragment: 4280,
             associationGroupID: 0,
             contexts: [
-                PresentationContext(contextID: 0, abstractSyntax: Wire.samr, transferSyntaxes: [Wire.featureNegotiation]),
+                PresentationContext(
+                    contextID: 0,
+                    abstractSyntax: Wire.samr,
+                    transferSyntaxes: [Wire.featureNegotiation]
+                ),
                 PresentationContext(contextID: 1, abstractSyntax: Wire.lsarpc, transferSyntaxes: [.ndr]),
             ]
         )
@@ -33,7 +37,9 @@ struct BindRoutingTests {
     func endpointMapperOnSharedPort() {
         let bind = Wire.bind([.endpointMapper])
         #expect(BindRouting.decide(firstPDU: bind, servesEndpointMapper: true, limits: limits) == .endpointMapper)
-        #expect(BindRouting.decide(firstPDU: bind, servesEndpointMapper: false, limits: limits) == .resolve(.endpointMapper))
+        #expect(
+            BindRouting.decide(firstPDU: bind, servesEndpointMapper: false, limits: limits) == .resolve(.endpointMapper)
+        )
     }
 
     @Test("A first PDU that is not a bind is rejected")
@@ -60,7 +66,10 @@ struct BindRoutingTests {
         #expect(BindRouting.alterContext(interfaces: [Wire.drsuapi], serverPort: 49154, resolved: lookup) == .forward)
         let unknown = InterfaceCatalog.named("wkssvc")!.syntax
         #expect(BindRouting.alterContext(interfaces: [unknown], serverPort: 49154, resolved: lookup) == .forward)
-        #expect(BindRouting.alterContext(interfaces: [Wire.samr, Wire.lsarpc], serverPort: 49154, resolved: lookup) == .refuse)
+        #expect(
+            BindRouting.alterContext(interfaces: [Wire.samr, Wire.lsarpc], serverPort: 49154, resolved: lookup)
+                == .refuse
+        )
     }
 
     @Test("Transparent routes admit only servers inside their networks")

@@ -73,14 +73,22 @@ package final class EndpointResolver: Sendable {
     private let cache: NIOLockedValueBox<EndpointResolutionCache>
     private let client: EndpointMapperClient
 
-    package init(timeToLive: TimeAmount = .seconds(30), timeout: Duration = .seconds(5), limits: WireLimits = WireLimits()) {
+    package init(
+        timeToLive: TimeAmount = .seconds(30),
+        timeout: Duration = .seconds(5),
+        limits: WireLimits = WireLimits()
+    ) {
         self.cache = NIOLockedValueBox(EndpointResolutionCache(timeToLive: timeToLive))
         self.client = EndpointMapperClient(configuration: .init(timeout: timeout, limits: limits))
     }
 
     /// The server port serving `interface` at the endpoint mapper `mapper`, or `nil` when it is
     /// not registered there.
-    package func resolve(_ interface: SyntaxID, at mapper: TCPEndpoint, group: any EventLoopGroup) async throws -> UInt16? {
+    package func resolve(
+        _ interface: SyntaxID,
+        at mapper: TCPEndpoint,
+        group: any EventLoopGroup
+    ) async throws -> UInt16? {
         let key = EndpointResolutionCache.Key(server: mapper, interface: interface)
         if let cached = self.cache.withLockedValue({ $0.lookUp(key, now: .now()) }) {
             return cached

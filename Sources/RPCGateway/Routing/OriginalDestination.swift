@@ -1,10 +1,11 @@
+import NIOCore
+import RPCWire
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import NIOCore
-import RPCWire
 
 /// `SO_ORIGINAL_DST` from `linux/netfilter_ipv4.h`; the Glibc module does not export it.
 private let soOriginalDestination: CInt = 80
@@ -25,7 +26,9 @@ func originalDestination(of channel: any Channel) -> EventLoopFuture<TCPEndpoint
     )
     return future.map { address -> TCPEndpoint? in
         let socketAddress = SocketAddress(address, host: "")
-        guard let text = socketAddress.ipAddress, let ip = IPv4Address(text), let port = socketAddress.port else { return nil }
+        guard let text = socketAddress.ipAddress, let ip = IPv4Address(text), let port = socketAddress.port else {
+            return nil
+        }
         return TCPEndpoint(address: ip, port: UInt16(truncatingIfNeeded: port))
     }
     .recover { _ in nil }
