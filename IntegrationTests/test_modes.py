@@ -83,6 +83,7 @@ out['netlogon_port'] = ri.ept_map(host, epm, *ri.IFACES['netlogon'])[1]
 out['netlogon'] = ri.netlogon_server_challenge(host, out['netlogon_port']).hex()
 if epm == 135:
     out['rpcclient'] = ri.rpcclient(host, 'enumdomains', 'sign').stdout
+    out['rpcclient_netlogon'] = ri.rpcclient(host, 'dsr_getdcname EXAMPLE.TEST', 'sign').stdout
 print(json.dumps(out))
 ''' % LIB
 
@@ -129,6 +130,7 @@ def test_transparent_gateway(client_ns):
         assert 'EXAMPLE' in out['samr'], out
         assert len(out['netlogon']) == 16, out
         assert 'EXAMPLE' in out['rpcclient'], out
+        assert 'dc1.example.test' in out['rpcclient_netlogon'], out
 
         m = Metrics.scrape(admin)
         assert m.value('rpcgate_connections_total', route='segment-a', listener='epm') >= 3, m.lines('rpcgate_connections_total')
@@ -170,6 +172,7 @@ def test_single_port(client_ns):
         out = run_client(HOST_IP)
         assert out['samr_port'] == 50000 and out['netlogon_port'] == 50000, out
         assert 'EXAMPLE' in out['samr'] and len(out['netlogon']) == 16 and 'EXAMPLE' in out['rpcclient'], out
+        assert 'dc1.example.test' in out['rpcclient_netlogon'], out
         m = Metrics.scrape(admin)
         assert m.value('rpcgate_connections_bind_routed_total', route='one-port') >= 3, m.lines('rpcgate_connections_bind_routed_total')
         # alter_context: to an interface of the same endpoint passes (lsarpc -> dssetup, Samba
