@@ -184,7 +184,8 @@ package final class GatewayServer: Sendable {
                     "route": "\(route.name)",
                     "epm": "\(route.listenAddress):\(route.epmPort)",
                     "ports": "\(route.ports.lowerBound)-\(route.ports.upperBound)",
-                    "upstream": "\(runtime.upstreamAddress):\(route.upstreamEPMPort)",
+                    "mode": "\(route.mode.name)",
+                    "upstream": "\(Self.upstreamText(route, runtime))",
                 ]
             )
         }
@@ -606,6 +607,13 @@ package final class GatewayServer: Sendable {
     }
 
     // MARK: - Resolution
+
+    private static func upstreamText(_ route: RouteSettings, _ runtime: RouteRuntime) -> String {
+        if case .transparent(let servers) = route.mode {
+            return "original destination in \(servers.map(\.description).joined(separator: ", "))"
+        }
+        return "\(runtime.upstreamAddress):\(route.upstreamEPMPort)"
+    }
 
     /// An IPv4 literal, or the address a host name resolves to (once, at start). The tower floor
     /// and the port pool are IPv4-only (C706 App. L has no IPv6 floor).
