@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .executable(name: "rpcgate", targets: ["rpcgate"]),
         .executable(name: "RPCWireFuzz", targets: ["RPCWireFuzz"]),
+        .executable(name: "RPCGatewayFuzz", targets: ["RPCGatewayFuzz"]),
+        .executable(name: "RPCConfigFuzz", targets: ["RPCConfigFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -83,6 +85,25 @@ let package = Package(
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
         ),
+        // libFuzzer target: the whole per-connection pipeline in EmbeddedChannels, bytes from both sides.
+        .executableTarget(
+            name: "RPCGatewayFuzz",
+            dependencies: [
+                "RPCGateway",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
+        // libFuzzer target: the YAML configuration loader.
+        .executableTarget(
+            name: "RPCConfigFuzz",
+            dependencies: ["RPCGatewayConfig", "RPCGateway"],
+            swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
         .testTarget(
             name: "RPCWireTests",
             dependencies: [
@@ -110,6 +131,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
+        // Fuzz findings replayed through the fuzz harnesses (testable executables).
+        .testTarget(
+            name: "RPCFuzzRegressionTests",
+            dependencies: [
+                "RPCGatewayFuzz",
+                "RPCConfigFuzz",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -250,8 +250,10 @@ struct RPCConnectionStateMachineTests {
         #expect(pending.operation == .map)
         #expect(pending.syntax == .ndr32)
         #expect(pending.fragments.count == 1)
-        // Unrelated responses are forwarded as they are.
-        #expect(machine.serverSent(Wire.response(callID: 9, stub: reply)) == .forward)
+        // A response to a call never asked (or a second answer to one) would reach the client
+        // unrewritten: the connection is closed instead.
+        #expect(machine.serverSent(Wire.response(callID: 9, stub: reply)) == .close(.protocolError))
+        #expect(machine.takeEvents().contains { if case .protocolError("unsolicited_response", _) = $0 { return true } else { return false } })
     }
 
     @Test func mapForADeniedInterfaceIsAnsweredNotRegistered() throws {
@@ -297,6 +299,97 @@ struct RPCConnectionStateMachineTests {
         }
         #expect(reply.fragments.count == 3)
         #expect(reply.operation == .lookup)
+    }
+
+    // MARK: - Hostile sequences (regressions from IntegrationTests/test_adversarial.py)
+
+    static func hasProtocolError(_ events: [ConnectionEvent], _ reason: String) -> Bool {
+        events.contains { if case .protocolError(reason, _) = $0 { return true } else { return false } }
+    }
+
+    /// Bug: a request without FIRST_FRAG skipped every check and was forwarded, even before any bind.
+    @Test(arguments: [PFCFlags.lastFragment, []])
+    func requestFragmentWithoutFirstFragBeforeABindIsAProtocolError(flags: PFCFlags) {
+        var machine = self.machine()
+        #expect(machine.clientSent(Wire.request(callID: 1, opnum: 0, flags: flags)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    @Test(arguments: [RPCConnectionStateMachine.Role.mapped, .endpointMapper])
+    func middleFragmentOfACallNeverStartedIsAProtocolError(role: RPCConnectionStateMachine.Role) {
+        var machine = self.machine(role)
+        _ = machine.clientSent(Wire.bind([role == .mapped ? Wire.samr : SyntaxID.endpointMapper]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: [])) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    /// Bug: fragments of two calls could interleave on a mapped port (Samba rejects it; the
+    /// gateway forwarded it).
+    @Test(arguments: [PFCFlags.singleFragment, .firstFragment, [], .lastFragment])
+    func anotherCallInsideAFragmentedRequestIsAProtocolError(flags: PFCFlags) {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .firstFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 1, flags: flags)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    @Test func fragmentsOfOneCallInOrderAreForwardedAndTheNextCallMayStart() {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        _ = machine.takeEvents()
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .firstFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: [])) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .lastFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 1)) == .forward)
+        // An orphaned PDU ends the open call; the next call may start.
+        #expect(machine.clientSent(Wire.request(callID: 4, opnum: 1, flags: .firstFragment)) == .forward)
+        let orphaned = Wire.raw(PDU(header: PDUHeader(packetType: .orphaned, callID: 4), body: .orphaned(ByteBuffer())))
+        #expect(machine.clientSent(orphaned) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 5, opnum: 1)) == .forward)
+        #expect(machine.takeEvents().isEmpty)
+    }
+
+    /// Bug: on the endpoint-mapper listener a response whose call id was never asked was forwarded
+    /// as is, so its towers reached the client unrewritten.
+    @Test func endpointMapperResponseToACallNeverAskedClosesTheConnection() {
+        var machine = self.boundEndpointMapper()
+        var reply = ByteBuffer()
+        let tower = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: IPv4Address("10.1.2.3")!, port: 49154))
+        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        #expect(machine.serverSent(Wire.response(callID: 77, stub: reply)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "unsolicited_response"))
+    }
+
+    @Test func endpointMapperLookupHandleFreeIsAnsweredWithoutRewriting() {
+        var machine = self.boundEndpointMapper()
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward)
+        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .forward)
+        // Answered once: a second answer is unsolicited.
+        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .close(.protocolError))
+    }
+
+    /// Hardening: a client fragmenting an endpoint-mapper request could make the connection
+    /// buffer up to the reply cap (1 MiB); requests have their own 16 KiB / 16-fragment cap.
+    @Test func endpointMapperRequestReassemblyIsCapped() {
+        var machine = self.boundEndpointMapper()
+        let piece = ByteBuffer(repeating: 0, count: 4000)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: .firstFragment)) == .hold)
+        for _ in 0..<3 {
+            #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .hold)
+        }
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "reassembly_too_large"))
+
+        var many = self.boundEndpointMapper()
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: .firstFragment)) == .hold)
+        for _ in 0..<15 {
+            #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .hold)
+        }
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .close(.protocolError))
     }
 
     @Test func callsInFlightAreTrackedUntilTheirLastFragmentOrFault() {

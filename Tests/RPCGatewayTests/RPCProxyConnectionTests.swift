@@ -9,6 +9,12 @@ import Testing
 
 @testable import RPCGateway
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The splice of one connection, with both channels on one `EmbeddedEventLoop`: what the client
 /// writes and what reaches the server (and back), through the real framer, glue handlers,
 /// state machine, port pool and metrics.
@@ -147,10 +153,9 @@ struct RPCProxyConnectionTests {
         try harness.clientWrites(Wire.bind([Wire.samr], callID: 2, auth: Wire.ntlm(.integrity)))
         try harness.serverWrites(Wire.bindAck(callID: 2, accepting: 1))
         try harness.clientWrites(Wire.request(callID: 3, opnum: 0, auth: Wire.ntlm(.integrity)))
-        // The audited call comes before the denied one: a refused call on a signed or sealed
-        // session ends the connection after its fault.
-        try harness.clientWrites(Wire.request(callID: 5, opnum: 6))
-        try harness.clientWrites(Wire.request(callID: 4, opnum: 5, auth: Wire.ntlm(.privacy)))
+        // The audited call first: a call refused on a signed or sealed session ends the connection.
+        try harness.clientWrites(Wire.request(callID: 4, opnum: 6))
+        try harness.clientWrites(Wire.request(callID: 5, opnum: 5, auth: Wire.ntlm(.privacy)))
         await audit.shutdown()
 
         let lines = try sink.lines.map { line in
@@ -203,6 +208,48 @@ struct RPCProxyConnectionTests {
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
         let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_too_short")])
+        #expect(errors.lastValue == 1)
+    }
+
+    @Test func bindTimeoutClosesBothSidesAndIsCountedByReason() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        // Half a bind, then nothing (the half-open client of the adversarial suite).
+        let bind = Wire.bind([Wire.samr])
+        try harness.client.writeInbound(bind.bytes.getSlice(at: bind.bytes.readerIndex, length: 30)!)
+        harness.loop.advanceTime(by: .seconds(11))
+        #expect(!harness.client.isActive)
+        #expect(!harness.server.isActive)
+        #expect(try harness.drain(harness.server).readableBytes == 0)
+        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "bind_timeout")])
+        #expect(closed.lastValue == 1)
+    }
+
+    @Test func upstreamResetClosesTheClientAndIsCountedAsAServerError() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([Wire.samr]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        harness.server.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(harness.closed.value == 1)
+        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "server_error")])
+        #expect(closed.lastValue == 1)
+    }
+
+    /// A fragment of call 3 inside the fragmented call 2 never reaches the server.
+    @Test func interleavedRequestFragmentIsNotForwarded() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([Wire.samr]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        _ = try harness.drain(harness.server)
+        let first = Wire.request(callID: 2, opnum: 1, flags: .firstFragment)
+        try harness.clientWrites(first)
+        #expect(try harness.drain(harness.server) == first.bytes)
+        try harness.clientWrites(Wire.request(callID: 3, opnum: 1, flags: .lastFragment))
+        harness.loop.run()
+        #expect(try harness.drain(harness.server).readableBytes == 0)
+        #expect(!harness.client.isActive)
+        let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_sequence")])
         #expect(errors.lastValue == 1)
     }
 

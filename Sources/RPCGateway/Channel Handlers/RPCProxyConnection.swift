@@ -74,6 +74,28 @@ final class RPCProxyConnection {
         side == .client ? self.clientHandler : self.serverHandler
     }
 
+    /// Adds the connection's handlers to its two channels (which must share `eventLoop`): on the
+    /// client side the idle timer, a framer and the glue handler; on the server side a framer and
+    /// the glue handler. Starts the bind timer.
+    ///
+    /// `idleTimer: false` leaves the `IdleStateHandler` out: it measures idleness on the wall
+    /// clock, so on an `EmbeddedEventLoop` whose virtual clock is advanced it reschedules itself
+    /// at the same past deadline until real time catches up. Harnesses fire its event instead.
+    func install(client: any Channel, server: any Channel, idleTimer: Bool = true) throws {
+        let handlers = self.makeHandlers()
+        if idleTimer {
+            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: TimeAmount(self.timeouts.idleDuration)))
+        }
+        try client.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.client,
+        ])
+        try server.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.server,
+        ])
+    }
+
     /// Creates the two glue handlers and starts the bind timer.
     func makeHandlers() -> (client: RPCGlueHandler, server: RPCGlueHandler) {
         let timeouts = self.timeouts
@@ -221,7 +243,7 @@ final class RPCProxyConnection {
             )
             self.close(.protocolError)
         } else {
-            self.close(side == .client ? .clientClosed : .serverClosed)
+            self.close(side == .client ? .clientError : .serverError)
         }
     }
 
@@ -323,6 +345,7 @@ final class RPCProxyConnection {
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
+            if result.redactedTowers > 0 { route.metrics.towersRedacted(result.redactedTowers) }
             if reply.operation == .map, result.redactedTowers > 0 {
                 if let notRegistered = RPCConnectionStateMachine.notRegisteredResponse(
                     callID: reply.callID,
@@ -378,6 +401,7 @@ final class RPCProxyConnection {
                 "reason": "\(self.closeReason?.rawValue ?? "closed")",
             ]
         )
+        self.route.metrics.connectionClosed(reason: self.closeReason?.rawValue ?? "closed")
         self.onClose()
         // Break the handler <-> connection cycle once both channels are closing.
         self.eventLoop.assumeIsolated().execute { [self] in

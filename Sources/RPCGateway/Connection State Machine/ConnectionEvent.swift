@@ -19,10 +19,15 @@ public enum ConnectionEvent: Hashable, Sendable {
     case protocolError(reason: String, detail: String)
 }
 
-/// Why the gateway closes a connection, for the connection log line and metrics.
-public enum CloseReason: String, Hashable, Sendable {
+/// Why the gateway closes a connection, for the connection log line and the `reason` label of
+/// `rpcgate_connections_closed_total`.
+public enum CloseReason: String, Hashable, Sendable, CaseIterable {
     case clientClosed = "client_closed"
     case serverClosed = "server_closed"
+    /// A socket error on the client side (a reset, say).
+    case clientError = "client_error"
+    /// A socket error on the server side: the upstream reset the connection.
+    case serverError = "server_error"
     case protocolError = "protocol_error"
     case unknownContext = "unknown_context"
     case bindTimeout = "bind_timeout"

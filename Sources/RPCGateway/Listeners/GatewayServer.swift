@@ -551,21 +551,17 @@ package final class GatewayServer: Sendable {
             .connect(host: "\(server.address)", port: Int(server.port))
             .assumeIsolated()
             .flatMap { upstream in
-                let handlers = connection.makeHandlers()
                 do {
                     if let routed {
+                        let handlers = connection.makeHandlers()
                         try client.pipeline.syncOperations.addHandler(handlers.client, position: .after(routed.handler))
-                    } else {
-                        try client.pipeline.syncOperations.addHandlers([
-                            IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
+                        try upstream.pipeline.syncOperations.addHandlers([
                             ByteToMessageHandler(PDUFramer(limits: limits)),
-                            handlers.client,
+                            handlers.server,
                         ])
+                    } else {
+                        try connection.install(client: client, server: upstream)
                     }
-                    try upstream.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.server,
-                    ])
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
