@@ -481,7 +481,7 @@ package final class GatewayServer: Sendable {
         )
         let timer = loop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) {
             if !handler.isHandedOver {
-                route.metrics.connectionRefused(reason: .noBind)
+                route.metrics.connectionClosed(reason: CloseReason.bindTimeout.rawValue)
                 route.logger.notice("no bind routed within the bind timeout; connection closed")
                 handler.close()
             }
