@@ -304,6 +304,8 @@ final class RPCProxyConnection {
             advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
         }
         let singlePort = settings.singlePort
+        // This connection's server is the endpoint mapper that bind routing asks.
+        let mapper = self.serverEndpoint
         let limits = self.limits
         let machine = self.machine
         var exhausted = false
@@ -327,6 +329,9 @@ final class RPCProxyConnection {
                 case .endpointMapper:
                     return TCPEndpoint(address: advertised, port: settings.epmPort)
                 case .mapped(let server):
+                    if let interface = tower.interface {
+                        route.resolver.remember(interface, at: mapper, port: server.port)
+                    }
                     if let singlePort { return TCPEndpoint(address: advertised, port: singlePort) }
                     switch route.pool.allocate(for: server) {
                     case .existing(let port), .allocated(let port):

@@ -104,6 +104,13 @@ package final class EndpointResolver: Sendable {
         return self.cache.withLockedValue { $0.lookUp(key, now: .now()) }
     }
 
+    /// Records what an endpoint-mapper reply relayed through the gateway said, so the cache is
+    /// never older than the port mappings handed out from the same reply.
+    package func remember(_ interface: SyntaxID, at mapper: TCPEndpoint, port: UInt16) {
+        let key = EndpointResolutionCache.Key(server: mapper, interface: interface)
+        self.cache.withLockedValue { $0.store(port, for: key, now: .now()) }
+    }
+
     /// A connection to `address:port` failed: forget the answers that led there.
     package func invalidate(address: IPv4Address, port: UInt16) {
         self.cache.withLockedValue { $0.invalidate(address: address, port: port) }
