@@ -60,7 +60,8 @@ cleanup() {
         wait "$suite_pid" 2>/dev/null || true
     fi
     # an rpcgate the suite started and could not stop (the session gateway, gateway.pid, and
-    # any a test module started, NAME.pid), each checked against the binary
+    # any a test module started, NAME.pid, e.g. core.pid / edge*.pid of test_edge_core.py), each
+    # checked against the binary
     local pidfile
     for pidfile in "$OUT"/*.pid; do
         [[ -s $pidfile ]] || continue
@@ -74,6 +75,11 @@ cleanup() {
         fi
         rm -f "$pidfile"
     done
+    # the client and edge namespaces of test_edge_core.py, if its teardown did not run
+    for ns in rpcg-tls-cli rpcg-tls-edge; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del tlsedge-h 2>/dev/null || true
     # the DC, unless it was running before we started (someone else's) or asked to keep it
     if [[ $samba_was_running -eq 0 && ${RPCGATE_INTEROP_KEEP_SAMBA:-0} != 1 ]]; then
         if "$SAMBA" status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q '^rpcg-srv\b'; then

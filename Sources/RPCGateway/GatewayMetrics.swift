@@ -99,6 +99,14 @@ package struct GatewayMetrics: Sendable {
         package static let noOriginalDestination = RefusalReason(code: "no_original_destination")
         /// Bind routing: the first PDU was not a bind, or no bind came within the bind timeout.
         package static let noBind = RefusalReason(code: "no_bind")
+        /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
+        package static let proxyHeader = RefusalReason(code: "proxy_header")
+        /// Core: the PROXY header names a server outside `core.upstreams`: never an open relay.
+        package static let targetNotAllowed = RefusalReason(code: "target_not_allowed")
+        /// Core: the TLS handshake failed or the edge's certificate is not allowed.
+        package static let tls = RefusalReason(code: "tls")
+        /// Edge: the core gateway could not be reached or its TLS handshake failed.
+        package static let peerUnreachable = RefusalReason(code: "peer_unreachable")
 
         package var description: String { self.code }
     }

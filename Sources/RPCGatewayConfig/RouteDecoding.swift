@@ -19,6 +19,7 @@ struct RouteDraft {
     var maximumConnections: Int?
     var mappingIdle: Duration?
     var mode: RouteMode?
+    var via: String?
 
     /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
     var epmPortNode: Node { self.fields["epm_port"] ?? self.fields["listen"] ?? self.fields.node }
@@ -33,7 +34,7 @@ struct RouteDraft {
 extension ConfigurationDecoder {
     static let routeKeys = [
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
-        "max_connections", "mapping_idle_timeout", "mode", "port", "servers",
+        "max_connections", "mapping_idle_timeout", "mode", "port", "servers", "via",
     ]
     static let requiredRouteKeys = ["name", "listen", "policy"]
     static let routeModes = ["mapped", "single-port", "transparent"]
@@ -119,6 +120,10 @@ extension ConfigurationDecoder {
             draft.mappingIdle = self.duration(node, at: path.key("mapping_idle_timeout"))
         } else {
             draft.mappingIdle = .seconds(600)
+        }
+
+        if let node = fields["via"], let name = self.string(node, at: path.key("via"), what: "a peer name") {
+            draft.via = name
         }
 
         self.checkOwnPorts(of: draft)
@@ -400,6 +405,7 @@ extension ConfigurationDecoder {
         )
         route.mappingIdleTimeout = mappingIdle
         route.mode = mode
+        route.via = draft.via
         return route
     }
 }

@@ -4,7 +4,7 @@ import RPCPolicy
 import Yams
 
 extension ConfigurationDecoder {
-    static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts", "audit"]
+    static let topLevelKeys = ["routes", "policies", "admin", "limits", "timeouts", "audit", "peers", "core"]
     static let adminKeys = ["listen"]
     static let limitKeys = ["max_connections"]
     static let timeoutKeys = ["connect", "idle", "bind", "half_close", "drain"]
@@ -23,7 +23,15 @@ extension ConfigurationDecoder {
             )
             return nil
         }
-        guard let top = self.fields(of: root, at: .root, known: Self.topLevelKeys, required: ["routes"]) else {
+        // A core needs no routes of its own; anything else does.
+        let isCore: Bool = {
+            guard case .mapping(let mapping) = root else { return false }
+            return mapping.contains { key, _ in
+                if case .scalar(let scalar) = key { return scalar.string == "core" }
+                return false
+            }
+        }()
+        guard let top = self.fields(of: root, at: .root, known: Self.topLevelKeys, required: isCore ? [] : ["routes"]) else {
             return nil
         }
 
@@ -36,7 +44,7 @@ extension ConfigurationDecoder {
         if let node = top["routes"] {
             let path = ConfigPath.root.key("routes")
             if let items = self.list(node, at: path, what: "a list of routes") {
-                if items.isEmpty {
+                if items.isEmpty, top["core"] == nil {
                     self.report("at least one route is required", at: path, node: node)
                 }
                 for item in items {
@@ -44,6 +52,16 @@ extension ConfigurationDecoder {
                 }
                 self.checkRoutes(drafts, policies: policies)
             }
+        }
+
+        var peers: [String: PeerSettings] = [:]
+        if let node = top["peers"] {
+            peers = self.decodePeers(node, at: ConfigPath.root.key("peers"))
+        }
+        self.checkVia(drafts, peers: peers, peersNode: top["peers"])
+        var core: CoreSettings?
+        if let node = top["core"] {
+            core = self.decodeCore(node, at: ConfigPath.root.key("core"), policies: policies)
         }
 
         var admin: AdminSettings?
@@ -66,8 +84,16 @@ extension ConfigurationDecoder {
         guard self.problems.isEmpty else { return nil }
         let routes = drafts.compactMap { Self.settings(of: $0, policies: policies) }
         // Every field decoded (no problems), so every draft builds.
-        guard routes.count == drafts.count, !routes.isEmpty else { return nil }
-        return GatewaySettings(routes: routes, admin: admin, limits: limits, timeouts: timeouts, audit: audit)
+        guard routes.count == drafts.count, !routes.isEmpty || core != nil else { return nil }
+        return GatewaySettings(
+            routes: routes,
+            admin: admin,
+            limits: limits,
+            timeouts: timeouts,
+            audit: audit,
+            peers: peers,
+            core: core
+        )
     }
 
     // MARK: - Sections

@@ -10,6 +10,7 @@ import ServiceLifecycle
 
 import Foundation
 import RPCPolicy
+import RPCWire
 import UnixSignals
 
 @main
@@ -57,6 +58,17 @@ struct CheckConfig: ParsableCommand {
         for route in settings.routes {
             print(
                 "route \(route.name) (\(route.mode.name)): epm \(route.listenAddress):\(route.epmPort) -> \(Self.upstreamText(route)), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
+            )
+        }
+        for route in settings.routes {
+            if let via = route.via { print("route \(route.name): via peer \(via)") }
+        }
+        for peer in settings.peers.values.sorted(by: { $0.name < $1.name }) {
+            print("peer \(peer.name): \(peer.host):\(peer.port), server name \(peer.serverName), cert \(peer.tls.certificate)")
+        }
+        if let core = settings.core {
+            print(
+                "core: \(core.listenHost):\(core.listenPort) -> \(core.upstreams.map(\.description).joined(separator: ", ")), policy \(core.policy.name), allow \(core.allowedPeers.joined(separator: ", "))"
             )
         }
         if let admin = settings.admin { print("admin: \(admin.host):\(admin.port)") }

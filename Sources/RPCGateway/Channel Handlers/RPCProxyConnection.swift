@@ -42,6 +42,17 @@ final class RPCProxyConnection {
     private var policyGeneration: Int
     /// Set by a graceful shutdown: close as soon as no call is in flight.
     private var draining = false
+    /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
+    private let endpointMapperMode: EndpointMapperMode
+
+    /// What the gateway does with the towers of an endpoint-mapper reply.
+    enum EndpointMapperMode {
+        /// Point towers at this gateway's ports (a plain or edge gateway: clients connect here).
+        case rewrite
+        /// Keep the server's ports, but still redact towers the policy hides or that name another
+        /// host (a core gateway: the edge, which the client talks to, rewrites them).
+        case redactOnly
+    }
 
     init(
         route: RouteRuntime,
@@ -54,9 +65,11 @@ final class RPCProxyConnection {
         eventLoop: any EventLoop,
         timeouts: Timeouts,
         limits: WireLimits,
+        endpointMapperMode: EndpointMapperMode = .rewrite,
         onClose: @escaping @Sendable () -> Void
     ) {
         self.upstreamAddress = upstreamAddress ?? route.upstreamAddress
+        self.endpointMapperMode = endpointMapperMode
         self.timeouts = timeouts
         self.limits = limits
         self.policyGeneration = route.generation
@@ -308,6 +321,7 @@ final class RPCProxyConnection {
         let mapper = self.serverEndpoint
         let limits = self.limits
         let machine = self.machine
+        let mode = self.endpointMapperMode
         var exhausted = false
         do {
             let result = try EPMReplyRewriter.rewrite(
@@ -322,6 +336,12 @@ final class RPCProxyConnection {
                     upstreamAddress: upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
+                if mode == .redactOnly {
+                    switch exposure {
+                    case .hidden, .foreignHost: return nil
+                    case .endpointMapper, .mapped: return tower.endpoint
+                    }
+                }
                 switch exposure {
                 case .hidden, .foreignHost:
                     // Never an open relay: only the configured server, whatever the reply says.

@@ -2,6 +2,7 @@ package import Logging
 import NIOConcurrencyHelpers
 package import NIOCore
 import NIOPosix
+import NIOSSL
 import RPCPolicy
 package import RPCWire
 
@@ -25,7 +26,14 @@ package final class GatewayServer: Sendable {
     private let logger: Logger
     private let metrics: GatewayMetrics
     private let audit: AuditLog?
+    private let tlsMetrics: TLSMetrics
     private let state: NIOLockedValueBox<State>
+
+    /// A core gateway routes tunnel to, with its TLS context (swapped on reload).
+    struct PeerRuntime: Sendable {
+        var settings: PeerSettings
+        var context: NIOSSLContext
+    }
 
     /// Where a listener is, and what it serves.
     struct ListenerKey: Hashable, Sendable {
@@ -49,6 +57,8 @@ package final class GatewayServer: Sendable {
         var activeByRoute: [String: Int] = [:]
         var expiryTask: RepeatedTask?
         var draining = false
+        var peers: [String: PeerRuntime] = [:]
+        var core: CoreListener?
     }
 
     /// - Parameter audit: where bind decisions and denied or audited calls are recorded. The
@@ -58,12 +68,14 @@ package final class GatewayServer: Sendable {
         group: any EventLoopGroup,
         logger: Logger,
         metrics: GatewayMetrics = GatewayMetrics(),
-        audit: AuditLog? = nil
+        audit: AuditLog? = nil,
+        tlsMetrics: TLSMetrics? = nil
     ) {
         self.group = group
         self.logger = logger
         self.metrics = metrics
         self.audit = audit
+        self.tlsMetrics = tlsMetrics ?? TLSMetrics(factory: metrics.factory)
         self.state = NIOLockedValueBox(State(settings: settings))
     }
 
@@ -84,6 +96,9 @@ package final class GatewayServer: Sendable {
     /// Client connections open now, over all routes.
     package var activeConnections: Int { self.state.withLockedValue { $0.activeConnections } }
 
+    /// The core listener's address, when this gateway is a core (useful with port 0 in tests).
+    package var coreAddress: SocketAddress? { self.state.withLockedValue { $0.core }?.localAddress }
+
     /// Resolves upstreams and binds every listener. Throws (after closing what it bound) when an
     /// address cannot be bound or an upstream cannot be resolved.
     package func start() async throws {
@@ -92,6 +107,7 @@ package final class GatewayServer: Sendable {
             try await self.apply(settings, initial: true)
         } catch {
             await self.closeListeners()
+            await self.state.withLockedValue({ $0.core })?.drain(deadline: .zero)
             throw error
         }
         let expiry = self.group.next().scheduleRepeatedTask(initialDelay: .seconds(5), delay: .seconds(5)) { [self] _ in
@@ -135,6 +151,18 @@ package final class GatewayServer: Sendable {
                 audit: self.audit
             )
         }
+        // TLS files next: a reload whose certificates or keys cannot be loaded changes nothing.
+        // Every reload rebuilds the contexts, so renewed files take effect for new connections.
+        var peers: [String: PeerRuntime] = [:]
+        for (name, peer) in settings.peers {
+            do {
+                peers[name] = PeerRuntime(settings: peer, context: try TLSContexts.client(peer.tls))
+            } catch {
+                throw GatewayStartError(description: "peer \(name): \(error)")
+            }
+        }
+        try await self.applyCore(settings)
+        self.state.withLockedValue { $0.peers = peers }
         for route in settings.routes {
             if let kept = routes[route.name], kept === existing[route.name] { kept.update(route) }
         }
@@ -200,7 +228,11 @@ package final class GatewayServer: Sendable {
     /// Graceful shutdown: stop accepting, let calls in flight finish for up to `deadline`, then
     /// close what is left. Idle connections close at once.
     package func drain(deadline: Duration) async {
-        self.state.withLockedValue { $0.draining = true }
+        let core = self.state.withLockedValue { state in
+            state.draining = true
+            return state.core
+        }
+        async let coreDrained: Void? = core?.drain(deadline: deadline)
         await self.closeListeners()
         let connections = self.state.withLockedValue { Array($0.connections.values) }
         self.logger.info("draining", metadata: ["connections": "\(connections.count)", "deadline": "\(deadline)"])
@@ -223,6 +255,7 @@ package final class GatewayServer: Sendable {
                 try? await Task.sleep(for: .milliseconds(50))
             }
         }
+        _ = await coreDrained
     }
 
     /// Closes every listener and every connection at once.
@@ -543,12 +576,34 @@ package final class GatewayServer: Sendable {
             connection.bindRouting = (route.resolver, routed.mapper)
         }
         let bound = NIOLoopBound(connection, eventLoop: client.eventLoop)
+        let peer: PeerRuntime? = self.state.withLockedValue { state in
+            route.settings.via.flatMap { state.peers[$0] }
+        }
         self.state.withLockedValue { $0.connections[connectionID] = bound }
-        return ClientBootstrap(group: client.eventLoop)
-            .connectTimeout(TimeAmount(timeouts.connectDuration))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: "\(server.address)", port: Int(server.port))
+        let connected: EventLoopFuture<any Channel>
+        if let via = route.settings.via {
+            guard let peer else {
+                route.metrics.connectionRefused(reason: .peerUnreachable)
+                route.logger.warning("connection refused: unknown peer", metadata: ["peer": "\(via)"])
+                connection.close(.upstreamUnreachable)
+                return client.close()
+            }
+            let target = RPCGateTarget(kind: listener == .epm ? .endpointMapper : .mapped, server: server)
+            connected = self.connectTunnel(
+                peer,
+                header: EdgeTunnel.header(client: client.remoteAddress, gateway: client.localAddress, target: target),
+                eventLoop: client.eventLoop,
+                timeouts: timeouts,
+                logger: route.logger
+            )
+        } else {
+            connected = ClientBootstrap(group: client.eventLoop)
+                .connectTimeout(TimeAmount(timeouts.connectDuration))
+                .channelOption(.allowRemoteHalfClosure, value: true)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connect(host: "\(server.address)", port: Int(server.port))
+        }
+        return connected
             .assumeIsolated()
             .flatMap { upstream in
                 do {
@@ -575,10 +630,13 @@ package final class GatewayServer: Sendable {
                 return client.eventLoop.makeSucceededVoidFuture()
             }
             .flatMapError { error in
-                route.metrics.connectionRefused(reason: .upstreamUnreachable)
+                route.metrics.connectionRefused(reason: peer == nil ? .upstreamUnreachable : .peerUnreachable)
                 route.logger.warning(
-                    "upstream unreachable",
-                    metadata: ["server": "\(server)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"]
+                    peer == nil ? "upstream unreachable" : "core gateway unreachable",
+                    metadata: [
+                        "server": "\(server)", "client": "\(client.remoteAddress.map { "\($0)" } ?? "?")",
+                        "via": "\(peer.map { "\($0.settings.name) \($0.settings.host):\($0.settings.port)" } ?? "-")", "error": "\(error)",
+                    ]
                 )
                 if routed != nil {
                     // A restarted server may have moved its endpoints: ask again next time.
@@ -588,6 +646,68 @@ package final class GatewayServer: Sendable {
                 return client.close()
             }
             .nonisolated()
+    }
+
+    /// Connects to a core gateway over mutual TLS and queues the PROXY v2 header (sent as soon as
+    /// the handshake completes; swift-nio-ssl buffers application data until then).
+    private func connectTunnel(
+        _ peer: PeerRuntime,
+        header: ProxyHeader,
+        eventLoop: any EventLoop,
+        timeouts: Timeouts,
+        logger: Logger
+    ) -> EventLoopFuture<any Channel> {
+        let tlsMetrics = self.tlsMetrics
+        return ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(timeouts.connectDuration))
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                do {
+                    let tls = try NIOSSLClientHandler(context: peer.context, serverHostname: peer.settings.serverName)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        tls,
+                        TLSHandshakeObserver(peer: peer.settings.name, metrics: tlsMetrics, logger: logger),
+                    ])
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            }
+            .connect(host: peer.settings.host, port: peer.settings.port)
+            .map { channel in
+                var bytes = channel.allocator.buffer(capacity: 64)
+                bytes.writeProxyHeader(header)
+                channel.writeAndFlush(bytes, promise: nil)
+                return channel
+            }
+    }
+
+    /// Starts, reloads or stops the core listener to match `settings.core`.
+    private func applyCore(_ settings: GatewaySettings) async throws {
+        let current = self.state.withLockedValue { $0.core }
+        switch (current, settings.core) {
+        case (nil, nil):
+            return
+        case (let core?, nil):
+            self.state.withLockedValue { $0.core = nil }
+            await core.drain(deadline: settings.timeouts.drainDuration)
+        case (let core?, let wanted?):
+            try await core.apply(wanted, timeouts: settings.timeouts, limits: settings.wireLimits)
+        case (nil, let wanted?):
+            let core = try CoreListener(
+                settings: wanted,
+                timeouts: settings.timeouts,
+                limits: settings.wireLimits,
+                group: self.group,
+                logger: self.logger,
+                metrics: self.metrics,
+                tlsMetrics: self.tlsMetrics,
+                audit: self.audit
+            )
+            try await core.start()
+            self.state.withLockedValue { $0.core = core }
+        }
     }
 
     private func released(route: RouteRuntime, listenerPort: UInt16?, connectionID: Int) {
