@@ -12,6 +12,12 @@ let package = Package(
     products: [
         .executable(name: "rpcgate", targets: ["rpcgate"]),
         .executable(name: "RPCWireFuzz", targets: ["RPCWireFuzz"]),
+        .executable(name: "rpcgate-bench", targets: ["rpcgate-bench"]),
+        // Libraries so the separate Benchmarks/ package can measure the codec and the state
+        // machine. Only `public` API is reachable from there; `package` symbols are not.
+        .library(name: "RPCWire", targets: ["RPCWire"]),
+        .library(name: "RPCPolicy", targets: ["RPCPolicy"]),
+        .library(name: "RPCGateway", targets: ["RPCGateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -82,6 +88,16 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
+        // Load generator and DCE/RPC test server for Benchmarks/compare.sh.
+        .executableTarget(
+            name: "rpcgate-bench",
+            dependencies: [
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "RPCWireTests",
