@@ -99,6 +99,20 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The gateway from a synchronous main, for valgrind (Benchmarks/profile.sh); see its main.swift.
+        .executableTarget(
+            name: "rpcgate-callgrind-host",
+            dependencies: [
+                "RPCGatewayConfig",
+                "RPCGateway",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "RPCWireTests",
             dependencies: [

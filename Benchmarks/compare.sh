@@ -22,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-COMMAND_LINE="bash Benchmarks/compare.sh $*"
+COMMAND_LINE="bash Benchmarks/compare.sh${*:+ $*}"
 for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS; do
   if [ -n "${!var+x}" ]; then COMMAND_LINE="$var=${!var} $COMMAND_LINE"; fi
 done
@@ -310,6 +310,7 @@ run_scenario() {  # scenario threads
   for round in $(seq 1 "$ROUNDS"); do
     if [ "$scenario" = idle ]; then start_proxies "$threads"; fi   # clean RSS baseline
     for path in $(paths_for_round "$round"); do
+      if [ "$scenario" = idle ]; then stop_pid "$SERVER_PID"; start_server; fi   # and for the server
       # shellcheck disable=SC2046
       run_one "$scenario" "$threads" "$round" "$path" -- $(scenario_args "$scenario")
     done
