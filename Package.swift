@@ -12,6 +12,8 @@ let package = Package(
     products: [
         .executable(name: "rpcgate", targets: ["rpcgate"]),
         .executable(name: "RPCWireFuzz", targets: ["RPCWireFuzz"]),
+        .executable(name: "RPCGatewayFuzz", targets: ["RPCGatewayFuzz"]),
+        .executable(name: "RPCConfigFuzz", targets: ["RPCConfigFuzz"]),
         .executable(name: "rpcgate-bench", targets: ["rpcgate-bench"]),
         // Libraries so the separate Benchmarks/ package can measure the codec and the state
         // machine. Only `public` API is reachable from there; `package` symbols are not.
@@ -27,6 +29,9 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.10.0"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.0.0"),
     ],
     targets: [
         // Pure codec: bytes <-> values. NIOCore only: no I/O, no Foundation.
@@ -52,6 +57,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
             ]
         ),
         // YAML -> typed, validated configuration. The first layer that may use Foundation.
@@ -113,6 +122,25 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // libFuzzer target: the whole per-connection pipeline in EmbeddedChannels, bytes from both sides.
+        .executableTarget(
+            name: "RPCGatewayFuzz",
+            dependencies: [
+                "RPCGateway",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
+        // libFuzzer target: the YAML configuration loader.
+        .executableTarget(
+            name: "RPCConfigFuzz",
+            dependencies: ["RPCGatewayConfig", "RPCGateway"],
+            swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
         .testTarget(
             name: "RPCWireTests",
             dependencies: [
@@ -140,11 +168,23 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        // Fuzz findings replayed through the fuzz harnesses (testable executables).
+        .testTarget(
+            name: "RPCFuzzRegressionTests",
+            dependencies: [
+                "RPCGatewayFuzz",
+                "RPCConfigFuzz",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(
             name: "RPCGatewayConfigTests",
-            dependencies: ["RPCGatewayConfig", "RPCPolicy", "RPCGateway"]
+            dependencies: ["RPCGatewayConfig", "RPCPolicy", "RPCGateway", "RPCWire"]
         ),
     ]
 )

@@ -188,9 +188,22 @@ def metrics(gateway):
     return lambda: Metrics.scrape(ADMIN)
 
 
-@pytest.fixture
+@pytest.fixture(scope='session')
 def outdir():
     return OUT
+
+
+@pytest.fixture(scope='session')
+def rpcgate_binary():
+    """The rpcgate executable under test (for tests that start their own instance)."""
+    if not os.access(BINARY, os.X_OK):
+        pytest.fail('rpcgate binary %s not found: run `swift build --product rpcgate`' % BINARY, pytrace=False)
+    return BINARY
+
+
+@pytest.fixture(scope='session')
+def interop_log_level():
+    return LOG_LEVEL
 
 
 @pytest.fixture(autouse=True)
@@ -198,7 +211,7 @@ def _gateway_watch(request):
     """Remember where the gateway log was when the test started; after the test, fail it if
     the gateway died during it."""
     gw = _GATEWAY
-    request.node.stash[_LOG_OFFSET] = gw.log_size() if gw else 0
+    request.node.stash[_LOG_OFFSET] = {g: g.log_size() for g in Gateway.running}
     yield
     gw = _GATEWAY
     if gw is not None and gw.proc is not None and not gw.alive():
@@ -213,10 +226,11 @@ _LOG_OFFSET = pytest.StashKey()
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    if rep.failed and _GATEWAY is not None:
-        offset = item.stash.get(_LOG_OFFSET, 0)
-        rep.sections.append(('gateway log during %s (%s)' % (rep.when, _GATEWAY.log_path),
-                             _GATEWAY.log_since(offset, limit=20000)))
+    if rep.failed:
+        offsets = item.stash.get(_LOG_OFFSET, {})
+        for gw in list(Gateway.running):
+            rep.sections.append(('%s log during %s (%s)' % (gw.name, rep.when, gw.log_path),
+                                 gw.log_since(offsets.get(gw, 0), limit=20000)))
 
 
 # ------------------------------------------------------------------ summary

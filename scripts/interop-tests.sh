@@ -16,7 +16,8 @@
 # started; the EXIT trap below repeats both in case the suite itself was killed.
 #
 # Environment: RPCGATE_INTEROP_OUT (output dir), RPCGATE_INTEROP_TIMEOUT (whole-suite bound,
-# seconds, default 600), RPCGATE_INTEROP_SKIP_INSTALL=1, RPCGATE_INTEROP_SKIP_BUILD=1,
+# seconds, default 600), RPCGATE_BINARY (an rpcgate already built elsewhere; the build step is
+# skipped), RPCGATE_INTEROP_SKIP_INSTALL=1, RPCGATE_INTEROP_SKIP_BUILD=1,
 # RPCGATE_INTEROP_KEEP_SAMBA=1, RPCGATE_INTEROP_LOG_LEVEL (gateway --log-level, default debug).
 set -uo pipefail
 
@@ -26,7 +27,7 @@ SUITE_TIMEOUT=${RPCGATE_INTEROP_TIMEOUT:-600}
 BUILD_TIMEOUT=${RPCGATE_INTEROP_BUILD_TIMEOUT:-1800}
 PY=/usr/bin/python3
 SAMBA=$REPO/scripts/samba-dc.sh
-BINARY=$REPO/.build/debug/rpcgate
+BINARY=${RPCGATE_BINARY:-$REPO/.build/debug/rpcgate}
 export RPCGATE_INTEROP_OUT=$OUT
 export RPCGATE_TEST_STATE=${RPCGATE_TEST_STATE:-/tmp/rpcgate-test}
 
@@ -46,6 +47,9 @@ cleaned=0
 cleanup() {
     [[ $cleaned -eq 1 ]] && return 0
     cleaned=1
+    if [[ ${restore_reserved_ports:-0} -eq 1 ]]; then
+        sysctl -qw net.ipv4.ip_local_reserved_ports="$reserved_ports_before" 2>/dev/null || true
+    fi
     local i pid exe
     # the suite (if we are interrupted while it runs): SIGTERM unwinds its fixtures
     if [[ -n $suite_pid ]] && kill -0 "$suite_pid" 2>/dev/null; then
@@ -55,18 +59,27 @@ cleanup() {
         kill -0 "$suite_pid" 2>/dev/null && kill -KILL "$suite_pid" 2>/dev/null || true
         wait "$suite_pid" 2>/dev/null || true
     fi
-    # an rpcgate the suite started and could not stop (its PID file, checked against the binary)
-    if [[ -s $OUT/gateway.pid ]]; then
-        pid=$(<"$OUT/gateway.pid")
+    # an rpcgate the suite started and could not stop (the session gateway, gateway.pid, and
+    # any a test module started, NAME.pid, e.g. core.pid / edge*.pid of test_edge_core.py), each
+    # checked against the binary
+    local pidfile
+    for pidfile in "$OUT"/*.pid; do
+        [[ -s $pidfile ]] || continue
+        pid=$(<"$pidfile")
         exe=$(readlink "/proc/$pid/exe" 2>/dev/null || true)
         if [[ $pid =~ ^[0-9]+$ && -n $exe && $exe == "$(readlink -f "$BINARY")" ]]; then
-            log "stopping leftover rpcgate pid $pid"
+            log "stopping leftover rpcgate pid $pid ($(basename "$pidfile"))"
             kill -TERM "$pid" 2>/dev/null || true
             for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
         fi
-        rm -f "$OUT/gateway.pid"
-    fi
+        rm -f "$pidfile"
+    done
+    # the client and edge namespaces of test_edge_core.py, if its teardown did not run
+    for ns in rpcg-tls-cli rpcg-tls-edge; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    ip link del tlsedge-h 2>/dev/null || true
     # the DC, unless it was running before we started (someone else's) or asked to keep it
     if [[ $samba_was_running -eq 0 && ${RPCGATE_INTEROP_KEEP_SAMBA:-0} != 1 ]]; then
         if "$SAMBA" status >/dev/null 2>&1 || ip netns list 2>/dev/null | grep -q '^rpcg-srv\b'; then
@@ -93,6 +106,15 @@ fi
 mkdir -p "$OUT"
 cd "$REPO"
 
+# The gateway ranges the tests use (50000-52999) lie inside Linux's ephemeral port range; a test
+# client's outgoing connection may take such a port and, lingering in TIME-WAIT, stop a gateway
+# from binding it. Reserve them for the run (deployments should do the same: see README) and put
+# the old value back on exit.
+reserved_ports_before=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
+if sysctl -qw net.ipv4.ip_local_reserved_ports="${reserved_ports_before:+$reserved_ports_before,}50000-52999" 2>/dev/null; then
+    restore_reserved_ports=1
+fi
+
 # 1. packages
 if [[ ${RPCGATE_INTEROP_SKIP_INSTALL:-0} != 1 ]]; then
     if ! "$REPO/scripts/install-test-deps.sh"; then
@@ -112,7 +134,7 @@ if "$SAMBA" status >/dev/null 2>&1; then
 fi
 
 # 2. build
-if [[ ${RPCGATE_INTEROP_SKIP_BUILD:-0} != 1 ]]; then
+if [[ ${RPCGATE_INTEROP_SKIP_BUILD:-0} != 1 && -z ${RPCGATE_BINARY:-} ]]; then
     log "swift build --product rpcgate"
     if ! timeout "$BUILD_TIMEOUT" swift build --product rpcgate >"$OUT/build.log" 2>&1; then
         tail -n 40 "$OUT/build.log" >&2

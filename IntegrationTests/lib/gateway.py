@@ -22,6 +22,10 @@ class GatewayError(Exception):
 
 
 class Gateway:
+    # Every gateway started and not yet stopped, so conftest can attach each one's log to the
+    # report of a failed test (the session gateway and the ones a test module starts itself).
+    running = []
+
     def __init__(self, binary, config_text, outdir, name='gateway', log_level='debug', extra_args=()):
         self.binary = binary
         self.name = name
@@ -57,6 +61,7 @@ class Gateway:
                                      stderr=subprocess.STDOUT, start_new_session=True)
         with open(self.pid_path, 'w') as f:
             f.write('%d\n' % self.proc.pid)
+        Gateway.running.append(self)
         end = time.monotonic() + deadline_s
         last = None
         while time.monotonic() < end:
@@ -80,6 +85,8 @@ class Gateway:
         """SIGTERM our gateway, wait (bounded), SIGKILL if needed. Returns its exit status."""
         if self.proc is None:
             return None
+        if self in Gateway.running:
+            Gateway.running.remove(self)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

@@ -60,6 +60,33 @@ def request_pdu(call_id, context_id, opnum, stub=b'\x00' * 8):
     return _header(PTYPE_REQUEST, len(body), call_id) + body
 
 
+EPM_UUID = ('e1af8308-5d1f-11c9-91a4-08002b14a0fa', 3, 0)
+
+
+def ept_map_request(call_id, uuid, major, minor=0, max_towers=1, context_id=0):
+    """ept_map (opnum 3) as impacket sends it (NDR32): object pointer (nil UUID), tower pointer
+    with a 5-floor ncacn_ip_tcp tower for `uuid` vmajor.minor (port 0, 0.0.0.0), null
+    entry_handle, max_towers."""
+    def floor(lhs, rhs):
+        return struct.pack('<H', len(lhs)) + lhs + struct.pack('<H', len(rhs)) + rhs
+    tower = struct.pack('<H', 5) + b''.join([
+        floor(b'\x0d' + _uuid.UUID(uuid).bytes_le + struct.pack('<H', major), struct.pack('<H', minor)),
+        floor(b'\x0d' + _uuid.UUID(NDR32[0]).bytes_le + struct.pack('<H', 2), struct.pack('<H', 0)),
+        floor(b'\x0b', b'\x00\x00'),
+        floor(b'\x07', b'\x00\x00'),
+        floor(b'\x09', b'\x00' * 4),
+    ])
+    stub = struct.pack('<I', 1) + b'\x00' * 16 + struct.pack('<III', 2, len(tower), len(tower)) + tower
+    stub += b'\x00' * ((-len(stub)) % 4)
+    stub += b'\x00' * 20 + struct.pack('<I', max_towers)
+    return request_pdu(call_id, context_id, 3, stub)
+
+
+def ept_map_status(pdu):
+    """The status word (last 4 stub bytes) of an ept_map response PDU."""
+    return struct.unpack('<I', pdu.raw[-4:])[0]
+
+
 class PDU:
     """A received PDU: header fields plus the raw bytes."""
 
@@ -159,6 +186,27 @@ class Conn:
             if not data:
                 return True
             raise AssertionError('expected the connection to close, got %d more bytes: %s' % (len(data), data[:64].hex()))
+
+    def drain_until_closed(self, timeout=5.0, limit=1 << 20):
+        """Read (and discard) until the peer closes; True if it closed within `timeout`, False
+        on timeout. Returns as soon as EOF or a reset is seen; at most `limit` bytes."""
+        deadline = time.monotonic() + timeout
+        got = 0
+        while got <= limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return False
+            except (ConnectionResetError, BrokenPipeError):
+                return True
+            if not data:
+                return True
+            got += len(data)
+        return False
 
     def close(self):
         try:

@@ -37,7 +37,7 @@ from impacket.uuid import uuidtup_to_bin, bin_to_uuidtup  # noqa: E402
 __all__ = [
     'AUTH_NONE', 'AUTH_CONNECT', 'AUTH_PKT', 'AUTH_INTEGRITY', 'AUTH_PRIVACY',
     'DEFAULT_USER', 'DEFAULT_PASSWORD', 'DEFAULT_DOMAIN', 'IFACES',
-    'RPCError', 'connect', 'ept_map', 'ept_map_towers', 'ept_lookup', 'wait_for_epm',
+    'RPCError', 'connect', 'ept_map', 'ept_map_towers', 'ept_map_on', 'ept_lookup', 'wait_for_epm',
     'samr_enumerate_domains', 'lsarpc_query_domain', 'dssetup_primary_domain', 'drsuapi_bind',
     'netlogon_server_challenge', 'bind_then_alter', 'rpcclient',
 ]
@@ -196,10 +196,23 @@ def ept_map_towers(host, port, uuid, version, max_towers=4, timeout=DEFAULT_TIME
     Returns (status, towers): status is the ept_map status word (0, or 0x16c9a0d6
     ept_s_not_registered) and towers a list of dicts as from _parse_tower, including
     the IP floor that hept_map throws away. Never raises for a non-zero status."""
-    import socket
     dce = connect(host, port, timeout=timeout)
     try:
         dce.bind(epm.MSRPC_UUID_PORTMAP)
+        return ept_map_on(dce, uuid, version, max_towers)
+    except RPCError:
+        raise
+    except Exception as e:
+        raise RPCError('ept_map_towers %s v%s' % (uuid, version), e)
+    finally:
+        dce.disconnect()
+
+
+def ept_map_on(dce, uuid, version, max_towers=4):
+    """ept_map on a connection already bound to the endpoint mapper (several calls may share it).
+    Returns (status, towers) as ept_map_towers does."""
+    import socket
+    try:
         tower = epm.EPMTower()
         interface = epm.EPMRPCInterface()
         ifbin = uuidtup_to_bin((uuid, version))
@@ -228,9 +241,7 @@ def ept_map_towers(host, port, uuid, version, max_towers=4, timeout=DEFAULT_TIME
         req.fields['map_tower'].fields['ReferentID'] = 2
         resp = dce.request(req, checkError=False)
     except Exception as e:
-        raise RPCError('ept_map_towers %s v%s' % (uuid, version), e)
-    finally:
-        dce.disconnect()
+        raise RPCError('ept_map %s v%s' % (uuid, version), e)
     towers = [_parse_tower(b''.join(t['Data']['tower_octet_string']))
               for t in resp['ITowers'][:resp['num_towers']]]
     return resp['status'], towers

@@ -28,6 +28,9 @@ package struct GatewayMetrics: Sendable {
         package static let bindsTotal = "rpcgate_binds_total"
         /// Counter `{route}`: endpoint-mapper towers rewritten to a gateway port.
         package static let epmTowersRewrittenTotal = "rpcgate_epm_towers_rewritten_total"
+        /// Counter `{route}`: endpoint-mapper towers redacted (port 0, `0.0.0.0`): a denied
+        /// interface, a host other than the route's server, or no free gateway port.
+        package static let epmTowersRedactedTotal = "rpcgate_epm_towers_redacted_total"
         /// Gauge `{route}`: gateway ports mapped to a server endpoint now.
         package static let portMappingsActive = "rpcgate_port_mappings_active"
         /// Counter `{route}`: tower rewrites that found no free gateway port.
@@ -40,6 +43,12 @@ package struct GatewayMetrics: Sendable {
         package static let connectionsRefusedTotal = "rpcgate_connections_refused_total"
         /// Counter `{route, interface}`: requests refused by the operation policy.
         package static let callsDeniedTotal = "rpcgate_calls_denied_total"
+        /// Counter `{route, reason}`: spliced connections that ended, by why (a ``CloseReason``:
+        /// `client_closed`, `bind_timeout`, `idle_timeout`, `server_error`, ...).
+        package static let connectionsClosedTotal = "rpcgate_connections_closed_total"
+        /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
+        /// whole buffer) or `write_error`.
+        package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -81,6 +90,14 @@ package struct GatewayMetrics: Sendable {
         package static let unmappedPort = RefusalReason(code: "unmapped_port")
         /// The gateway is shutting down and no longer accepts connections.
         package static let draining = RefusalReason(code: "draining")
+        /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
+        package static let proxyHeader = RefusalReason(code: "proxy_header")
+        /// Core: the PROXY header names a server outside `core.upstreams`: never an open relay.
+        package static let targetNotAllowed = RefusalReason(code: "target_not_allowed")
+        /// Core: the TLS handshake failed or the edge's certificate is not allowed.
+        package static let tls = RefusalReason(code: "tls")
+        /// Edge: the core gateway could not be reached or its TLS handshake failed.
+        package static let peerUnreachable = RefusalReason(code: "peer_unreachable")
 
         package var description: String { self.code }
     }
@@ -116,6 +133,7 @@ package final class RouteMetrics: Sendable {
     private let connectionsMapped: Counter
     private let connectionsActive: Meter
     private let towersRewritten: Counter
+    private let towersRedacted: Counter
     private let portMappingsActive: Meter
     private let portPoolExhaustedCounter: Counter
     private let bytesClientToServer: Counter
@@ -133,6 +151,7 @@ package final class RouteMetrics: Sendable {
         var pduErrors: [String: Counter] = [:]
         var refused: [String: Counter] = [:]
         var callsDenied: [String: Counter] = [:]
+        var closed: [String: Counter] = [:]
     }
 
     package init(route: String, factory: any MetricsFactory) {
@@ -151,6 +170,7 @@ package final class RouteMetrics: Sendable {
         )
         self.connectionsActive = Meter(label: Name.connectionsActive, dimensions: routeOnly, factory: factory)
         self.towersRewritten = Counter(label: Name.epmTowersRewrittenTotal, dimensions: routeOnly, factory: factory)
+        self.towersRedacted = Counter(label: Name.epmTowersRedactedTotal, dimensions: routeOnly, factory: factory)
         self.portMappingsActive = Meter(label: Name.portMappingsActive, dimensions: routeOnly, factory: factory)
         self.portPoolExhaustedCounter = Counter(
             label: Name.portPoolExhaustedTotal,
@@ -188,6 +208,13 @@ package final class RouteMetrics: Sendable {
     /// A connection counted by ``connectionOpened(listener:)`` ended.
     package func connectionClosed() {
         self.connectionsActive.decrement()
+    }
+
+    /// A spliced connection ended; `reason` is a ``CloseReason`` raw value (a bounded set).
+    package func connectionClosed(reason: String) {
+        self.labelledCounter(\.closed, key: reason, name: Name.connectionsClosedTotal) {
+            [("route", self.route), ("reason", reason)]
+        }.increment()
     }
 
     /// A client connection was refused, or closed before anything was forwarded.
@@ -240,6 +267,11 @@ package final class RouteMetrics: Sendable {
     /// `count` endpoint-mapper towers were rewritten to gateway ports.
     package func towersRewritten(_ count: Int = 1) {
         self.towersRewritten.increment(by: count)
+    }
+
+    /// `count` endpoint-mapper towers were redacted instead of rewritten.
+    package func towersRedacted(_ count: Int = 1) {
+        self.towersRedacted.increment(by: count)
     }
 
     // MARK: - Port pool

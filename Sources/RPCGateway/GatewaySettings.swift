@@ -9,19 +9,105 @@ public struct GatewaySettings: Sendable, Hashable {
     public var limits: ConnectionLimits
     public var timeouts: Timeouts
     public var wireLimits: WireLimits
+    /// The audit log; `nil`: none.
+    public var audit: AuditSettings?
+    /// Core gateways that routes with `via` tunnel to, by name.
+    public var peers: [String: PeerSettings]
+    /// The core role: terminate mutual TLS from edge gateways; `nil`: not a core.
+    public var core: CoreSettings?
 
     public init(
         routes: [RouteSettings],
         admin: AdminSettings? = nil,
         limits: ConnectionLimits = ConnectionLimits(),
         timeouts: Timeouts = Timeouts(),
-        wireLimits: WireLimits = WireLimits()
+        wireLimits: WireLimits = WireLimits(),
+        audit: AuditSettings? = nil,
+        peers: [String: PeerSettings] = [:],
+        core: CoreSettings? = nil
     ) {
         self.routes = routes
         self.admin = admin
         self.limits = limits
         self.timeouts = timeouts
         self.wireLimits = wireLimits
+        self.audit = audit
+        self.peers = peers
+        self.core = core
+    }
+}
+
+/// PEM files for a TLS identity and the CA that peers must chain to.
+public struct TLSFiles: Sendable, Hashable {
+    /// Certificate chain (leaf first).
+    public var certificate: String
+    public var privateKey: String
+    /// CA certificates that the other side's certificate must chain to.
+    public var certificateAuthority: String
+
+    public init(certificate: String, privateKey: String, certificateAuthority: String) {
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.certificateAuthority = certificateAuthority
+    }
+}
+
+/// A core gateway an edge tunnels to (`peers.NAME`).
+public struct PeerSettings: Sendable, Hashable {
+    public var name: String
+    public var host: String
+    public var port: Int
+    public var tls: TLSFiles
+    /// The name the core's certificate must carry (SNI and hostname verification).
+    public var serverName: String
+
+    public init(name: String, host: String, port: Int, tls: TLSFiles, serverName: String) {
+        self.name = name
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.serverName = serverName
+    }
+}
+
+/// The core role (`core:`): one TLS listener for edge gateways, the servers they may reach, and
+/// the policy applied with the real client address from each connection's PROXY header.
+public struct CoreSettings: Sendable, Hashable {
+    public var listenHost: String
+    public var listenPort: Int
+    public var tls: TLSFiles
+    /// Subject alternative names (DNS names or URIs such as SPIFFE IDs) an edge certificate must
+    /// carry one of.
+    public var allowedPeers: [String]
+    /// The only servers tunnelled connections may reach: anything else is refused.
+    public var upstreams: [IPv4Address]
+    public var policy: Policy
+    /// The upstream endpoint-mapper port tunnelled EPM connections must name.
+    public var upstreamEPMPort: UInt16
+    /// The TLS handshake and PROXY header must complete within this long.
+    public var headerTimeout: Duration
+    public var maximumConnections: Int
+
+    public init(
+        listenHost: String,
+        listenPort: Int,
+        tls: TLSFiles,
+        allowedPeers: [String],
+        upstreams: [IPv4Address],
+        policy: Policy,
+        upstreamEPMPort: UInt16 = 135,
+        headerTimeout: Duration = .seconds(5),
+        maximumConnections: Int = 4096
+    ) {
+        self.listenHost = listenHost
+        self.listenPort = listenPort
+        self.tls = tls
+        self.allowedPeers = allowedPeers
+        self.upstreams = upstreams
+        self.policy = policy
+        self.upstreamEPMPort = upstreamEPMPort
+        self.headerTimeout = headerTimeout
+        self.maximumConnections = maximumConnections
     }
 }
 
@@ -43,6 +129,8 @@ public struct RouteSettings: Sendable, Hashable {
     public var maximumConnections: Int
     /// A port mapping with no connection for this long is released.
     public var mappingIdleTimeout: Duration
+    /// The peer (core gateway) connections are tunnelled to; `nil`: connect to the upstream directly.
+    public var via: String?
 
     /// ``mappingIdleTimeout`` in whole seconds, rounded up.
     public var mappingIdleSeconds: Int64 {
@@ -86,6 +174,23 @@ public struct AdminSettings: Sendable, Hashable {
     }
 }
 
+/// The audit log: one JSON line per bind decision and per denied or audited call.
+public struct AuditSettings: Sendable, Hashable {
+    /// The file lines are appended to, or ``standardOutput``.
+    public var file: String
+    /// Most lines buffered while the writer is behind; more are dropped and counted.
+    public var bufferLines: Int
+
+    /// The `file` value that means standard output.
+    public static let standardOutput = "-"
+    public static let defaultBufferLines = 10_000
+
+    public init(file: String, bufferLines: Int = AuditSettings.defaultBufferLines) {
+        self.file = file
+        self.bufferLines = bufferLines
+    }
+}
+
 /// Connection caps.
 public struct ConnectionLimits: Sendable, Hashable {
     /// Most concurrent client connections over all routes.
@@ -107,6 +212,8 @@ public struct Timeouts: Sendable, Hashable {
     public var bindDuration: Duration
     /// After one side half-closes, the other has this long to finish.
     public var halfCloseDuration: Duration
+    /// On SIGTERM, calls in flight have this long to finish before their connections are closed.
+    public var drainDuration: Duration = .seconds(30)
 
     public init(connect: Int64 = 5, idle: Int64 = 900, bind: Int64 = 10, halfClose: Int64 = 30) {
         self.init(

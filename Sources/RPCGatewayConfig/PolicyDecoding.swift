@@ -14,7 +14,7 @@ struct DecodedPolicies {
 extension ConfigurationDecoder {
     static let policyKeys = ["default", "rules"]
     static let ruleKeys = ["action", "interfaces", "opnums", "sources", "except_sources", "min_auth_level"]
-    static let profileItemKeys = ["profile"]
+    static let profileItemKeys = ["profile", "except_sources"]
     static let authLevels: [(name: String, level: AuthLevel)] = [
         ("none", .none), ("connect", .connect), ("call", .call),
         ("packet", .packet), ("integrity", .integrity), ("privacy", .privacy),
@@ -92,12 +92,25 @@ extension ConfigurationDecoder {
     private mutating func decodeRuleItem(_ node: Node, index: Int, at path: ConfigPath) -> [PolicyRule]? {
         if case .mapping(let mapping) = node, mapping.keys.contains(where: { $0.string == "profile" }) {
             guard let fields = self.fields(of: node, at: path, known: Self.profileItemKeys, required: ["profile"]),
-                let profileNode = fields["profile"],
-                let name = self.string(profileNode, at: path.key("profile"), what: "a profile name")
+                let profileNode = fields["profile"]
             else { return nil }
-            switch PolicyProfiles.expand(name, index: index) {
+            // `except_sources` applies to every rule of the profile (the other DCs for
+            // `block-dcsync`).
+            var exceptSources: [IPNetwork] = []
+            var valid = true
+            if let node = fields["except_sources"] {
+                if let networks = self.networks(node, at: path.key("except_sources"), allowingEmpty: true) {
+                    exceptSources = networks
+                } else {
+                    valid = false
+                }
+            }
+            guard let name = self.string(profileNode, at: path.key("profile"), what: "a profile name") else {
+                return nil
+            }
+            switch PolicyProfiles.expand(name, index: index, exceptSources: exceptSources) {
             case .success(let rules):
-                return rules
+                return valid ? rules : nil
             case .failure(let failure):
                 self.report(failure.message, at: path.key("profile"), node: profileNode)
                 return nil

@@ -2,9 +2,8 @@ import RPCPolicy
 
 /// Built-in rule bundles that a rule list includes with an item `- profile: NAME`.
 ///
-/// Profiles are not available in this version. ``expand(_:index:)`` is the single place they plug
-/// in: return the profile's rules, each with `RuleOrigin(index: index, profile: name)`, and the
-/// loader splices them into the list where the item stands.
+/// The profiles themselves are data in RPCPolicy (``BuiltInProfiles``); this is where the loader
+/// turns a profile item into rules, spliced into the list where the item stands.
 enum PolicyProfiles {
     /// Why a profile item cannot be used; `message` is shown to the user at the item's `profile`
     /// value.
@@ -12,12 +11,22 @@ enum PolicyProfiles {
         var message: String
     }
 
-    /// The rules that `- profile: name` stands for at position `index` of a `rules` list.
-    static func expand(_ name: String, index: Int) -> Result<[PolicyRule], ExpansionFailure> {
-        .failure(
-            ExpansionFailure(
-                message: "profiles are not available in this version (profile \"\(name)\"); write the rules out instead"
-            )
-        )
+    /// The rules that `- profile: name` stands for at position `index` of a `rules` list: deny
+    /// rules with `RuleOrigin(index: index, profile: name)`, each carrying `exceptSources`.
+    static func expand(
+        _ name: String,
+        index: Int,
+        exceptSources: [IPNetwork] = []
+    ) -> Result<[PolicyRule], ExpansionFailure> {
+        if let profile = BuiltInProfiles.named(name) {
+            return .success(profile.expand(at: index, exceptSources: exceptSources))
+        }
+        let names = BuiltInProfiles.names
+        var message = "unknown profile \"\(name)\""
+        if let hint = Suggestions.didYouMean(name, among: names, matchingSubstrings: true) {
+            message += "; \(hint)"
+        }
+        message += " (known profiles: \(Suggestions.list(names, conjunction: "and")))"
+        return .failure(ExpansionFailure(message: message))
     }
 }

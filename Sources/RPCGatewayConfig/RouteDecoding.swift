@@ -18,6 +18,7 @@ struct RouteDraft {
     var policyName: String?
     var maximumConnections: Int?
     var mappingIdle: Duration?
+    var via: String?
 
     /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
     var epmPortNode: Node { self.fields["epm_port"] ?? self.fields["listen"] ?? self.fields.node }
@@ -32,7 +33,7 @@ struct RouteDraft {
 extension ConfigurationDecoder {
     static let routeKeys = [
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
-        "max_connections", "mapping_idle_timeout",
+        "max_connections", "mapping_idle_timeout", "via",
     ]
     static let requiredRouteKeys = ["name", "listen", "upstream", "ports", "policy"]
     /// Most gateway-owned ports one route may reserve.
@@ -113,6 +114,10 @@ extension ConfigurationDecoder {
             draft.mappingIdle = self.duration(node, at: path.key("mapping_idle_timeout"))
         } else {
             draft.mappingIdle = .seconds(600)
+        }
+
+        if let node = fields["via"], let name = self.string(node, at: path.key("via"), what: "a peer name") {
+            draft.via = name
         }
 
         self.checkOwnPorts(of: draft)
@@ -307,6 +312,7 @@ extension ConfigurationDecoder {
             maximumConnections: maximumConnections
         )
         route.mappingIdleTimeout = mappingIdle
+        route.via = draft.via
         return route
     }
 }

@@ -80,7 +80,22 @@ public enum IPAddress: Hashable, Sendable, CustomStringConvertible {
                 let word = index < 4 ? high : low
                 return UInt16(truncatingIfNeeded: word >> (UInt64(3 - index % 4) * 16))
             }
-            return groups.map { String($0, radix: 16) }.joined(separator: ":")
+            // RFC 5952 4.2: the longest run of two or more zero groups (the first of equal runs)
+            // becomes "::".
+            var longest: Range<Int>?
+            var runStart: Int?
+            for index in 0...8 {
+                if index < 8, groups[index] == 0 {
+                    if runStart == nil { runStart = index }
+                } else if let start = runStart {
+                    if index - start >= 2, index - start > (longest?.count ?? 0) { longest = start..<index }
+                    runStart = nil
+                }
+            }
+            let hex = groups.map { String($0, radix: 16) }
+            guard let longest else { return hex.joined(separator: ":") }
+            return hex[..<longest.lowerBound].joined(separator: ":") + "::"
+                + hex[longest.upperBound...].joined(separator: ":")
         }
     }
 }
@@ -129,7 +144,8 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         }
         var prefix = maximum
         if parts.count == 2 {
-            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(parts[1]), value <= maximum
+            guard !parts[1].isEmpty, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let value = Int(parts[1]),
+                value <= maximum
             else { return nil }
             prefix = value
         }

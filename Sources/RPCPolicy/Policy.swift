@@ -71,7 +71,10 @@ public struct OpnumSet: Hashable, Sendable, CustomStringConvertible {
     public func contains(_ opnum: UInt16) -> Bool { self.ranges.contains { $0.contains(opnum) } }
 
     public var description: String {
-        "[" + self.ranges.map { $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }
+        "["
+            + self.ranges.map {
+                $0.lowerBound == $0.upperBound ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)"
+            }
             .joined(separator: ", ") + "]"
     }
 }
@@ -191,10 +194,32 @@ public struct Policy: Hashable, Sendable {
         return PolicyDecision(action: self.defaultAction, origin: nil)
     }
 
-    private static func rule(_ rule: PolicyRule, matches query: PolicyQuery) -> Bool {
-        if let interfaces = rule.interfaces, !interfaces.contains(where: { $0.matches(query.interface) }) {
-            return false
+    /// The decision with the rule that made it, for `rpcgate explain`. Same result as
+    /// ``evaluate(_:)``.
+    public func explain(_ query: PolicyQuery) -> PolicyExplanation {
+        var deniedOperations: [PolicyRule] = []
+        for rule in self.rules {
+            if Self.rule(rule, matches: query) {
+                return PolicyExplanation(
+                    decision: PolicyDecision(action: rule.action, origin: rule.origin),
+                    rule: rule,
+                    deniedOperations: deniedOperations
+                )
+            }
+            if query.opnum == nil, rule.action == .deny, rule.opnums != nil,
+                Self.conditionsOtherThanOpnums(of: rule, hold: query)
+            {
+                deniedOperations.append(rule)
+            }
         }
+        return PolicyExplanation(
+            decision: PolicyDecision(action: self.defaultAction, origin: nil),
+            rule: nil,
+            deniedOperations: deniedOperations
+        )
+    }
+
+    private static func rule(_ rule: PolicyRule, matches query: PolicyQuery) -> Bool {
         if let opnums = rule.opnums {
             if let opnum = query.opnum {
                 guard opnums.contains(opnum) else { return false }
@@ -203,6 +228,13 @@ public struct Policy: Hashable, Sendable {
                 // decide the bind. The calls are checked one by one.
                 return false
             }
+        }
+        return self.conditionsOtherThanOpnums(of: rule, hold: query)
+    }
+
+    private static func conditionsOtherThanOpnums(of rule: PolicyRule, hold query: PolicyQuery) -> Bool {
+        if let interfaces = rule.interfaces, !interfaces.contains(where: { $0.matches(query.interface) }) {
+            return false
         }
         if let sources = rule.sources, !sources.contains(where: { $0.contains(query.client) }) {
             return false
@@ -216,6 +248,56 @@ public struct Policy: Hashable, Sendable {
         return true
     }
 
-    /// Whether any rule depends on the operation number, so the gateway must inspect requests.
-    public var inspectsOperations: Bool { self.rules.contains { $0.opnums != nil } }
+    /// Whether the gateway must check each request, not only binds: some rule depends on the
+    /// operation number, or on the auth level, which each request's `sec_trailer` states anew (a
+    /// client can alter the security context after the bind).
+    public var inspectsOperations: Bool {
+        self.rules.contains { $0.opnums != nil || $0.minimumAuthLevel != nil }
+    }
+}
+
+/// Why a query got its decision (``Policy/explain(_:)``).
+public struct PolicyExplanation: Hashable, Sendable {
+    public var decision: PolicyDecision
+    /// The rule that decided; `nil` when the policy's default applied.
+    public var rule: PolicyRule?
+    /// For a bind: the deny rules before the deciding one that are restricted to some operations
+    /// of this interface and otherwise apply to this client. They do not refuse the bind; they
+    /// refuse those calls. Empty for a call.
+    public var deniedOperations: [PolicyRule]
+
+    public init(decision: PolicyDecision, rule: PolicyRule?, deniedOperations: [PolicyRule] = []) {
+        self.decision = decision
+        self.rule = rule
+        self.deniedOperations = deniedOperations
+    }
+}
+
+extension PolicyRule {
+    /// The rule as it would be written in a `rules` list, one line per key, for `explain` and
+    /// logs. A rule expanded from a profile shows the conditions the profile stands for.
+    public var yamlLines: [String] {
+        var lines = ["- action: \(self.action.rawValue)"]
+        if let interfaces = self.interfaces {
+            lines.append("  interfaces: [\(interfaces.map(\.label).joined(separator: ", "))]")
+        }
+        if let opnums = self.opnums {
+            lines.append("  opnums: \(opnums)")
+        }
+        if let sources = self.sources {
+            lines.append("  sources: \(Self.flowList(sources))")
+        }
+        if !self.exceptSources.isEmpty {
+            lines.append("  except_sources: \(Self.flowList(self.exceptSources))")
+        }
+        if let level = self.minimumAuthLevel {
+            lines.append("  min_auth_level: \(level)")
+        }
+        return lines
+    }
+
+    /// `[10.0.0.0/8, "fd00::/8"]`: IPv6 networks quoted, as YAML flow lists need.
+    private static func flowList(_ networks: [IPNetwork]) -> String {
+        "[" + networks.map { $0.description.contains(":") ? "\"\($0)\"" : "\($0)" }.joined(separator: ", ") + "]"
+    }
 }

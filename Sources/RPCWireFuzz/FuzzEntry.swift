@@ -15,6 +15,8 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    re-serialize to bytes that parse to the same value (a round-trip invariant, checked by trapping).
 /// 2. The PDUs are offered to the endpoint-mapper reply rewriter as the fragments of one call.
 /// 3. The input is also parsed directly as ept_map/ept_lookup stubs in NDR32 and NDR64.
+/// 4. The input is decoded as a PROXY v2 header; a decoded header must re-encode to bytes that
+///    decode to the same value.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
@@ -33,6 +35,17 @@ func fuzzOneInput(_ input: ByteBuffer) {
         checkRoundTrip(pdu, limits: limits)
     }
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
+    fuzzProxyHeader(input)
+}
+
+private func fuzzProxyHeader(_ input: ByteBuffer) {
+    var bytes = input
+    guard let header = try? bytes.readProxyHeader() else { return }
+    var encoded = ByteBuffer()
+    encoded.writeProxyHeader(header)
+    guard let again = try? encoded.readProxyHeader(), again == header, encoded.readableBytes == 0 else {
+        fatalError("PROXY v2 round trip changed the header: \(header)")
+    }
 }
 
 private func checkRoundTrip(_ pdu: PDU, limits: WireLimits) {

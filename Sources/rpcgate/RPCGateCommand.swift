@@ -10,6 +10,7 @@ import ServiceLifecycle
 
 import Foundation
 import RPCPolicy
+import RPCWire
 import UnixSignals
 
 @main
@@ -18,7 +19,7 @@ struct RPCGateCommand: AsyncParsableCommand {
         commandName: "rpcgate",
         abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
         version: RPCGateVersion.current,
-        subcommands: [Run.self, CheckConfig.self]
+        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self]
     )
 }
 
@@ -59,7 +60,22 @@ struct CheckConfig: ParsableCommand {
                 "route \(route.name): epm \(route.listenAddress):\(route.epmPort) -> \(route.upstreamHost):\(route.upstreamEPMPort), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
             )
         }
+        for route in settings.routes {
+            if let via = route.via { print("route \(route.name): via peer \(via)") }
+        }
+        for peer in settings.peers.values.sorted(by: { $0.name < $1.name }) {
+            print("peer \(peer.name): \(peer.host):\(peer.port), server name \(peer.serverName), cert \(peer.tls.certificate)")
+        }
+        if let core = settings.core {
+            print(
+                "core: \(core.listenHost):\(core.listenPort) -> \(core.upstreams.map(\.description).joined(separator: ", ")), policy \(core.policy.name), allow \(core.allowedPeers.joined(separator: ", "))"
+            )
+        }
         if let admin = settings.admin { print("admin: \(admin.host):\(admin.port)") }
+        if let audit = settings.audit {
+            let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
+            print("audit: \(target) (buffer \(audit.bufferLines) lines)")
+        }
     }
 }
 
@@ -90,12 +106,22 @@ struct Run: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "rpcgate")
 
+        var audit: AuditLog?
+        if let auditSettings = settings.audit {
+            do {
+                audit = try AuditLog(settings: auditSettings, logger: logger)
+            } catch {
+                printError("rpcgate: \(error)")
+                throw ExitCode(1)
+            }
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, self.threads))
-        let gateway = GatewayServer(settings: settings, group: group, logger: logger)
+        let gateway = GatewayServer(settings: settings, group: group, logger: logger, audit: audit)
         do {
             try await gateway.start()
         } catch {
             printError("rpcgate: \(error)")
+            await audit?.shutdown()
             try? await group.shutdownGracefully()
             throw ExitCode(1)
         }
@@ -116,14 +142,23 @@ struct Run: AsyncParsableCommand {
             } catch {
                 printError("rpcgate: \(error)")
                 await gateway.stop()
+                await audit?.shutdown()
                 try? await group.shutdownGracefully()
                 throw ExitCode(1)
             }
         }
         logger.info("rpcgate \(RPCGateVersion.current) started", metadata: ["config": "\(self.config)", "routes": "\(settings.routes.count)"])
-        let service = GatewayService(gateway: gateway, admin: admin, logger: logger)
+        let service = GatewayService(gateway: gateway, admin: admin, audit: audit, logger: logger)
+        let reloader = ReloadService(configPath: self.config, gateway: gateway, loaded: settings, logger: logger)
         let serviceGroup = ServiceGroup(
-            configuration: .init(services: [service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+            configuration: .init(
+                services: [
+                    .init(service: service),
+                    .init(service: reloader, successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
         )
         try await serviceGroup.run()
         try? await group.shutdownGracefully()
@@ -131,16 +166,64 @@ struct Run: AsyncParsableCommand {
     }
 }
 
-/// Keeps the process alive until a shutdown signal, then closes listeners and connections.
+/// Keeps the process alive until a shutdown signal, then closes listeners and connections and
+/// flushes the audit log.
 struct GatewayService: Service {
     let gateway: GatewayServer
     let admin: AdminServer?
+    let audit: AuditLog?
     let logger: Logger
 
     func run() async throws {
         try? await gracefulShutdown()
-        self.logger.info("shutting down")
-        await self.gateway.stop()
+        self.logger.info("shutting down: draining connections")
+        await self.gateway.drain(deadline: self.gateway.settings.timeouts.drainDuration)
         try? await self.admin?.close()
+        await self.audit?.shutdown()
+    }
+}
+
+/// Reloads the configuration on SIGHUP. A file with problems is rejected with a logged error and
+/// the running configuration stays; `rpcgate_config_reloads_total{result}` counts both outcomes.
+struct ReloadService: Service {
+    let configPath: String
+    let gateway: GatewayServer
+    let loaded: GatewaySettings
+    let logger: Logger
+
+    func run() async throws {
+        let succeeded = Counter(label: "rpcgate_config_reloads_total", dimensions: [("result", "success")])
+        let failed = Counter(label: "rpcgate_config_reloads_total", dimensions: [("result", "failure")])
+        succeeded.increment(by: 0)
+        failed.increment(by: 0)
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            self.logger.info("SIGHUP: reloading configuration", metadata: ["config": "\(self.configPath)"])
+            let settings: GatewaySettings
+            do {
+                settings = try ConfigurationLoader.load(path: self.configPath)
+            } catch let error as ConfigurationError {
+                failed.increment()
+                self.logger.error(
+                    "configuration rejected; the running configuration stays",
+                    metadata: ["problems": "\(error.problems.map(\.description).joined(separator: " | "))"]
+                )
+                continue
+            } catch {
+                failed.increment()
+                self.logger.error("configuration rejected; the running configuration stays", metadata: ["error": "\(error)"])
+                continue
+            }
+            if settings.admin != self.loaded.admin || settings.audit != self.loaded.audit {
+                self.logger.warning("admin and audit settings take effect after a restart; kept as they were")
+            }
+            do {
+                try await self.gateway.apply(settings)
+                succeeded.increment()
+                self.logger.info("configuration reloaded", metadata: ["routes": "\(settings.routes.count)"])
+            } catch {
+                failed.increment()
+                self.logger.error("reload applied partly", metadata: ["error": "\(error)"])
+            }
+        }
     }
 }

@@ -134,16 +134,16 @@ struct ConfigurationProblemTests {
         #expect(other.message == "unknown policy \"dc\" (no policies are defined)")
     }
 
-    @Test("Profiles are not available yet")
+    @Test("Unknown profile")
     func unknownProfile() throws {
         let yaml =
             minimalConfig + """
-                      - profile: block-dcsync
+                      - profile: block-dcsnc
                 """
         let found = try #require(problem(at: "policies.dc.rules[1].profile", in: yaml))
         #expect(found.line == 13)
         #expect(found.column == 18)
-        #expect(found.message.hasPrefix("profiles are not available in this version (profile \"block-dcsync\")"))
+        #expect(found.message.hasPrefix("unknown profile \"block-dcsnc\"; did you mean \"block-dcsync\"?"))
     }
 
     @Test("Overlapping port ranges on a shared or wildcard listen address")
@@ -457,7 +457,7 @@ struct ConfigurationProblemTests {
                     opnums: [9-4]
                     sources: [10.0.0.1/8]
                     min_auth_level: private
-                  - profile: block-dcsync
+                  - profile: block-dcsnc
             timeouts:
               idle: forever
             """

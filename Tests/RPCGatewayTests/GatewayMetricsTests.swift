@@ -31,6 +31,13 @@ struct GatewayMetricsTests {
             try metrics.expectCounter(refused, [("route", "dc1"), ("reason", "upstream_unreachable")]).totalValue == 1
         )
         #expect(try metrics.expectCounter(refused, [("route", "dc1"), ("reason", "unmapped_port")]).totalValue == 2)
+
+        route.connectionClosed(reason: CloseReason.bindTimeout.rawValue)
+        route.connectionClosed(reason: CloseReason.serverError.rawValue)
+        route.connectionClosed(reason: CloseReason.serverError.rawValue)
+        let closed = "rpcgate_connections_closed_total"
+        #expect(try metrics.expectCounter(closed, [("route", "dc1"), ("reason", "bind_timeout")]).totalValue == 1)
+        #expect(try metrics.expectCounter(closed, [("route", "dc1"), ("reason", "server_error")]).totalValue == 2)
     }
 
     @Test("DCE/RPC metrics: binds, denied calls, PDU errors, towers")
@@ -46,7 +53,9 @@ struct GatewayMetricsTests {
         route.pduError(reason: "fragment_too_long")
         route.towersRewritten(3)
         route.towersRewritten()
+        route.towersRedacted(2)
 
+        #expect(try metrics.expectCounter("rpcgate_epm_towers_redacted_total", [("route", "dc1")]).totalValue == 2)
         let binds = "rpcgate_binds_total"
         #expect(
             try metrics.expectCounter(binds, [("route", "dc1"), ("interface", "samr"), ("decision", "allow")])

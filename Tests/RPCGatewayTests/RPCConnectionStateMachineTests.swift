@@ -153,9 +153,16 @@ struct RPCConnectionStateMachineTests {
         #expect(Wire.parse(bytes)?.header.flags.contains(.didNotExecute) == true)
     }
 
+    static func deniedCalls(_ events: [ConnectionEvent]) -> [(UInt16, AuthLevel)] {
+        events.compactMap { event in
+            if case .callDenied(_, let opnum, _, let level, _) = event { return (opnum, level) }
+            return nil
+        }
+    }
+
     @Test func deniedOpnumGetsAFaultAndTheSessionGoesOn() {
         var machine = self.machine()
-        _ = machine.clientSent(Wire.bind([Wire.drsuapi], auth: Wire.ntlm(.privacy)))
+        _ = machine.clientSent(Wire.bind([Wire.drsuapi]))
         _ = machine.serverSent(Wire.bindAck(accepting: 1))
         #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0)) == .forward)
         // DRSGetNCChanges in three fragments: the first gets the fault, the others are dropped.
@@ -171,7 +178,21 @@ struct RPCConnectionStateMachineTests {
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: [])) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: .lastFragment)) == .drop)
         #expect(machine.clientSent(Wire.request(callID: 4, opnum: 16)) == .forward)
-        #expect(machine.takeEvents().contains { if case .callDenied(_, 3, _, .privacy) = $0 { return true } else { return false } })
+        #expect(Self.deniedCalls(machine.takeEvents()).contains { $0 == (3, AuthLevel.none) })
+    }
+
+    @Test(arguments: [AuthLevel.integrity, .privacy])
+    func deniedOpnumOnAProtectedSessionEndsTheConnectionAfterTheFault(level: AuthLevel) {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.drsuapi], auth: Wire.ntlm(level)))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0, auth: Wire.ntlm(level))) == .forward)
+        guard case .respondAndClose(let fault, .callDeniedOnProtectedSession) = machine.clientSent(Wire.request(callID: 3, opnum: 3, auth: Wire.ntlm(level))) else {
+            Issue.record("a refused call on a \(level) session must end the connection after the fault")
+            return
+        }
+        #expect(Wire.parse(fault)?.packetType == .fault)
+        #expect(Self.deniedCalls(machine.takeEvents()).contains { $0 == (3, level) })
     }
 
     @Test func minimumAuthLevelIsReadFromTheBindTrailer() {
@@ -229,8 +250,10 @@ struct RPCConnectionStateMachineTests {
         #expect(pending.operation == .map)
         #expect(pending.syntax == .ndr32)
         #expect(pending.fragments.count == 1)
-        // Unrelated responses are forwarded as they are.
-        #expect(machine.serverSent(Wire.response(callID: 9, stub: reply)) == .forward)
+        // A response to a call never asked (or a second answer to one) would reach the client
+        // unrewritten: the connection is closed instead.
+        #expect(machine.serverSent(Wire.response(callID: 9, stub: reply)) == .close(.protocolError))
+        #expect(machine.takeEvents().contains { if case .protocolError("unsolicited_response", _) = $0 { return true } else { return false } })
     }
 
     @Test func mapForADeniedInterfaceIsAnsweredNotRegistered() throws {
@@ -276,6 +299,124 @@ struct RPCConnectionStateMachineTests {
         }
         #expect(reply.fragments.count == 3)
         #expect(reply.operation == .lookup)
+    }
+
+    // MARK: - Hostile sequences (regressions from IntegrationTests/test_adversarial.py)
+
+    static func hasProtocolError(_ events: [ConnectionEvent], _ reason: String) -> Bool {
+        events.contains { if case .protocolError(reason, _) = $0 { return true } else { return false } }
+    }
+
+    /// Bug: a request without FIRST_FRAG skipped every check and was forwarded, even before any bind.
+    @Test(arguments: [PFCFlags.lastFragment, []])
+    func requestFragmentWithoutFirstFragBeforeABindIsAProtocolError(flags: PFCFlags) {
+        var machine = self.machine()
+        #expect(machine.clientSent(Wire.request(callID: 1, opnum: 0, flags: flags)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    @Test(arguments: [RPCConnectionStateMachine.Role.mapped, .endpointMapper])
+    func middleFragmentOfACallNeverStartedIsAProtocolError(role: RPCConnectionStateMachine.Role) {
+        var machine = self.machine(role)
+        _ = machine.clientSent(Wire.bind([role == .mapped ? Wire.samr : SyntaxID.endpointMapper]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: [])) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    /// Bug: fragments of two calls could interleave on a mapped port (Samba rejects it; the
+    /// gateway forwarded it).
+    @Test(arguments: [PFCFlags.singleFragment, .firstFragment, [], .lastFragment])
+    func anotherCallInsideAFragmentedRequestIsAProtocolError(flags: PFCFlags) {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .firstFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 1, flags: flags)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
+    }
+
+    @Test func fragmentsOfOneCallInOrderAreForwardedAndTheNextCallMayStart() {
+        var machine = self.machine()
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        _ = machine.takeEvents()
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .firstFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: [])) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 1, flags: .lastFragment)) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 1)) == .forward)
+        // An orphaned PDU ends the open call; the next call may start.
+        #expect(machine.clientSent(Wire.request(callID: 4, opnum: 1, flags: .firstFragment)) == .forward)
+        let orphaned = Wire.raw(PDU(header: PDUHeader(packetType: .orphaned, callID: 4), body: .orphaned(ByteBuffer())))
+        #expect(machine.clientSent(orphaned) == .forward)
+        #expect(machine.clientSent(Wire.request(callID: 5, opnum: 1)) == .forward)
+        #expect(machine.takeEvents().isEmpty)
+    }
+
+    /// Bug: on the endpoint-mapper listener a response whose call id was never asked was forwarded
+    /// as is, so its towers reached the client unrewritten.
+    @Test func endpointMapperResponseToACallNeverAskedClosesTheConnection() {
+        var machine = self.boundEndpointMapper()
+        var reply = ByteBuffer()
+        let tower = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: IPv4Address("10.1.2.3")!, port: 49154))
+        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        #expect(machine.serverSent(Wire.response(callID: 77, stub: reply)) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "unsolicited_response"))
+    }
+
+    @Test func endpointMapperLookupHandleFreeIsAnsweredWithoutRewriting() {
+        var machine = self.boundEndpointMapper()
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward)
+        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .forward)
+        // Answered once: a second answer is unsolicited.
+        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .close(.protocolError))
+    }
+
+    /// Hardening: a client fragmenting an endpoint-mapper request could make the connection
+    /// buffer up to the reply cap (1 MiB); requests have their own 16 KiB / 16-fragment cap.
+    @Test func endpointMapperRequestReassemblyIsCapped() {
+        var machine = self.boundEndpointMapper()
+        let piece = ByteBuffer(repeating: 0, count: 4000)
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: .firstFragment)) == .hold)
+        for _ in 0..<3 {
+            #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .hold)
+        }
+        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: piece, flags: [])) == .close(.protocolError))
+        #expect(Self.hasProtocolError(machine.takeEvents(), "reassembly_too_large"))
+
+        var many = self.boundEndpointMapper()
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: .firstFragment)) == .hold)
+        for _ in 0..<15 {
+            #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .hold)
+        }
+        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .close(.protocolError))
+    }
+
+    @Test func callsInFlightAreTrackedUntilTheirLastFragmentOrFault() {
+        var machine = self.machine()
+        #expect(!machine.hasCallsInFlight)
+        _ = machine.clientSent(Wire.bind([Wire.samr]))
+        #expect(machine.hasCallsInFlight, "a bind waits for its ack")
+        _ = machine.serverSent(Wire.bindAck(accepting: 1))
+        #expect(!machine.hasCallsInFlight)
+        _ = machine.clientSent(Wire.request(callID: 2, opnum: 1))
+        _ = machine.clientSent(Wire.request(callID: 3, opnum: 1))
+        #expect(machine.hasCallsInFlight)
+        _ = machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(), flags: .firstFragment))
+        _ = machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(), flags: .lastFragment))
+        #expect(machine.hasCallsInFlight, "call 3 is still running")
+        _ = machine.serverSent(Wire.raw(PDU.fault(callID: 3, contextID: 0, status: .accessDenied)))
+        #expect(!machine.hasCallsInFlight)
+    }
+
+    @Test func replacingThePolicyAppliesToTheNextBind() {
+        var machine = self.machine()
+        guard case .respond = machine.clientSent(Wire.bind([Wire.lsarpc])) else {
+            Issue.record("lsarpc is denied by the first policy")
+            return
+        }
+        machine.policy = Policy(name: "open", defaultAction: .allow, rules: [])
+        #expect(machine.clientSent(Wire.bind([Wire.lsarpc], callID: 2)) == .forward)
     }
 
     @Test func serverSendingClientPDUsIsAProtocolError() {

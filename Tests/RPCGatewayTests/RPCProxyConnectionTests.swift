@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import MetricsTestKit
 import NIOCore
@@ -7,6 +8,12 @@ import RPCWire
 import Testing
 
 @testable import RPCGateway
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The splice of one connection, with both channels on one `EmbeddedEventLoop`: what the client
 /// writes and what reaches the server (and back), through the real framer, glue handlers,
@@ -21,7 +28,13 @@ struct RPCProxyConnectionTests {
         let metrics: TestMetrics
         let closed: NIOLockedBoxCount
 
-        init(listener: GatewayMetrics.Listener, policy: Policy, advertise: IPv4Address? = IPv4Address("192.0.2.10")) throws {
+        init(
+            listener: GatewayMetrics.Listener,
+            policy: Policy,
+            advertise: IPv4Address? = IPv4Address("192.0.2.10"),
+            audit: AuditLog? = nil,
+            clientAddress: SocketAddress? = nil
+        ) throws {
             self.metrics = TestMetrics()
             let settings = RouteSettings(
                 name: "dc1",
@@ -36,9 +49,8 @@ struct RPCProxyConnectionTests {
                 settings: settings,
                 upstreamAddress: IPv4Address("10.99.0.2")!,
                 metrics: GatewayMetrics(factory: self.metrics).route("dc1"),
-                timeouts: Timeouts(),
-                wireLimits: WireLimits(),
-                logger: Logger(label: "test")
+                logger: Logger(label: "test"),
+                audit: audit
             )
             self.client = EmbeddedChannel(loop: self.loop)
             self.server = EmbeddedChannel(loop: self.loop)
@@ -53,12 +65,14 @@ struct RPCProxyConnectionTests {
                     client: IPAddress("10.1.2.3")!,
                     limits: WireLimits()
                 ),
-                clientAddress: nil,
+                clientAddress: clientAddress,
                 clientFacingAddress: IPv4Address("127.0.0.1"),
                 serverEndpoint: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135),
-                eventLoop: self.loop
+                eventLoop: self.loop,
+                timeouts: Timeouts(),
+                limits: WireLimits()
             ) { counter.increment() }
-            let handlers = connection.makeHandlers(timeouts: Timeouts())
+            let handlers = connection.makeHandlers()
             try self.client.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.client])
             try self.server.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.server])
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
@@ -121,6 +135,58 @@ struct RPCProxyConnectionTests {
         #expect(harness.client.isActive, "a refused bind leaves the connection open for another bind")
     }
 
+    @Test func decisionsAreAudited() async throws {
+        let sink = GatedAuditSink(open: true)
+        let audit = AuditLog(sink: sink, logger: Logger(label: "test"))
+        let policy = Policy(
+            name: "dc",
+            defaultAction: .deny,
+            rules: [
+                PolicyRule(action: .deny, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([5...5]), origin: RuleOrigin(index: 0, profile: "no-samr-5")),
+                PolicyRule(action: .audit, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([6...6]), origin: RuleOrigin(index: 1)),
+                PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 2)),
+            ]
+        )
+        let client = try SocketAddress(ipAddress: "10.1.2.3", port: 50123)
+        let harness = try Harness(listener: .mapped, policy: policy, audit: audit, clientAddress: client)
+        try harness.clientWrites(Wire.bind([Wire.drsuapi], callID: 1))
+        try harness.clientWrites(Wire.bind([Wire.samr], callID: 2, auth: Wire.ntlm(.integrity)))
+        try harness.serverWrites(Wire.bindAck(callID: 2, accepting: 1))
+        try harness.clientWrites(Wire.request(callID: 3, opnum: 0, auth: Wire.ntlm(.integrity)))
+        // The audited call first: a call refused on a signed or sealed session ends the connection.
+        try harness.clientWrites(Wire.request(callID: 4, opnum: 6))
+        try harness.clientWrites(Wire.request(callID: 5, opnum: 5, auth: Wire.ntlm(.privacy)))
+        await audit.shutdown()
+
+        let lines = try sink.lines.map { line in
+            try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        }
+        // drsuapi bind (deny by default); samr bind (an audit rule with opnums also matches the
+        // bind: rule 1); opnum 6 (audit, rule 1); opnum 5 (deny, rule 0). The allowed call (opnum 0)
+        // is not audited.
+        try #require(lines.count == 4)
+        #expect(lines.map { $0["event"] as? String } == ["bind", "bind", "call", "call"])
+        #expect(lines.map { $0["interface"] as? String } == ["drsuapi", "samr", "samr", "samr"])
+        #expect(lines.map { $0["decision"] as? String } == ["deny", "audit", "audit", "deny"])
+        #expect(lines.map { $0["rule"] as? Int } == [nil, 1, 1, 0])
+        #expect(lines[0]["rule"] is NSNull)
+        #expect(lines.map { $0["opnum"] as? Int } == [nil, nil, 6, 5])
+        #expect(lines.map { $0["auth_level"] as? String } == ["none", "integrity", "integrity", "privacy"])
+        #expect(lines.map { $0["auth_type"] as? String } == ["none", "ntlm", "ntlm", "ntlm"])
+        #expect(lines[3]["profile"] as? String == "no-samr-5")
+        for line in lines {
+            #expect(line["route"] as? String == "dc1")
+            #expect(line["policy"] as? String == "dc")
+            #expect(line["client"] as? String == "10.1.2.3")
+            #expect(line["client_port"] as? Int == 50123)
+            #expect(line["server"] as? String == "10.99.0.2:135")
+            #expect(line["listener"] as? String == "mapped")
+            #expect((line["time"] as? String)?.hasSuffix("Z") == true)
+        }
+        #expect(lines[1]["uuid"] as? String == "12345778-1234-abcd-ef00-0123456789ac")
+        #expect(lines[1]["version"] as? String == "1.0")
+    }
+
     @Test func requestOnUnknownContextIsFaultedAndBothSidesClose() throws {
         let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
         try harness.clientWrites(Wire.request(callID: 1, opnum: 0))
@@ -142,6 +208,48 @@ struct RPCProxyConnectionTests {
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
         let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_too_short")])
+        #expect(errors.lastValue == 1)
+    }
+
+    @Test func bindTimeoutClosesBothSidesAndIsCountedByReason() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        // Half a bind, then nothing (the half-open client of the adversarial suite).
+        let bind = Wire.bind([Wire.samr])
+        try harness.client.writeInbound(bind.bytes.getSlice(at: bind.bytes.readerIndex, length: 30)!)
+        harness.loop.advanceTime(by: .seconds(11))
+        #expect(!harness.client.isActive)
+        #expect(!harness.server.isActive)
+        #expect(try harness.drain(harness.server).readableBytes == 0)
+        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "bind_timeout")])
+        #expect(closed.lastValue == 1)
+    }
+
+    @Test func upstreamResetClosesTheClientAndIsCountedAsAServerError() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([Wire.samr]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        harness.server.pipeline.fireErrorCaught(IOError(errnoCode: ECONNRESET, reason: "read"))
+        harness.loop.run()
+        #expect(!harness.client.isActive)
+        #expect(harness.closed.value == 1)
+        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "server_error")])
+        #expect(closed.lastValue == 1)
+    }
+
+    /// A fragment of call 3 inside the fragmented call 2 never reaches the server.
+    @Test func interleavedRequestFragmentIsNotForwarded() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        try harness.clientWrites(Wire.bind([Wire.samr]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        _ = try harness.drain(harness.server)
+        let first = Wire.request(callID: 2, opnum: 1, flags: .firstFragment)
+        try harness.clientWrites(first)
+        #expect(try harness.drain(harness.server) == first.bytes)
+        try harness.clientWrites(Wire.request(callID: 3, opnum: 1, flags: .lastFragment))
+        harness.loop.run()
+        #expect(try harness.drain(harness.server).readableBytes == 0)
+        #expect(!harness.client.isActive)
+        let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_sequence")])
         #expect(errors.lastValue == 1)
     }
 

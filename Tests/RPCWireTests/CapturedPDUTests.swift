@@ -72,7 +72,11 @@ struct CapturedPDUTests {
             Issue.record("not a bind")
             return
         }
-        #expect(body.contexts.map { $0.transferSyntaxes[0].transferSyntaxKind } == [.ndr, .ndr64, .bindTimeFeatureNegotiation])
+        #expect(
+            body.contexts.map { $0.transferSyntaxes[0].transferSyntaxKind } == [
+                .ndr, .ndr64, .bindTimeFeatureNegotiation,
+            ]
+        )
         #expect(body.contexts.map(\.isBindTimeFeatureNegotiation) == [false, false, true])
         let ack = try parse("bind_ack_three_contexts")
         guard case .bindAck(let ackBody) = ack.body else {

@@ -8,7 +8,9 @@ import Testing
 /// from a Samba AD DC and impacket/rpcclient (see Fixtures/README.md), or built from the spec where
 /// the name says so.
 enum Fixture {
-    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+        "Fixtures"
+    )
 
     static func exists(_ name: String) -> Bool {
         FileManager.default.fileExists(atPath: directory.appendingPathComponent("\(name).hex").path)

@@ -33,7 +33,13 @@ struct PDUFramerTests {
     @Test func manyPDUsInOneRead() throws {
         var stream = ByteBuffer()
         for callID in 1...50 {
-            try stream.writePDU(TestPDUs.request(callID: UInt32(callID), opnum: UInt16(callID), stub: [UInt8](repeating: 1, count: callID)))
+            try stream.writePDU(
+                TestPDUs.request(
+                    callID: UInt32(callID),
+                    opnum: UInt16(callID),
+                    stub: [UInt8](repeating: 1, count: callID)
+                )
+            )
         }
         var framer = PDUFramer()
         var callIDs: [UInt32] = []
@@ -74,7 +80,14 @@ struct PDUFramerTests {
 
     // MARK: - Malformed headers
 
-    private func header(version: UInt8 = 5, minor: UInt8 = 0, ptype: UInt8 = 0, drep: UInt8 = 0x10, fragLength: UInt16, authLength: UInt16 = 0)
+    private func header(
+        version: UInt8 = 5,
+        minor: UInt8 = 0,
+        ptype: UInt8 = 0,
+        drep: UInt8 = 0x10,
+        fragLength: UInt16,
+        authLength: UInt16 = 0
+    )
         -> ByteBuffer
     {
         var buffer = ByteBuffer()

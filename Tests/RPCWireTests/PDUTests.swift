@@ -15,7 +15,9 @@ struct PDUTests {
 
     @Test(arguments: [DataRepresentation.littleEndian, .bigEndian])
     func bindRoundTripsInBothByteOrders(drep: DataRepresentation) throws {
-        let parsed = try roundTrip(TestPDUs.windowsBind(drep: drep, auth: TestPDUs.ntlmVerifier(level: .connect, valueLength: 40)))
+        let parsed = try roundTrip(
+            TestPDUs.windowsBind(drep: drep, auth: TestPDUs.ntlmVerifier(level: .connect, valueLength: 40))
+        )
         guard case .bind(let bind) = parsed.body else {
             Issue.record("not a bind")
             return
@@ -77,8 +79,16 @@ struct PDUTests {
                     secondaryAddress: BindAckPDU.secondaryAddress(port: 49154),
                     results: [
                         PresentationResult(result: .acceptance, reason: .notSpecified, transferSyntax: .ndr),
-                        PresentationResult(result: .providerRejection, reason: .proposedTransferSyntaxesNotSupported, transferSyntax: PresentationResult.nullSyntax),
-                        PresentationResult(result: .negotiateAck, reason: ProviderReason(rawValue: 3), transferSyntax: PresentationResult.nullSyntax),
+                        PresentationResult(
+                            result: .providerRejection,
+                            reason: .proposedTransferSyntaxesNotSupported,
+                            transferSyntax: PresentationResult.nullSyntax
+                        ),
+                        PresentationResult(
+                            result: .negotiateAck,
+                            reason: ProviderReason(rawValue: 3),
+                            transferSyntax: PresentationResult.nullSyntax
+                        ),
                     ]
                 )
             ),
@@ -87,7 +97,13 @@ struct PDUTests {
         let alterResp = PDU(
             header: PDUHeader(packetType: .alterContextResponse, callID: 3),
             body: .alterContextResponse(
-                BindAckPDU(maxTransmitFragment: 4280, maxReceiveFragment: 4280, associationGroupID: 1, secondaryAddress: [], results: [])
+                BindAckPDU(
+                    maxTransmitFragment: 4280,
+                    maxReceiveFragment: 4280,
+                    associationGroupID: 1,
+                    secondaryAddress: [],
+                    results: []
+                )
             )
         )
         let auth3 = PDU(
@@ -104,12 +120,21 @@ struct PDUTests {
                     maxTransmitFragment: 5840,
                     maxReceiveFragment: 5840,
                     associationGroupID: 7,
-                    contexts: [PresentationContext(contextID: 1, abstractSyntax: TestPDUs.lsarpc, transferSyntaxes: [.ndr])]
+                    contexts: [
+                        PresentationContext(contextID: 1, abstractSyntax: TestPDUs.lsarpc, transferSyntaxes: [.ndr])
+                    ]
                 )
             ),
-            authVerifier: AuthVerifier(authType: .spnego, authLevel: .privacy, contextID: 1, value: ByteBuffer(repeating: 0x60, count: 90))
+            authVerifier: AuthVerifier(
+                authType: .spnego,
+                authLevel: .privacy,
+                contextID: 1,
+                value: ByteBuffer(repeating: 0x60, count: 90)
+            )
         )
-        for pdu in [response, ack, alterResp, auth3, cancel, orphaned, alter, PDU.bindNak(callID: 1, reason: .invalidAuthType)] {
+        for pdu in [
+            response, ack, alterResp, auth3, cancel, orphaned, alter, PDU.bindNak(callID: 1, reason: .invalidAuthType),
+        ] {
             let parsed = try roundTrip(pdu)
             #expect(parsed.packetType == pdu.packetType)
         }
@@ -125,7 +150,9 @@ struct PDUTests {
 
     @Test func bindRejectionAnswersEveryContextPositionally() throws {
         let bind = TestPDUs.windowsBind(callID: 42, auth: TestPDUs.ntlmVerifier())
-        let rejection = try #require(PDU.bindRejection(answering: bind, secondaryAddress: BindAckPDU.secondaryAddress(port: 50001)))
+        let rejection = try #require(
+            PDU.bindRejection(answering: bind, secondaryAddress: BindAckPDU.secondaryAddress(port: 50001))
+        )
         let parsed = try roundTrip(rejection)
         #expect(parsed.header.callID == 42)
         #expect(parsed.packetType == .bindAck)
@@ -136,7 +163,11 @@ struct PDUTests {
         }
         #expect(ack.results.count == 3)
         #expect(ack.results.allSatisfy { $0.result == .providerRejection })
-        #expect(ack.results.map(\.reason) == [.abstractSyntaxNotSupported, .abstractSyntaxNotSupported, .proposedTransferSyntaxesNotSupported])
+        #expect(
+            ack.results.map(\.reason) == [
+                .abstractSyntaxNotSupported, .abstractSyntaxNotSupported, .proposedTransferSyntaxesNotSupported,
+            ]
+        )
         #expect(ack.maxTransmitFragment == 5840)
 
         var alter = bind
@@ -177,7 +208,9 @@ struct PDUTests {
     private func bind(body: [UInt8], authLength: UInt16 = 0) -> [UInt8] {
         var bytes: [UInt8] = [5, 0, 11, 3, 0x10, 0, 0, 0]
         let length = UInt16(16 + body.count)
-        bytes += [UInt8(length & 0xFF), UInt8(length >> 8), UInt8(authLength & 0xFF), UInt8(authLength >> 8), 1, 0, 0, 0]
+        bytes += [
+            UInt8(length & 0xFF), UInt8(length >> 8), UInt8(authLength & 0xFF), UInt8(authLength >> 8), 1, 0, 0, 0,
+        ]
         return bytes + body
     }
 
@@ -186,14 +219,26 @@ struct PDUTests {
         // Zero contexts.
         expectParseError(.noPresentationContexts, bind(body: fixed + [0, 0, 0, 0]))
         // Context count larger than the body holds.
-        expectParseError(.truncatedBody, bind(body: fixed + [3, 0, 0, 0] + [0, 0, 1, 0] + [UInt8](repeating: 0, count: 40)))
+        expectParseError(
+            .truncatedBody,
+            bind(body: fixed + [3, 0, 0, 0] + [0, 0, 1, 0] + [UInt8](repeating: 0, count: 40))
+        )
         // More contexts than the limit.
         expectParseError(.tooManyPresentationContexts, bind(body: fixed + [255, 0, 0, 0]))
         // Context with 0 transfer syntaxes, and one claiming more than the limit.
-        expectParseError(.noTransferSyntaxes, bind(body: fixed + [1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 20)))
-        expectParseError(.tooManyTransferSyntaxes, bind(body: fixed + [1, 0, 0, 0, 0, 0, 200, 0] + [UInt8](repeating: 0, count: 20)))
+        expectParseError(
+            .noTransferSyntaxes,
+            bind(body: fixed + [1, 0, 0, 0, 0, 0, 0, 0] + [UInt8](repeating: 0, count: 20))
+        )
+        expectParseError(
+            .tooManyTransferSyntaxes,
+            bind(body: fixed + [1, 0, 0, 0, 0, 0, 200, 0] + [UInt8](repeating: 0, count: 20))
+        )
         // Transfer syntaxes that run past the end.
-        expectParseError(.truncatedBody, bind(body: fixed + [1, 0, 0, 0, 0, 0, 2, 0] + [UInt8](repeating: 0, count: 40)))
+        expectParseError(
+            .truncatedBody,
+            bind(body: fixed + [1, 0, 0, 0, 0, 0, 2, 0] + [UInt8](repeating: 0, count: 40))
+        )
         // Body shorter than the fixed part.
         expectParseError(.truncatedBody, bind(body: [0xD0, 0x16]))
         // auth_pad_length larger than the body before the trailer.
@@ -205,13 +250,22 @@ struct PDUTests {
         // A request with frag_length 20: too short for alloc_hint/p_cont_id/opnum.
         expectParseError(.truncatedBody, [5, 0, 0, 3, 0x10, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0])
         // A request claiming an object UUID it does not carry.
-        expectParseError(.truncatedBody, [5, 0, 0, 0x83, 0x10, 0, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 12))
+        expectParseError(
+            .truncatedBody,
+            [5, 0, 0, 0x83, 0x10, 0, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 12)
+        )
         // A fault without its status.
-        expectParseError(.truncatedBody, [5, 0, 3, 3, 0x10, 0, 0, 0, 24, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 8))
+        expectParseError(
+            .truncatedBody,
+            [5, 0, 3, 3, 0x10, 0, 0, 0, 24, 0, 0, 0, 1, 0, 0, 0] + [UInt8](repeating: 0, count: 8)
+        )
         // A bind_nak claiming more versions than it carries.
         expectParseError(.truncatedBody, [5, 0, 13, 3, 0x10, 0, 0, 0, 21, 0, 0, 0, 1, 0, 0, 0, 0, 0, 9, 5, 0])
         // A bind_ack whose sec_addr length runs past the end.
-        expectParseError(.truncatedBody, [5, 0, 12, 3, 0x10, 0, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0])
+        expectParseError(
+            .truncatedBody,
+            [5, 0, 12, 3, 0x10, 0, 0, 0, 28, 0, 0, 0, 1, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0]
+        )
     }
 
     @Test func uuidStringRoundTrip() {

@@ -4,7 +4,11 @@ import RPCWire
 /// Synthetic PDUs shaped like what Windows, Samba and impacket send.
 enum TestPDUs {
     static let samr = SyntaxID(uuid: DCEUUID("12345778-1234-abcd-ef00-0123456789ac")!, majorVersion: 1, minorVersion: 0)
-    static let lsarpc = SyntaxID(uuid: DCEUUID("12345778-1234-abcd-ef00-0123456789ab")!, majorVersion: 0, minorVersion: 0)
+    static let lsarpc = SyntaxID(
+        uuid: DCEUUID("12345778-1234-abcd-ef00-0123456789ab")!,
+        majorVersion: 0,
+        minorVersion: 0
+    )
     static let featureNegotiation = SyntaxID(
         uuid: DCEUUID("6cb71c2c-9812-4540-0300-000000000000")!,
         majorVersion: 1,
@@ -28,7 +32,11 @@ enum TestPDUs {
                     contexts: [
                         PresentationContext(contextID: 0, abstractSyntax: interface, transferSyntaxes: [.ndr]),
                         PresentationContext(contextID: 1, abstractSyntax: interface, transferSyntaxes: [.ndr64]),
-                        PresentationContext(contextID: 2, abstractSyntax: interface, transferSyntaxes: [featureNegotiation]),
+                        PresentationContext(
+                            contextID: 2,
+                            abstractSyntax: interface,
+                            transferSyntaxes: [featureNegotiation]
+                        ),
                     ]
                 )
             ),
@@ -36,13 +44,24 @@ enum TestPDUs {
         )
     }
 
-    static func request(callID: UInt32, contextID: UInt16 = 0, opnum: UInt16, stub: [UInt8], flags: PFCFlags = .singleFragment)
+    static func request(
+        callID: UInt32,
+        contextID: UInt16 = 0,
+        opnum: UInt16,
+        stub: [UInt8],
+        flags: PFCFlags = .singleFragment
+    )
         -> PDU
     {
         PDU(
             header: PDUHeader(packetType: .request, flags: flags, callID: callID),
             body: .request(
-                RequestPDU(allocationHint: UInt32(stub.count), contextID: contextID, opnum: opnum, stub: ByteBuffer(bytes: stub))
+                RequestPDU(
+                    allocationHint: UInt32(stub.count),
+                    contextID: contextID,
+                    opnum: opnum,
+                    stub: ByteBuffer(bytes: stub)
+                )
             )
         )
     }

@@ -21,6 +21,8 @@ final class RPCProxyConnection {
     private var serverHandler: RPCGlueHandler?
     private var respondedToClient = false
     private var inputClosed: (client: Bool, server: Bool) = (false, false)
+    /// The side whose FIN or close came first: it ended the conversation (for the log line).
+    private var firstToClose: ProxySide?
     private var closeReason: CloseReason?
     private var bytesFromClient = 0
     private var bytesFromServer = 0
@@ -29,6 +31,22 @@ final class RPCProxyConnection {
     private let eventLoop: any EventLoop
     private let onClose: @Sendable () -> Void
     private var finished = false
+    private let timeouts: Timeouts
+    private let limits: WireLimits
+    private var policyGeneration: Int
+    /// Set by a graceful shutdown: close as soon as no call is in flight.
+    private var draining = false
+    /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
+    private let endpointMapperMode: EndpointMapperMode
+
+    /// What the gateway does with the towers of an endpoint-mapper reply.
+    enum EndpointMapperMode {
+        /// Point towers at this gateway's ports (a plain or edge gateway: clients connect here).
+        case rewrite
+        /// Keep the server's ports, but still redact towers the policy hides or that name another
+        /// host (a core gateway: the edge, which the client talks to, rewrites them).
+        case redactOnly
+    }
 
     init(
         route: RouteRuntime,
@@ -38,8 +56,15 @@ final class RPCProxyConnection {
         clientFacingAddress: IPv4Address?,
         serverEndpoint: TCPEndpoint,
         eventLoop: any EventLoop,
+        timeouts: Timeouts,
+        limits: WireLimits,
+        endpointMapperMode: EndpointMapperMode = .rewrite,
         onClose: @escaping @Sendable () -> Void
     ) {
+        self.endpointMapperMode = endpointMapperMode
+        self.timeouts = timeouts
+        self.limits = limits
+        self.policyGeneration = route.generation
         self.route = route
         self.listener = listener
         self.machine = machine
@@ -54,8 +79,31 @@ final class RPCProxyConnection {
         side == .client ? self.clientHandler : self.serverHandler
     }
 
+    /// Adds the connection's handlers to its two channels (which must share `eventLoop`): on the
+    /// client side the idle timer, a framer and the glue handler; on the server side a framer and
+    /// the glue handler. Starts the bind timer.
+    ///
+    /// `idleTimer: false` leaves the `IdleStateHandler` out: it measures idleness on the wall
+    /// clock, so on an `EmbeddedEventLoop` whose virtual clock is advanced it reschedules itself
+    /// at the same past deadline until real time catches up. Harnesses fire its event instead.
+    func install(client: any Channel, server: any Channel, idleTimer: Bool = true) throws {
+        let handlers = self.makeHandlers()
+        if idleTimer {
+            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: TimeAmount(self.timeouts.idleDuration)))
+        }
+        try client.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.client,
+        ])
+        try server.pipeline.syncOperations.addHandlers([
+            ByteToMessageHandler(PDUFramer(limits: self.limits)),
+            handlers.server,
+        ])
+    }
+
     /// Creates the two glue handlers and starts the bind timer.
-    func makeHandlers(timeouts: Timeouts) -> (client: RPCGlueHandler, server: RPCGlueHandler) {
+    func makeHandlers() -> (client: RPCGlueHandler, server: RPCGlueHandler) {
+        let timeouts = self.timeouts
         let client = RPCGlueHandler(side: .client, connection: self)
         let server = RPCGlueHandler(side: .server, connection: self)
         self.clientHandler = client
@@ -76,6 +124,7 @@ final class RPCProxyConnection {
         case .client:
             self.bytesFromClient += length
             self.route.metrics.bytes(length, direction: .clientToServer)
+            self.refreshPolicy(for: pdu.header.packetType)
             let action = self.machine.clientSent(pdu)
             self.recordEvents()
             self.execute(action, pdu)
@@ -85,6 +134,32 @@ final class RPCProxyConnection {
             let action = self.machine.serverSent(pdu)
             self.recordEvents()
             self.execute(action, pdu)
+            if self.draining, !self.machine.hasCallsInFlight {
+                self.clientHandler?.flush()
+                self.close(.shutdown)
+            }
+        }
+    }
+
+    /// After a reload, binds and calls follow the route's new policy.
+    private func refreshPolicy(for type: PacketType) {
+        switch type {
+        case .bind, .alterContext, .request:
+            let (policy, generation) = self.route.policy
+            if generation != self.policyGeneration {
+                self.machine.policy = policy
+                self.policyGeneration = generation
+            }
+        default:
+            break
+        }
+    }
+
+    /// Graceful shutdown: close now if idle, else as soon as the calls in flight complete.
+    func drain() {
+        self.draining = true
+        if !self.machine.hasCallsInFlight {
+            self.close(.shutdown)
         }
     }
 
@@ -97,18 +172,18 @@ final class RPCProxyConnection {
     }
 
     func inputClosed(on side: ProxySide) {
+        if self.firstToClose == nil { self.firstToClose = side }
         switch side {
         case .client: self.inputClosed.client = true
         case .server: self.inputClosed.server = true
         }
         if self.inputClosed.client && self.inputClosed.server {
-            // Both FINs seen: the side that closed first ended the conversation.
-            self.close(side == .client ? .serverClosed : .clientClosed)
+            self.close(self.closedReason)
             return
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.route.timeouts.halfCloseDuration)) { [self] in
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) { [self] in
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)
@@ -119,7 +194,14 @@ final class RPCProxyConnection {
     }
 
     func channelInactive(_ side: ProxySide) {
-        self.close(side == .client ? .clientClosed : .serverClosed)
+        // After we shut a channel's output, NIO reports the peer's FIN as the channel going
+        // inactive rather than as inputClosed; the first side to close is what ended it.
+        if self.firstToClose == nil { self.firstToClose = side }
+        self.close(self.closedReason)
+    }
+
+    private var closedReason: CloseReason {
+        self.firstToClose == .server ? .serverClosed : .clientClosed
     }
 
     func errorCaught(_ error: any Error, on side: ProxySide) {
@@ -131,7 +213,7 @@ final class RPCProxyConnection {
             )
             self.close(.protocolError)
         } else {
-            self.close(side == .client ? .clientClosed : .serverClosed)
+            self.close(side == .client ? .clientError : .serverError)
         }
     }
 
@@ -181,40 +263,57 @@ final class RPCProxyConnection {
     /// redacted (port 0, 0.0.0.0). An `ept_map` that ends up advertising nothing is answered
     /// "not registered" instead.
     private func rewrite(_ reply: RPCConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
-        let advertised = self.route.settings.advertiseAddress ?? self.clientFacingAddress ?? .any
         let route = self.route
+        let settings = route.settings
+        let advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        let limits = self.limits
         let machine = self.machine
+        let mode = self.endpointMapperMode
         var exhausted = false
         do {
             let result = try EPMReplyRewriter.rewrite(
                 fragments: reply.fragments,
                 operation: reply.operation,
                 syntax: reply.syntax,
-                limits: route.wireLimits
+                limits: limits
             ) { tower -> TCPEndpoint? in
-                if let interface = tower.interface, !machine.mayLookUp(interface) { return nil }
-                let server = tower.endpoint
-                // Never an open relay: only the configured server, whatever the reply says.
-                guard server.address == .any || server.address == route.upstreamAddress else { return nil }
-                if server.port == route.settings.upstreamEPMPort {
-                    return TCPEndpoint(address: advertised, port: route.settings.epmPort)
+                let exposure = TowerExposure.classify(
+                    tower,
+                    route: settings,
+                    upstreamAddress: route.upstreamAddress,
+                    mayLookUp: machine.mayLookUp
+                )
+                if mode == .redactOnly {
+                    switch exposure {
+                    case .hidden, .foreignHost: return nil
+                    case .endpointMapper, .mapped: return tower.endpoint
+                    }
                 }
-                switch route.pool.allocate(for: TCPEndpoint(address: route.upstreamAddress, port: server.port)) {
-                case .existing(let port), .allocated(let port):
-                    return TCPEndpoint(address: advertised, port: port)
-                case .exhausted:
-                    exhausted = true
+                switch exposure {
+                case .hidden, .foreignHost:
+                    // Never an open relay: only the configured server, whatever the reply says.
                     return nil
+                case .endpointMapper:
+                    return TCPEndpoint(address: advertised, port: settings.epmPort)
+                case .mapped(let server):
+                    switch route.pool.allocate(for: server) {
+                    case .existing(let port), .allocated(let port):
+                        return TCPEndpoint(address: advertised, port: port)
+                    case .exhausted:
+                        exhausted = true
+                        return nil
+                    }
                 }
             }
             if exhausted {
                 route.metrics.portPoolExhausted()
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
-                    metadata: ["ports": "\(route.settings.ports)", "client": "\(self.clientDescription)"]
+                    metadata: ["ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
+            if result.redactedTowers > 0 { route.metrics.towersRedacted(result.redactedTowers) }
             if reply.operation == .map, result.redactedTowers > 0 {
                 if let notRegistered = RPCConnectionStateMachine.notRegisteredResponse(
                     callID: reply.callID,
@@ -270,6 +369,7 @@ final class RPCProxyConnection {
                 "reason": "\(self.closeReason?.rawValue ?? "closed")",
             ]
         )
+        self.route.metrics.connectionClosed(reason: self.closeReason?.rawValue ?? "closed")
         self.onClose()
         // Break the handler <-> connection cycle once both channels are closing.
         self.eventLoop.assumeIsolated().execute { [self] in

@@ -6,10 +6,11 @@ public import RPCWire
 public enum ConnectionEvent: Hashable, Sendable {
     /// A bind or alter_context presentation context was decided.
     case bindDecision(interface: SyntaxID, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
-    /// A request was refused by an opnum rule.
-    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    /// A request was refused by an opnum rule. The auth level and type are the request's own
+    /// (its `sec_trailer`), or the connection's when it carries none.
+    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request was allowed by an `audit` rule.
-    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel)
+    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request named a presentation context that was never accepted.
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
@@ -18,10 +19,15 @@ public enum ConnectionEvent: Hashable, Sendable {
     case protocolError(reason: String, detail: String)
 }
 
-/// Why the gateway closes a connection, for the connection log line and metrics.
-public enum CloseReason: String, Hashable, Sendable {
+/// Why the gateway closes a connection, for the connection log line and the `reason` label of
+/// `rpcgate_connections_closed_total`.
+public enum CloseReason: String, Hashable, Sendable, CaseIterable {
     case clientClosed = "client_closed"
     case serverClosed = "server_closed"
+    /// A socket error on the client side (a reset, say).
+    case clientError = "client_error"
+    /// A socket error on the server side: the upstream reset the connection.
+    case serverError = "server_error"
     case protocolError = "protocol_error"
     case unknownContext = "unknown_context"
     case bindTimeout = "bind_timeout"
@@ -29,5 +35,7 @@ public enum CloseReason: String, Hashable, Sendable {
     case halfCloseTimeout = "half_close_timeout"
     case upstreamUnreachable = "upstream_unreachable"
     case authenticatedEndpointMapper = "authenticated_epm_reply"
+    /// A call was refused on a signed or sealed session, which cannot continue without it.
+    case callDeniedOnProtectedSession = "call_denied_on_protected_session"
     case shutdown = "shutdown"
 }

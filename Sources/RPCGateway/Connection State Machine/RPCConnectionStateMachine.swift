@@ -11,7 +11,8 @@ public import RPCWire
 ///   bind never reaches the server, the client gets a bind_ack/alter_context_resp that rejects it;
 /// - a `request` on a context the server never accepted gets a fault and the connection closes;
 /// - with opnum rules, a refused call gets a fault, its later fragments are dropped, and the
-///   connection stays usable;
+///   connection stays usable (a signed or sealed session is closed after the fault: see
+///   `clientSentRequest`);
 /// - on the endpoint-mapper listener only the endpoint mapper may be bound, `ept_map` for a denied
 ///   interface is answered "not registered" here, and replies are handed back for tower rewriting.
 ///
@@ -71,6 +72,19 @@ public struct RPCConnectionStateMachine: Sendable {
         var transferSyntax: SyntaxID
     }
 
+    /// A request whose first fragment was seen and whose last was not.
+    ///
+    /// C706 12.6.3.1 lets a call span fragments, but fragments of different calls never interleave:
+    /// Samba keeps "only one request ... in the fragmented list" and faults (`nca_s_proto_error`) on
+    /// any FIRST_FRAG while one is open and on a later fragment no open call matches. The gateway
+    /// enforces the same sequence itself: a fragment it cannot place is a protocol error, never
+    /// forwarded, so nothing reaches the server outside a call whose first fragment was inspected.
+    struct IncomingCall: Hashable, Sendable {
+        var callID: UInt32
+        /// The first fragment was refused (opnum rule): the rest of the call is swallowed.
+        var dropped: Bool
+    }
+
     struct PendingEPMCall: Hashable, Sendable {
         var operation: EPMOperation
         var syntax: NDRSyntax
@@ -79,7 +93,9 @@ public struct RPCConnectionStateMachine: Sendable {
     }
 
     public let role: Role
-    public let policy: Policy
+    /// The route's policy. The connection replaces it after a configuration reload, so new binds
+    /// and calls on established connections follow the new rules.
+    public var policy: Policy
     public let client: IPAddress
     public let limits: WireLimits
 
@@ -91,19 +107,38 @@ public struct RPCConnectionStateMachine: Sendable {
     public private(set) var authType: AuthType = .none
     /// Whether the server has accepted at least one presentation context.
     public private(set) var isBound = false
-    /// Call ids whose remaining request fragments are dropped.
-    private var droppedCalls: Set<UInt32> = []
+    /// The one fragmented request in progress (FIRST_FRAG seen, LAST_FRAG not yet), if any.
+    private var incomingCall: IncomingCall?
     private var requestAssembler: FragmentAssembler
     private var responseAssembler: FragmentAssembler
     private var pendingEPMCalls: [UInt32: PendingEPMCall] = [:]
+    /// Requests forwarded whose response (or fault) has not completed yet.
+    private var callsInFlight: Set<UInt32> = []
     private var events: [ConnectionEvent] = []
+
+    /// Calls in flight beyond this are not tracked individually; the connection still counts as
+    /// busy (the set is not empty) until the server answers some of them.
+    static let maximumTrackedCalls = 4096
+
+    /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.
+    /// A draining gateway closes a connection as soon as this becomes false.
+    public var hasCallsInFlight: Bool {
+        !self.callsInFlight.isEmpty || !self.offeredContexts.isEmpty || self.requestAssembler.isCollecting
+            || self.responseAssembler.isCollecting
+    }
 
     public init(role: Role, policy: Policy, client: IPAddress, limits: WireLimits) {
         self.role = role
         self.policy = policy
         self.client = client
         self.limits = limits
-        self.requestAssembler = FragmentAssembler(limits: limits)
+        // Client requests on the endpoint-mapper listener are small (an ept_map is about 150
+        // bytes), but a client could fragment one up to the reply cap (1 MiB by default) and make
+        // every connection hold that much: they get a cap of their own.
+        var requestLimits = limits
+        requestLimits.maximumReassembledStubLength = min(limits.maximumReassembledStubLength, Self.maximumEndpointMapperRequestStub)
+        requestLimits.maximumFragmentsPerCall = min(limits.maximumFragmentsPerCall, Self.maximumEndpointMapperRequestFragments)
+        self.requestAssembler = FragmentAssembler(limits: requestLimits)
         self.responseAssembler = FragmentAssembler(limits: limits)
     }
 
@@ -126,12 +161,24 @@ public struct RPCConnectionStateMachine: Sendable {
         case .bind, .alterContext:
             return self.clientSentBind(raw)
         case .request:
-            return self.clientSentRequest(raw)
-        case .auth3, .coCancel, .orphaned:
-            if raw.header.packetType != .auth3, self.droppedCalls.contains(raw.header.callID) {
-                return .drop
+            let action = self.clientSentRequest(raw)
+            if raw.header.flags.contains(.firstFragment), self.callsInFlight.count < Self.maximumTrackedCalls {
+                switch action {
+                case .forward, .forwardHeld, .hold: self.callsInFlight.insert(raw.header.callID)
+                case .drop, .respond, .respondAndClose, .close: break
+                }
             }
+            return action
+        case .auth3:
             return .forward
+        case .coCancel, .orphaned:
+            guard let incoming = self.incomingCall, incoming.callID == raw.header.callID else { return .forward }
+            if raw.header.packetType == .orphaned {
+                // The client abandons the call (C706 12.6.4.8); the server discards its fragments.
+                self.incomingCall = nil
+                if self.role == .endpointMapper { self.requestAssembler.reset() }
+            }
+            return incoming.dropped ? .drop : .forward
         default:
             return self.protocolError("client_sent_\(raw.header.packetType)", "a client does not send \(raw.header.packetType)")
         }
@@ -191,12 +238,27 @@ public struct RPCConnectionStateMachine: Sendable {
 
     private mutating func clientSentRequest(_ raw: RawPDU) -> ClientAction {
         let header = raw.header
-        if !header.flags.contains(.firstFragment) {
-            if self.droppedCalls.contains(header.callID) {
-                if header.flags.contains(.lastFragment) { self.droppedCalls.remove(header.callID) }
-                return .drop
+        let isFirst = header.flags.contains(.firstFragment)
+        let isLast = header.flags.contains(.lastFragment)
+        if let incoming = self.incomingCall {
+            // A later fragment of the open call, or a protocol error (see `IncomingCall`).
+            guard !isFirst, header.callID == incoming.callID else {
+                return self.protocolError(
+                    RPCWireError.Code.fragmentSequence.description,
+                    "request call_id \(header.callID)\(isFirst ? " with FIRST_FRAG" : "") while fragmented call \(incoming.callID) is unfinished"
+                )
             }
+            if isLast { self.incomingCall = nil }
+            if incoming.dropped { return .drop }
             return self.role == .endpointMapper ? self.collectEndpointMapperRequest(raw) : .forward
+        }
+        guard isFirst else {
+            // Without this check a fragment lacking FIRST_FRAG would reach the server before any
+            // bind or context check.
+            return self.protocolError(
+                RPCWireError.Code.fragmentSequence.description,
+                "request fragment of call_id \(header.callID) without FIRST_FRAG and no call in progress"
+            )
         }
         // The fixed request header: alloc_hint u32, p_cont_id u16, opnum u16 (C706 12.6.4.9).
         let start = raw.bytes.readerIndex + WireLimits.commonHeaderLength
@@ -221,12 +283,15 @@ public struct RPCConnectionStateMachine: Sendable {
             guard let bytes = try? fault.serialized() else { return .close(.unknownContext) }
             return .respondAndClose(bytes, .unknownContext)
         }
+        if !isLast { self.incomingCall = IncomingCall(callID: header.callID, dropped: false) }
         switch self.role {
         case .endpointMapper:
             return self.collectEndpointMapperRequest(raw)
         case .mapped:
             guard self.policy.inspectsOperations else { return .forward }
-            let requestLevel = self.requestAuthLevel(raw) ?? self.authLevel
+            let requestAuth = self.requestAuth(raw)
+            let requestLevel = requestAuth?.level ?? self.authLevel
+            let requestType = requestAuth?.type ?? self.authType
             let decision = self.policy.evaluate(
                 PolicyQuery(interface: context.interface, opnum: opnum, client: self.client, authLevel: requestLevel)
             )
@@ -234,11 +299,15 @@ public struct RPCConnectionStateMachine: Sendable {
             case .allow:
                 return .forward
             case .audit:
-                self.events.append(.callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
+                self.events.append(
+                    .callAudited(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
                 return .forward
             case .deny:
-                self.events.append(.callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel))
-                if !header.flags.contains(.lastFragment) { self.droppedCalls.insert(header.callID) }
+                self.events.append(
+                    .callDenied(interface: context.interface, opnum: opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                )
+                if !isLast { self.incomingCall?.dropped = true }
                 let fault = PDU.fault(
                     callID: header.callID,
                     contextID: contextID,
@@ -246,6 +315,15 @@ public struct RPCConnectionStateMachine: Sendable {
                     dataRepresentation: header.dataRepresentation
                 )
                 guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+                // With per-message protection (NTLM or Kerberos signing/sealing: level call and
+                // above) the client has already advanced its sequence number and cipher state for
+                // this call; the server, never seeing it, would reject every later call
+                // (nca_s_fault_sec_pkg_error). Without the session key the gateway cannot
+                // resynchronise them, so it ends the connection right after the fault: the
+                // client fails at once and cleanly, and reconnects for its next call.
+                if requestLevel >= .call, self.authType != .none {
+                    return .respondAndClose(bytes, .callDeniedOnProtectedSession)
+                }
                 return .respond(bytes)
             }
         }
@@ -253,10 +331,16 @@ public struct RPCConnectionStateMachine: Sendable {
 
     /// The auth level in a request's own `sec_trailer` (C706 13.2.6.1), if it carries one.
     private func requestAuthLevel(_ raw: RawPDU) -> AuthLevel? {
+        self.requestAuth(raw)?.level
+    }
+
+    /// The auth type and level in a PDU's own `sec_trailer` (C706 13.2.6.1), if it carries one.
+    private func requestAuth(_ raw: RawPDU) -> (type: AuthType, level: AuthLevel)? {
         let authLength = Int(raw.header.authLength)
         guard authLength > 0 else { return nil }
         let offset = raw.bytes.readerIndex + raw.bytes.readableBytes - authLength - WireLimits.securityTrailerLength
-        return raw.bytes.getInteger(at: offset + 1, as: UInt8.self).map { AuthLevel(rawValue: $0) }
+        guard let (type, level) = raw.bytes.getMultipleIntegers(at: offset, as: (UInt8, UInt8).self) else { return nil }
+        return (AuthType(rawValue: type), AuthLevel(rawValue: level))
     }
 
     // MARK: - Endpoint mapper requests
@@ -269,12 +353,14 @@ public struct RPCConnectionStateMachine: Sendable {
         } catch {
             return self.protocolError(error)
         }
+        // Every endpoint-mapper request must be understood: its reply is only forwarded when it
+        // answers a call recorded in `pendingEPMCalls` (anything else could carry real endpoints).
         guard let first = fragments.first, let firstPDU = try? first.parse(limits: self.limits),
             case .request(let request) = firstPDU.body,
             let context = self.acceptedContexts[request.contextID],
             let syntax = NDRSyntax(transferSyntax: context.transferSyntax)
         else {
-            return fragments.count == 1 ? .forward : .forwardHeld(fragments)
+            return self.protocolError("bad_epm_request", "endpoint-mapper request that cannot be inspected")
         }
         let callID = first.header.callID
         let passThrough: ClientAction = fragments.count == 1 ? .forward : .forwardHeld(fragments)
@@ -313,13 +399,19 @@ public struct RPCConnectionStateMachine: Sendable {
                 return self.notRegistered(callID: callID, contextID: request.contextID, maxTowers: mapRequest.maxTowers, syntax: syntax, dataRepresentation: first.header.dataRepresentation)
             }
             self.pendingEPMCalls[callID] = PendingEPMCall(operation: .map, syntax: syntax, contextID: request.contextID, maxTowers: mapRequest.maxTowers)
-        case .lookup:
-            self.pendingEPMCalls[callID] = PendingEPMCall(operation: .lookup, syntax: syntax, contextID: request.contextID, maxTowers: 0)
+        case .lookup, .lookupHandleFree:
+            self.pendingEPMCalls[callID] = PendingEPMCall(operation: operation, syntax: syntax, contextID: request.contextID, maxTowers: 0)
         default:
             break
         }
         return passThrough
     }
+
+    /// Largest endpoint-mapper request stub reassembled from a client (all fragments of one call).
+    /// The largest real request, an ept_map with one tower, is under 200 bytes.
+    public static let maximumEndpointMapperRequestStub = 16 * 1024
+    /// Most fragments of one endpoint-mapper request from a client.
+    public static let maximumEndpointMapperRequestFragments = 16
 
     /// Endpoint-mapper operations a client may ask through the gateway (C706 App. O).
     static let forwardedEndpointMapperOperations: Set<EPMOperation> = [.lookup, .map, .lookupHandleFree]
@@ -327,8 +419,14 @@ public struct RPCConnectionStateMachine: Sendable {
     /// Whether a client could ever be allowed to bind `interface` (at the best auth level), so its
     /// endpoint may be revealed.
     public func mayLookUp(_ interface: SyntaxID) -> Bool {
-        if interface.uuid == SyntaxID.endpointMapper.uuid { return true }
-        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy)).permits
+        self.lookUpDecision(interface).permits
+    }
+
+    /// The decision behind ``mayLookUp(_:)``: the policy's answer for a bind at `privacy` level.
+    /// The endpoint mapper itself is always allowed (with no rule).
+    public func lookUpDecision(_ interface: SyntaxID) -> PolicyDecision {
+        if interface.uuid == SyntaxID.endpointMapper.uuid { return PolicyDecision(action: .allow, origin: nil) }
+        return self.policy.evaluate(PolicyQuery(interface: interface, client: self.client, authLevel: .privacy))
     }
 
     private func notRegistered(
@@ -370,9 +468,24 @@ public struct RPCConnectionStateMachine: Sendable {
             self.offeredContexts.removeValue(forKey: raw.header.callID)
             return .forward
         case .response:
-            guard self.role == .endpointMapper, let pending = self.pendingEPMCalls[raw.header.callID] else { return .forward }
+            if raw.header.flags.contains(.lastFragment) { self.callsInFlight.remove(raw.header.callID) }
+            guard self.role == .endpointMapper else { return .forward }
+            guard let pending = self.pendingEPMCalls[raw.header.callID] else {
+                // An endpoint-mapper response to a call this connection never forwarded (or one
+                // already answered): passing it on would hand the client unrewritten endpoints.
+                self.events.append(
+                    .protocolError(reason: "unsolicited_response", detail: "endpoint-mapper response to call_id \(raw.header.callID), not asked")
+                )
+                return .close(.protocolError)
+            }
+            guard pending.operation != .lookupHandleFree else {
+                // No towers in ept_lookup_handle_free's answer: forwarded as is.
+                if raw.header.flags.contains(.lastFragment) { self.pendingEPMCalls.removeValue(forKey: raw.header.callID) }
+                return .forward
+            }
             return self.collectEndpointMapperReply(raw, pending)
         case .fault:
+            self.callsInFlight.remove(raw.header.callID)
             self.pendingEPMCalls.removeValue(forKey: raw.header.callID)
             if self.responseAssembler.callID == raw.header.callID { self.responseAssembler.reset() }
             return .forward

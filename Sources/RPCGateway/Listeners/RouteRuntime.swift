@@ -1,29 +1,76 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import RPCPolicy
 import RPCWire
 
-/// A route at run time: its settings, the resolved upstream address, its port pool, metrics and
-/// logger. Shared by every connection of the route.
+/// What ties a route's listeners, pool and upstream together. A reload that keeps a route's
+/// identity updates it in place (policy, advertise, caps); a reload that changes it replaces the
+/// route: the old one drains, the new one starts with a fresh pool.
+struct RouteIdentity: Hashable, Sendable {
+    var listenAddress: String
+    var epmPort: UInt16
+    var ports: ClosedRange<UInt16>
+    var upstreamHost: String
+    var upstreamEPMPort: UInt16
+
+    init(_ settings: RouteSettings) {
+        self.listenAddress = settings.listenAddress
+        self.epmPort = settings.epmPort
+        self.ports = settings.ports
+        self.upstreamHost = settings.upstreamHost
+        self.upstreamEPMPort = settings.upstreamEPMPort
+    }
+}
+
+/// A route at run time: its current settings, the resolved upstream address, its port pool,
+/// metrics, logger and audit log. Shared by every connection of the route, on every event loop.
 final class RouteRuntime: Sendable {
-    let settings: RouteSettings
+    let name: String
+    let identity: RouteIdentity
     let upstreamAddress: IPv4Address
     let pool: PortPool
     let metrics: RouteMetrics
     let logger: Logger
-    let timeouts: Timeouts
-    let wireLimits: WireLimits
+    let audit: AuditLog?
+    private let current: NIOLockedValueBox<Current>
 
-    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, timeouts: Timeouts, wireLimits: WireLimits, logger: Logger) {
-        self.settings = settings
+    private struct Current {
+        var settings: RouteSettings
+        /// Bumped by every update, so connections re-read the policy only when it changed.
+        var generation: Int
+    }
+
+    init(settings: RouteSettings, upstreamAddress: IPv4Address, metrics: RouteMetrics, logger: Logger, audit: AuditLog? = nil) {
+        self.name = settings.name
+        self.identity = RouteIdentity(settings)
+        self.audit = audit
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
-        self.timeouts = timeouts
-        self.wireLimits = wireLimits
+        self.current = NIOLockedValueBox(Current(settings: settings, generation: 0))
         var logger = logger
         logger[metadataKey: "route"] = "\(settings.name)"
         self.logger = logger
+    }
+
+    /// The route's settings as of the last reload.
+    var settings: RouteSettings { self.current.withLockedValue { $0.settings } }
+
+    /// The policy and its generation, read together.
+    var policy: (policy: Policy, generation: Int) {
+        self.current.withLockedValue { ($0.settings.policy, $0.generation) }
+    }
+
+    var generation: Int { self.current.withLockedValue { $0.generation } }
+
+    /// Applies reloaded settings with the same identity. The port pool keeps its idle timeout
+    /// (a changed `mapping_idle_timeout` takes effect for a replaced route or after a restart).
+    func update(_ settings: RouteSettings) {
+        self.current.withLockedValue { current in
+            current.settings = settings
+            current.generation += 1
+        }
     }
 
     /// The label for an interface: its catalog name, or `unknown`, so clients cannot grow the
@@ -32,7 +79,7 @@ final class RouteRuntime: Sendable {
         InterfaceCatalog.name(of: interface) ?? "unknown"
     }
 
-    /// Turns a connection event into metrics and a log line.
+    /// Turns a connection event into metrics, a log line and, for decisions, an audit record.
     func record(_ event: ConnectionEvent, client: SocketAddress?, server: TCPEndpoint, listener: GatewayMetrics.Listener) {
         let clientText = client.map { "\($0)" } ?? "unknown"
         switch event {
@@ -51,7 +98,8 @@ final class RouteRuntime: Sendable {
                     "decision": "\(decision)",
                 ]
             )
-        case .callDenied(let interface, let opnum, let decision, let level):
+            self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
+        case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
                 "call denied",
@@ -60,7 +108,8 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
-        case .callAudited(let interface, let opnum, let decision, let level):
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+        case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
                 metadata: [
@@ -68,6 +117,7 @@ final class RouteRuntime: Sendable {
                     "uuid": "\(interface)", "opnum": "\(opnum)", "auth_level": "\(level)", "decision": "\(decision)",
                 ]
             )
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice("request on a context never accepted", metadata: ["client": "\(clientText)", "context_id": "\(contextID)"])
@@ -80,5 +130,36 @@ final class RouteRuntime: Sendable {
             self.metrics.pduError(reason: reason)
             self.logger.notice("protocol error", metadata: ["client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)"])
         }
+    }
+
+    /// Queues an audit record; the JSON is built on the audit writer thread.
+    private func recordAudit(
+        _ event: AuditRecord.Event,
+        _ interface: SyntaxID,
+        _ opnum: UInt16?,
+        _ decision: PolicyDecision,
+        _ level: AuthLevel,
+        _ type: AuthType,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        guard let audit = self.audit else { return }
+        audit.record(
+            AuditRecord(
+                time: .now(),
+                route: self.settings.name,
+                event: event,
+                client: client,
+                server: server,
+                listener: listener,
+                interface: interface,
+                opnum: opnum,
+                authType: type,
+                authLevel: level,
+                decision: decision,
+                policy: self.settings.policy.name
+            )
+        )
     }
 }

@@ -482,6 +482,22 @@ extension EPMLookupResponse {
 // MARK: - ByteBuffer API
 
 extension ByteBuffer {
+    /// Decodes `self`, which must be exactly one stub: `decode` reads it, every byte must be
+    /// consumed, and the reader index moves to the end only on success.
+    private mutating func readWholeNDRStub<Value>(
+        _ what: String,
+        syntax: NDRSyntax,
+        endianness: Endianness,
+        limits: WireLimits,
+        _ decode: (inout NDRReader) throws -> Value
+    ) throws -> Value {
+        var reader = try NDRReader(buffer: self, syntax: syntax, endianness: endianness, limits: limits)
+        let value = try decode(&reader)
+        try reader.finish(what)
+        self.moveReaderIndex(to: self.writerIndex)
+        return value
+    }
+
     /// Parses an `ept_map` request stub; `self` is exactly the stub.
     ///
     /// `endianness` is the PDU's `drep` (NDR64 requires little-endian). Throws ``RPCWireError``
@@ -492,11 +508,9 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMMapRequest {
-        var reader = try NDRReader(buffer: self, syntax: syntax, endianness: endianness, limits: limits)
-        let request = try EPMMapRequest.read(from: &reader)
-        try reader.finish("ept_map request")
-        self.moveReaderIndex(to: self.writerIndex)
-        return request
+        try self.readWholeNDRStub("ept_map request", syntax: syntax, endianness: endianness, limits: limits) { reader in
+            try EPMMapRequest.read(from: &reader)
+        }
     }
 
     /// Writes an `ept_map` request stub, aligning relative to the current writer index. NDR64 is
@@ -516,11 +530,9 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMMapResponse {
-        var reader = try NDRReader(buffer: self, syntax: syntax, endianness: endianness, limits: limits)
-        let (response, _) = try EPMMapResponse.read(from: &reader)
-        try reader.finish("ept_map response")
-        self.moveReaderIndex(to: self.writerIndex)
-        return response
+        try self.readWholeNDRStub("ept_map response", syntax: syntax, endianness: endianness, limits: limits) { reader in
+            try EPMMapResponse.read(from: &reader).0
+        }
     }
 
     /// Writes an `ept_map` response stub.
@@ -539,11 +551,9 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMLookupRequest {
-        var reader = try NDRReader(buffer: self, syntax: syntax, endianness: endianness, limits: limits)
-        let request = try EPMLookupRequest.read(from: &reader)
-        try reader.finish("ept_lookup request")
-        self.moveReaderIndex(to: self.writerIndex)
-        return request
+        try self.readWholeNDRStub("ept_lookup request", syntax: syntax, endianness: endianness, limits: limits) { reader in
+            try EPMLookupRequest.read(from: &reader)
+        }
     }
 
     /// Writes an `ept_lookup` request stub.
@@ -562,11 +572,9 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMLookupResponse {
-        var reader = try NDRReader(buffer: self, syntax: syntax, endianness: endianness, limits: limits)
-        let (response, _) = try EPMLookupResponse.read(from: &reader)
-        try reader.finish("ept_lookup response")
-        self.moveReaderIndex(to: self.writerIndex)
-        return response
+        try self.readWholeNDRStub("ept_lookup response", syntax: syntax, endianness: endianness, limits: limits) { reader in
+            try EPMLookupResponse.read(from: &reader).0
+        }
     }
 
     /// Writes an `ept_lookup` response stub.

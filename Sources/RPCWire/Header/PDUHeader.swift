@@ -120,7 +120,8 @@ extension ByteBuffer {
     }
 
     /// Back-patches `frag_length` and `auth_length` of a header written at `headerIndex`.
-    mutating func setPDULengths(fragmentLength: UInt16, authLength: UInt16, at headerIndex: Int, endianness: Endianness) {
+    mutating func setPDULengths(fragmentLength: UInt16, authLength: UInt16, at headerIndex: Int, endianness: Endianness)
+    {
         self.setInteger(fragmentLength, at: headerIndex + 8, endianness: endianness)
         self.setInteger(authLength, at: headerIndex + 10, endianness: endianness)
     }

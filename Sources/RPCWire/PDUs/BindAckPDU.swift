@@ -52,11 +52,13 @@ extension ByteBuffer {
         }
         let consumed = self.readerIndex - bodyStart
         let padding = (4 - consumed % 4) % 4
-        guard self.readableBytes >= padding, let (count, _, _) = self.getMultipleIntegers(
-            at: self.readerIndex + padding,
-            endianness: endianness,
-            as: (UInt8, UInt8, UInt16).self
-        ) else {
+        guard self.readableBytes >= padding,
+            let (count, _, _) = self.getMultipleIntegers(
+                at: self.readerIndex + padding,
+                endianness: endianness,
+                as: (UInt8, UInt8, UInt16).self
+            )
+        else {
             throw RPCWireError.truncated("bind_ack result list", need: padding + 4, have: self.readableBytes)
         }
         self.moveReaderIndex(forwardBy: padding + 4)
@@ -76,7 +78,9 @@ extension ByteBuffer {
             guard
                 let (result, reason) = self.readMultipleIntegers(endianness: endianness, as: (UInt16, UInt16).self),
                 let syntax = self.readSyntaxID(endianness: endianness)
-            else { throw RPCWireError.truncated("bind_ack result", need: BindAckPDU.resultLength, have: self.readableBytes) }
+            else {
+                throw RPCWireError.truncated("bind_ack result", need: BindAckPDU.resultLength, have: self.readableBytes)
+            }
             results.append(
                 PresentationResult(
                     result: PresentationResultCode(rawValue: result),

@@ -73,7 +73,11 @@ extension ByteBuffer {
             }
             let needed = Int(transferCount) * SyntaxID.wireSize
             guard self.readableBytes >= needed else {
-                throw RPCWireError.truncated("transfer syntaxes of context \(contextID)", need: needed, have: self.readableBytes)
+                throw RPCWireError.truncated(
+                    "transfer syntaxes of context \(contextID)",
+                    need: needed,
+                    have: self.readableBytes
+                )
             }
             var transfers: [SyntaxID] = []
             transfers.reserveCapacity(Int(transferCount))
@@ -83,7 +87,9 @@ extension ByteBuffer {
                 }
                 transfers.append(syntax)
             }
-            contexts.append(PresentationContext(contextID: contextID, abstractSyntax: abstract, transferSyntaxes: transfers))
+            contexts.append(
+                PresentationContext(contextID: contextID, abstractSyntax: abstract, transferSyntaxes: transfers)
+            )
         }
         return BindPDU(
             maxTransmitFragment: maxTransmit,

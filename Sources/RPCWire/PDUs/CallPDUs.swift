@@ -10,7 +10,8 @@ public struct RequestPDU: Hashable, Sendable {
     /// Stub data (encrypted at privacy level). Auth padding is not part of it.
     public var stub: ByteBuffer
 
-    public init(allocationHint: UInt32, contextID: UInt16, opnum: UInt16, objectUUID: DCEUUID? = nil, stub: ByteBuffer) {
+    public init(allocationHint: UInt32, contextID: UInt16, opnum: UInt16, objectUUID: DCEUUID? = nil, stub: ByteBuffer)
+    {
         self.allocationHint = allocationHint
         self.contextID = contextID
         self.opnum = opnum
@@ -29,7 +30,13 @@ public struct ResponsePDU: Hashable, Sendable {
     public var reserved: UInt8
     public var stub: ByteBuffer
 
-    public init(allocationHint: UInt32, contextID: UInt16, cancelCount: UInt8 = 0, reserved: UInt8 = 0, stub: ByteBuffer) {
+    public init(
+        allocationHint: UInt32,
+        contextID: UInt16,
+        cancelCount: UInt8 = 0,
+        reserved: UInt8 = 0,
+        stub: ByteBuffer
+    ) {
         self.allocationHint = allocationHint
         self.contextID = contextID
         self.cancelCount = cancelCount
@@ -104,7 +111,11 @@ public struct BindNakPDU: Hashable, Sendable {
     /// Padding and the optional MS-RPCE extended-error signature, kept verbatim.
     public var trailingBytes: ByteBuffer
 
-    public init(rejectReason: BindNakReason, supportedVersions: [RPCProtocolVersion], trailingBytes: ByteBuffer = ByteBuffer()) {
+    public init(
+        rejectReason: BindNakReason,
+        supportedVersions: [RPCProtocolVersion],
+        trailingBytes: ByteBuffer = ByteBuffer()
+    ) {
         self.rejectReason = rejectReason
         self.supportedVersions = supportedVersions
         self.trailingBytes = trailingBytes

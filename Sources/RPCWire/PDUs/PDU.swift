@@ -72,7 +72,11 @@ extension RawPDU {
                 at: start + trailerOffset,
                 as: (UInt8, UInt8, UInt8, UInt8).self
             ),
-            let contextID = bytes.getInteger(at: start + trailerOffset + 4, endianness: self.header.endianness, as: UInt32.self),
+            let contextID = bytes.getInteger(
+                at: start + trailerOffset + 4,
+                endianness: self.header.endianness,
+                as: UInt32.self
+            ),
             let value = bytes.getSlice(at: start + trailerOffset + WireLimits.securityTrailerLength, length: authLength)
         else {
             throw RPCWireError(.authLengthTooLong, "auth_length \(authLength) in frag_length \(total)")
@@ -82,7 +86,10 @@ extension RawPDU {
             let body = bytes.getSlice(at: start + headerLength, length: bodyLength),
             let padding = bytes.getSlice(at: start + headerLength + bodyLength, length: Int(padLength))
         else {
-            throw RPCWireError(.authPaddingTooLong, "auth_pad_length \(padLength) > body \(trailerOffset - headerLength)")
+            throw RPCWireError(
+                .authPaddingTooLong,
+                "auth_pad_length \(padLength) > body \(trailerOffset - headerLength)"
+            )
         }
         let verifier = AuthVerifier(
             authType: AuthType(rawValue: type),
@@ -102,20 +109,46 @@ extension RawPDU {
         let parsed: PDU.Body
         switch self.header.packetType {
         case .request:
-            guard let (hint, context, opnum) = body.readMultipleIntegers(endianness: endianness, as: (UInt32, UInt16, UInt16).self)
-            else { throw RPCWireError.truncated("request header", need: RequestPDU.fixedLength, have: body.readableBytes) }
+            guard
+                let (hint, context, opnum) = body.readMultipleIntegers(
+                    endianness: endianness,
+                    as: (UInt32, UInt16, UInt16).self
+                )
+            else {
+                throw RPCWireError.truncated("request header", need: RequestPDU.fixedLength, have: body.readableBytes)
+            }
             var object: DCEUUID? = nil
             if self.header.flags.contains(.objectUUID) {
                 guard let uuid = body.readDCEUUID(endianness: endianness) else {
-                    throw RPCWireError.truncated("request object UUID", need: DCEUUID.wireSize, have: body.readableBytes)
+                    throw RPCWireError.truncated(
+                        "request object UUID",
+                        need: DCEUUID.wireSize,
+                        have: body.readableBytes
+                    )
                 }
                 object = uuid
             }
-            parsed = .request(RequestPDU(allocationHint: hint, contextID: context, opnum: opnum, objectUUID: object, stub: body))
+            parsed = .request(
+                RequestPDU(allocationHint: hint, contextID: context, opnum: opnum, objectUUID: object, stub: body)
+            )
         case .response:
-            guard let (hint, context, cancel, reserved) = body.readMultipleIntegers(endianness: endianness, as: (UInt32, UInt16, UInt8, UInt8).self)
-            else { throw RPCWireError.truncated("response header", need: ResponsePDU.fixedLength, have: body.readableBytes) }
-            parsed = .response(ResponsePDU(allocationHint: hint, contextID: context, cancelCount: cancel, reserved: reserved, stub: body))
+            guard
+                let (hint, context, cancel, reserved) = body.readMultipleIntegers(
+                    endianness: endianness,
+                    as: (UInt32, UInt16, UInt8, UInt8).self
+                )
+            else {
+                throw RPCWireError.truncated("response header", need: ResponsePDU.fixedLength, have: body.readableBytes)
+            }
+            parsed = .response(
+                ResponsePDU(
+                    allocationHint: hint,
+                    contextID: context,
+                    cancelCount: cancel,
+                    reserved: reserved,
+                    stub: body
+                )
+            )
         case .fault:
             guard
                 let (hint, context, cancel, flags, status) = body.readMultipleIntegers(
@@ -142,7 +175,8 @@ extension RawPDU {
         case .alterContextResponse:
             parsed = .alterContextResponse(try body.readBindAckPDUBody(endianness: endianness, limits: limits))
         case .bindNak:
-            guard let (reason, count) = body.readMultipleIntegers(endianness: endianness, as: (UInt16, UInt8).self) else {
+            guard let (reason, count) = body.readMultipleIntegers(endianness: endianness, as: (UInt16, UInt8).self)
+            else {
                 throw RPCWireError.truncated("bind_nak header", need: 3, have: body.readableBytes)
             }
             guard body.readableBytes >= 2 * Int(count) else {
@@ -154,7 +188,13 @@ extension RawPDU {
                 guard let (major, minor) = body.readMultipleIntegers(as: (UInt8, UInt8).self) else { break }
                 versions.append(RPCProtocolVersion(major: major, minor: minor))
             }
-            parsed = .bindNak(BindNakPDU(rejectReason: BindNakReason(rawValue: reason), supportedVersions: versions, trailingBytes: body))
+            parsed = .bindNak(
+                BindNakPDU(
+                    rejectReason: BindNakReason(rawValue: reason),
+                    supportedVersions: versions,
+                    trailingBytes: body
+                )
+            )
         case .auth3:
             guard let padding = body.readInteger(endianness: endianness, as: UInt32.self) else {
                 throw RPCWireError.truncated("auth3 padding", need: 4, have: body.readableBytes)
@@ -264,7 +304,12 @@ extension ByteBuffer {
             self.moveWriterIndex(to: start)
             throw RPCWireError(.fragmentTooLong, "serialized PDU of \(total) bytes")
         }
-        self.setPDULengths(fragmentLength: UInt16(total), authLength: UInt16(authLength), at: start, endianness: endianness)
+        self.setPDULengths(
+            fragmentLength: UInt16(total),
+            authLength: UInt16(authLength),
+            at: start,
+            endianness: endianness
+        )
         return total
     }
 }

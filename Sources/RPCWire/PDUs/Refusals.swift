@@ -11,7 +11,9 @@ extension PDU {
     ) -> PDU {
         PDU(
             header: PDUHeader(packetType: .bindNak, dataRepresentation: dataRepresentation, callID: callID),
-            body: .bindNak(BindNakPDU(rejectReason: reason, supportedVersions: [RPCProtocolVersion(major: 5, minor: 0)]))
+            body: .bindNak(
+                BindNakPDU(rejectReason: reason, supportedVersions: [RPCProtocolVersion(major: 5, minor: 0)])
+            )
         )
     }
 
@@ -71,7 +73,8 @@ extension PDU {
         let results = contexts.map { context in
             PresentationResult(
                 result: .providerRejection,
-                reason: context.isBindTimeFeatureNegotiation ? .proposedTransferSyntaxesNotSupported : .abstractSyntaxNotSupported,
+                reason: context.isBindTimeFeatureNegotiation
+                    ? .proposedTransferSyntaxesNotSupported : .abstractSyntaxNotSupported,
                 transferSyntax: PresentationResult.nullSyntax
             )
         }

@@ -1,0 +1,68 @@
+package import Logging
+package import NIOCore
+package import RPCPolicy
+package import RPCWire
+
+/// The splice of one proxied connection on two channels the caller already has: what
+/// ``GatewayServer`` installs once the upstream connection is up (framers, glue handlers, the
+/// connection state machine, the route's port pool and metrics, bind and half-close timers),
+/// without sockets. The idle timer is optional: `IdleStateHandler` reads the wall clock, which an
+/// `EmbeddedEventLoop` does not advance; a harness fires `IdleStateHandler.IdleStateEvent.all`
+/// on the client channel to simulate it.
+///
+/// For the `RPCGatewayFuzz` target and other package code that drives the real pipeline in
+/// `EmbeddedChannel`s without `@testable`.
+package enum ProxySplice {
+    /// Installs the pipeline on `client` and `server`, which must share one event loop.
+    ///
+    /// - Parameters:
+    ///   - route: the route; its port pool is created for this splice alone.
+    ///   - upstreamAddress: the route's resolved server address.
+    ///   - listener: `.epm` for the endpoint-mapper listener, `.mapped` for a gateway port.
+    ///   - clientAddress: the client's address, for source rules.
+    ///   - clientFacingAddress: the address the client reached the gateway on (written into
+    ///     rewritten towers unless the route has `advertise`).
+    ///   - serverEndpoint: the server the splice forwards to (for logs).
+    ///   - onClose: called once when the connection ends.
+    package static func install(
+        client: any Channel,
+        server: any Channel,
+        route: RouteSettings,
+        upstreamAddress: IPv4Address,
+        listener: GatewayMetrics.Listener,
+        clientAddress: IPAddress,
+        clientFacingAddress: IPv4Address?,
+        serverEndpoint: TCPEndpoint,
+        timeouts: Timeouts = Timeouts(),
+        wireLimits: WireLimits = WireLimits(),
+        metrics: GatewayMetrics = GatewayMetrics(),
+        logger: Logger,
+        idleTimer: Bool = false,
+        onClose: @escaping @Sendable () -> Void = {}
+    ) throws {
+        let runtime = RouteRuntime(
+            settings: route,
+            upstreamAddress: upstreamAddress,
+            metrics: metrics.route(route.name),
+            logger: logger
+        )
+        let connection = RPCProxyConnection(
+            route: runtime,
+            listener: listener,
+            machine: RPCConnectionStateMachine(
+                role: listener == .epm ? .endpointMapper : .mapped,
+                policy: route.policy,
+                client: clientAddress,
+                limits: wireLimits
+            ),
+            clientAddress: nil,
+            clientFacingAddress: clientFacingAddress,
+            serverEndpoint: serverEndpoint,
+            eventLoop: client.eventLoop,
+            timeouts: timeouts,
+            limits: wireLimits,
+            onClose: onClose
+        )
+        try connection.install(client: client, server: server, idleTimer: idleTimer)
+    }
+}
