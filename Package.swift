@@ -14,6 +14,12 @@ let package = Package(
         .executable(name: "RPCWireFuzz", targets: ["RPCWireFuzz"]),
         .executable(name: "RPCGatewayFuzz", targets: ["RPCGatewayFuzz"]),
         .executable(name: "RPCConfigFuzz", targets: ["RPCConfigFuzz"]),
+        .executable(name: "rpcgate-bench", targets: ["rpcgate-bench"]),
+        // Libraries so the separate Benchmarks/ package can measure the codec and the state
+        // machine. Only `public` API is reachable from there; `package` symbols are not.
+        .library(name: "RPCWire", targets: ["RPCWire"]),
+        .library(name: "RPCPolicy", targets: ["RPCPolicy"]),
+        .library(name: "RPCGateway", targets: ["RPCGateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.81.0"),
@@ -93,6 +99,30 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
+        ),
+        // Load generator and DCE/RPC test server for Benchmarks/compare.sh.
+        .executableTarget(
+            name: "rpcgate-bench",
+            dependencies: [
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        // The gateway from a synchronous main, for valgrind (Benchmarks/profile.sh); see its main.swift.
+        .executableTarget(
+            name: "rpcgate-callgrind-host",
+            dependencies: [
+                "RPCGatewayConfig",
+                "RPCGateway",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         // libFuzzer target: the whole per-connection pipeline in EmbeddedChannels, bytes from both sides.
         .executableTarget(

@@ -8,7 +8,7 @@
             rpcgate.yaml passes `rpcgate check-config`; probes, replicas, security context,
             Prometheus annotations, NetworkPolicy ports agree with that configuration
   grafana   the dashboard is valid JSON, and every metric it queries is one rpcgate exports
-  nftables  `nft -c` accepts deploy/nftables/rpcgate.nft (check only, nothing is loaded)
+  nftables  `nft -c` accepts every deploy/nftables/*.nft (check only, nothing is loaded)
   docker    the Dockerfile's build commands are exactly the README's "Deploy" build commands
             (there is no Docker engine here to build the image)
   config    config/*.yaml pass `rpcgate check-config`
@@ -155,7 +155,11 @@ def test_kubernetes_configmap_passes_check_config(tmp_path):
 def test_kubernetes_deployment_probes_security_and_ports_match_the_config():
     config = yaml.safe_load(_objects('ConfigMap')[0]['data']['rpcgate.yaml'])
     route = config['routes'][0]
-    first, last = (int(x) for x in route['ports'].split('-'))
+    if route.get('mode') == 'single-port':
+        data_ports = [int(route['port'])]
+    else:
+        first, last = (int(x) for x in route['ports'].split('-'))
+        data_ports = list(range(first, last + 1))
     admin_port = int(config['admin']['listen'].rsplit(':', 1)[1])
 
     deployment = _objects('Deployment')[0]
@@ -181,14 +185,17 @@ def test_kubernetes_deployment_probes_security_and_ports_match_the_config():
 
     services = {s['metadata']['name']: s for s in _objects('Service')}
     client = services['rpcgate']['spec']
-    assert client['sessionAffinity'] == 'ClientIP' and client['externalTrafficPolicy'] == 'Local'
+    assert client['externalTrafficPolicy'] == 'Local', 'the policy needs the client addresses'
     assert client['loadBalancerIP'] == route['advertise']
-    assert sorted(p['port'] for p in client['ports']) == [135] + list(range(first, last + 1))
+    assert sorted(p['port'] for p in client['ports']) == [135] + data_ports
     assert all(p['port'] == p['targetPort'] for p in client['ports'])
 
     policy = _objects('NetworkPolicy')[0]['spec']
-    ingress_ports = [(p['port'], p.get('endPort')) for rule in policy['ingress'] for p in rule['ports']]
-    assert (135, None) in ingress_ports and (first, last) in ingress_ports and (admin_port, None) in ingress_ports
+    allowed = set()
+    for rule in policy['ingress']:
+        for p in rule['ports']:
+            allowed.update(range(p['port'], p.get('endPort', p['port']) + 1))
+    assert {135, admin_port, *data_ports} <= allowed, allowed
     egress = [rule for rule in policy['egress'] if any('ipBlock' in t for t in rule['to'])][0]
     assert egress['to'][0]['ipBlock']['cidr'] == route['upstream'] + '/32'
 
@@ -224,10 +231,11 @@ def test_grafana_dashboard_is_valid_and_queries_only_exported_metrics():
 
 # ------------------------------------------------------------------ nftables
 
-def test_nftables_ruleset_passes_nft_check():
+@pytest.mark.parametrize('name', sorted(n for n in os.listdir(os.path.join(DEPLOY, 'nftables')) if n.endswith('.nft')))
+def test_nftables_ruleset_passes_nft_check(name):
     nft = shutil.which('nft')
     assert nft, 'nft not found (Debian package nftables)'
-    r = subprocess.run([nft, '-c', '-f', os.path.join(DEPLOY, 'nftables', 'rpcgate.nft')],
+    r = subprocess.run([nft, '-c', '-f', os.path.join(DEPLOY, 'nftables', name)],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
 

@@ -52,6 +52,9 @@ package struct GatewayMetrics: Sendable {
         /// Gauge `{route}`: 1 when the last readiness probe (a TCP connect) reached the route's
         /// upstream endpoint mapper, 0 when it failed.
         package static let upstreamUp = "rpcgate_upstream_up"
+        /// Counter `{route}`: connections routed by the interface of their first bind (single-port
+        /// mode, ports this instance did not hand out, transparent mode).
+        package static let bindRoutedTotal = "rpcgate_connections_bind_routed_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -93,6 +96,12 @@ package struct GatewayMetrics: Sendable {
         package static let unmappedPort = RefusalReason(code: "unmapped_port")
         /// The gateway is shutting down and no longer accepts connections.
         package static let draining = RefusalReason(code: "draining")
+        /// Transparent mode: the original destination is outside the route's `servers`.
+        package static let destinationNotAllowed = RefusalReason(code: "destination_not_allowed")
+        /// Transparent mode: the connection was not redirected (no original destination).
+        package static let noOriginalDestination = RefusalReason(code: "no_original_destination")
+        /// Bind routing: the first PDU was not a bind, or no bind came within the bind timeout.
+        package static let noBind = RefusalReason(code: "no_bind")
         /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
         package static let proxyHeader = RefusalReason(code: "proxy_header")
         /// Core: the PROXY header names a server outside `core.upstreams`: never an open relay.
@@ -142,6 +151,7 @@ package final class RouteMetrics: Sendable {
     private let bytesClientToServer: Counter
     private let bytesServerToClient: Counter
     private let upstreamUp: Meter
+    private let bindRoutedCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -192,6 +202,7 @@ package final class RouteMetrics: Sendable {
             factory: factory
         )
         self.upstreamUp = Meter(label: Name.upstreamUp, dimensions: routeOnly, factory: factory)
+        self.bindRoutedCounter = Counter(label: Name.bindRoutedTotal, dimensions: routeOnly, factory: factory)
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly
@@ -208,6 +219,11 @@ package final class RouteMetrics: Sendable {
         case .mapped: self.connectionsMapped.increment()
         }
         self.connectionsActive.increment()
+    }
+
+    /// A connection was routed by the interface of its first bind.
+    package func bindRouted() {
+        self.bindRoutedCounter.increment()
     }
 
     /// A connection counted by ``connectionOpened(listener:)`` ended.

@@ -116,9 +116,36 @@ public struct CoreSettings: Sendable, Hashable {
     }
 }
 
+/// How a route finds the server a connection goes to.
+public enum RouteMode: Sendable, Hashable {
+    /// One configured server; each dynamic endpoint gets a gateway port of the range (default).
+    case mapped
+    /// One configured server; every rewritten tower points at one gateway port, and each
+    /// connection there is routed by the interface of its first bind (resolved at the server's
+    /// endpoint mapper).
+    case singlePort
+    /// No configured server: nftables redirects clients' connections to servers in these networks
+    /// to the gateway, which recovers the original destination (`SO_ORIGINAL_DST`). Destinations
+    /// outside them are refused.
+    case transparent(servers: [IPNetwork])
+
+    /// The configuration keyword.
+    public var name: String {
+        switch self {
+        case .mapped: "mapped"
+        case .singlePort: "single-port"
+        case .transparent: "transparent"
+        }
+    }
+}
+
 /// One protected server: an endpoint-mapper listener and a range of gateway-owned ports.
 public struct RouteSettings: Sendable, Hashable {
     public var name: String
+    /// How connections find their server. In ``RouteMode/singlePort`` mode ``ports`` is the one
+    /// port (which may equal ``epmPort``); in ``RouteMode/transparent`` mode ``upstreamHost`` is
+    /// unused.
+    public var mode: RouteMode = .mapped
     /// Address the EPM listener and the mapped ports bind to.
     public var listenAddress: String
     public var epmPort: UInt16
@@ -165,6 +192,15 @@ public struct RouteSettings: Sendable, Hashable {
         self.policy = policy
         self.maximumConnections = maximumConnections
         self.mappingIdleTimeout = .seconds(mappingIdleSeconds)
+    }
+
+    /// In single-port mode, the one gateway port.
+    public var singlePort: UInt16? { self.mode == .singlePort ? self.ports.lowerBound : nil }
+
+    /// Whether a connection to `address` may be relayed in transparent mode.
+    public func admitsServer(_ address: IPv4Address) -> Bool {
+        guard case .transparent(let servers) = self.mode else { return false }
+        return servers.contains { $0.contains(.v4(address.value)) }
     }
 }
 

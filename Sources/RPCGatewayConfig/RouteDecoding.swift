@@ -18,6 +18,7 @@ struct RouteDraft {
     var policyName: String?
     var maximumConnections: Int?
     var mappingIdle: Duration?
+    var mode: RouteMode?
     var via: String?
 
     /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
@@ -33,9 +34,10 @@ struct RouteDraft {
 extension ConfigurationDecoder {
     static let routeKeys = [
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
-        "max_connections", "mapping_idle_timeout", "via",
+        "max_connections", "mapping_idle_timeout", "mode", "port", "servers", "via",
     ]
-    static let requiredRouteKeys = ["name", "listen", "upstream", "ports", "policy"]
+    static let requiredRouteKeys = ["name", "listen", "policy"]
+    static let routeModes = ["mapped", "single-port", "transparent"]
     /// Most gateway-owned ports one route may reserve.
     static let maximumPortsPerRoute = 10_000
     /// Upper bound for connection caps: catches a stray digit, not a tuning limit.
@@ -50,11 +52,12 @@ extension ConfigurationDecoder {
                 of: node,
                 at: path,
                 known: Self.routeKeys,
-                required: Self.requiredRouteKeys,
+                required: ["name", "listen"] + Self.requiredKeys(forMode: Self.peekMode(node)) + ["policy"],
                 what: "a route (a mapping with name, listen, upstream, ports, policy)"
             )
         else { return nil }
         var draft = RouteDraft(path: path, fields: fields)
+        self.decodeMode(fields, at: path, into: &draft)
 
         if let node = fields["name"], let name = self.string(node, at: path.key("name"), what: "a route name") {
             if name.trimmingASCIISpaces.isEmpty {
@@ -97,6 +100,9 @@ extension ConfigurationDecoder {
         if let node = fields["ports"] {
             draft.ports = self.portRange(node, at: path.key("ports"))
         }
+        if let node = fields["port"], let port = self.port(node, at: path.key("port")) {
+            draft.ports = port...port
+        }
         if let node = fields["policy"], let name = self.string(node, at: path.key("policy"), what: "a policy name") {
             draft.policyName = name
         }
@@ -122,6 +128,82 @@ extension ConfigurationDecoder {
 
         self.checkOwnPorts(of: draft)
         return draft
+    }
+
+    /// `mode` and the keys each mode forbids: mapped (default) needs `upstream` and
+    /// `ports`; single-port needs `upstream` and `port`; transparent needs `ports` and `servers`.
+    private mutating func decodeMode(_ fields: Fields, at path: ConfigPath, into draft: inout RouteDraft) {
+        var modeName = "mapped"
+        if let node = fields["mode"] {
+            guard let text = self.string(node, at: path.key("mode"), what: "a route mode") else { return }
+            guard Self.routeModes.contains(text) else {
+                var message = "unknown mode \"\(text)\""
+                if let hint = Suggestions.didYouMean(text, among: Self.routeModes) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (expected \(Suggestions.list(Self.routeModes, conjunction: "or")))"
+                }
+                self.report(message, at: path.key("mode"), node: node)
+                return
+            }
+            modeName = text
+        }
+        // Required keys were checked with the mapping (``requiredKeys(forMode:)``).
+        let forbidden: [String] =
+            switch modeName {
+            case "single-port": ["ports", "servers"]
+            case "transparent": ["upstream", "port", "advertise"]
+            default: ["port", "servers"]
+            }
+        for key in forbidden {
+            if let node = fields[key] {
+                self.report("\"\(key)\" does not apply to mode \(modeName)", at: path.key(key), node: fields.keyNode(key) ?? node)
+            }
+        }
+        switch modeName {
+        case "single-port":
+            draft.mode = .singlePort
+        case "transparent":
+            guard let node = fields["servers"],
+                let items = self.list(node, at: path.key("servers"), allowingSingle: true, what: "a list of networks")
+            else { return }
+            var servers: [IPNetwork] = []
+            for (item, itemPath) in items {
+                guard let text = self.string(item, at: itemPath, what: "an IPv4 network") else { continue }
+                if let network = IPNetwork(text), case .v4 = network.address {
+                    servers.append(network)
+                } else {
+                    self.report("\"\(text)\" is not an IPv4 network (ADDRESS/PREFIX, host bits zero)", at: itemPath, node: item)
+                }
+            }
+            if servers.isEmpty, items.isEmpty {
+                self.report("servers must name at least one network", at: path.key("servers"), node: node)
+            }
+            if servers.count == items.count, !servers.isEmpty {
+                draft.mode = .transparent(servers: servers)
+                draft.upstream = "0.0.0.0"
+            }
+        default:
+            draft.mode = .mapped
+        }
+    }
+
+    /// The `mode` scalar of a route mapping, read before the route is decoded (to know which
+    /// keys are required).
+    static func peekMode(_ node: Node) -> String? {
+        guard case .mapping(let mapping) = node else { return nil }
+        for (key, value) in mapping {
+            if case .scalar(let k) = key, k.string == "mode", case .scalar(let v) = value { return v.string }
+        }
+        return nil
+    }
+
+    static func requiredKeys(forMode mode: String?) -> [String] {
+        switch mode {
+        case "single-port": ["upstream", "port"]
+        case "transparent": ["ports", "servers"]
+        default: ["upstream", "ports"]
+        }
     }
 
     private mutating func decodeListen(_ node: Node, at path: ConfigPath, into draft: inout RouteDraft) {
@@ -181,13 +263,14 @@ extension ConfigurationDecoder {
     /// The EPM port must not be one of the route's own mapped ports, and the route must not
     /// forward to itself.
     private mutating func checkOwnPorts(of draft: RouteDraft) {
-        if let epmPort = draft.epmPort, let ports = draft.ports, ports.contains(epmPort) {
+        if let epmPort = draft.epmPort, let ports = draft.ports, ports.contains(epmPort), draft.mode != .singlePort {
             self.report(
                 "EPM port \(epmPort) is inside this route's ports \(Self.describe(ports))",
                 at: draft.fields["epm_port"] != nil ? draft.path.key("epm_port") : draft.path.key("ports"),
                 node: draft.fields["epm_port"] ?? draft.fields["ports"]
             )
         }
+        if case .transparent = draft.mode { return }
         if let listen = draft.listenAddress, let upstream = draft.upstream, IPAddress(upstream) == listen,
             let epmPort = draft.epmPort, draft.upstreamEPMPort == epmPort
         {
@@ -241,6 +324,9 @@ extension ConfigurationDecoder {
         guard let address = route.listenAddress, let other = earlier.listenAddress,
             Self.addressesOverlap(address, other)
         else { return }
+        // A transparent route on the wildcard and a route on a specific address may share ports:
+        // the gateway binds both with SO_REUSEPORT and the kernel prefers the specific address.
+        if address != other, Self.isTransparent(route) != Self.isTransparent(earlier) { return }
         let listenNote = route.listenText == earlier.listenText ? "" : " (listening on \(earlier.listenText ?? ""))"
         if let ports = route.ports, let otherPorts = earlier.ports, ports.overlaps(otherPorts) {
             let other = "the ports \(Self.describe(otherPorts)) of \(earlier.label)\(listenNote)"
@@ -275,6 +361,11 @@ extension ConfigurationDecoder {
         }
     }
 
+    static func isTransparent(_ draft: RouteDraft) -> Bool {
+        if case .transparent = draft.mode { return true }
+        return false
+    }
+
     /// Equal addresses, or a wildcard (`0.0.0.0`, `::`) and any address of its family.
     static func addressesOverlap(_ a: IPAddress, _ b: IPAddress) -> Bool {
         switch (a, b) {
@@ -298,7 +389,8 @@ extension ConfigurationDecoder {
         guard let name = draft.name, let listen = draft.listenText, let epmPort = draft.epmPort,
             let upstream = draft.upstream, let upstreamEPMPort = draft.upstreamEPMPort, let ports = draft.ports,
             let policyName = draft.policyName, let policy = policies.valid[policyName],
-            let maximumConnections = draft.maximumConnections, let mappingIdle = draft.mappingIdle
+            let maximumConnections = draft.maximumConnections, let mappingIdle = draft.mappingIdle,
+            let mode = draft.mode
         else { return nil }
         var route = RouteSettings(
             name: name,
@@ -312,6 +404,7 @@ extension ConfigurationDecoder {
             maximumConnections: maximumConnections
         )
         route.mappingIdleTimeout = mappingIdle
+        route.mode = mode
         route.via = draft.via
         return route
     }

@@ -57,7 +57,7 @@ struct CheckConfig: ParsableCommand {
         print("\(self.file): OK")
         for route in settings.routes {
             print(
-                "route \(route.name): epm \(route.listenAddress):\(route.epmPort) -> \(route.upstreamHost):\(route.upstreamEPMPort), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
+                "route \(route.name) (\(route.mode.name)): epm \(route.listenAddress):\(route.epmPort) -> \(Self.upstreamText(route)), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
             )
         }
         for route in settings.routes {
@@ -85,6 +85,14 @@ struct CheckConfig: ParsableCommand {
             let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
             print("audit: \(target) (buffer \(audit.bufferLines) lines)")
         }
+    }
+
+    /// The server side of a route: its upstream, or a transparent route's server networks.
+    static func upstreamText(_ route: RouteSettings) -> String {
+        if case .transparent(let servers) = route.mode {
+            return "original destinations in \(servers.map(\.description).joined(separator: ", "))"
+        }
+        return "\(route.upstreamHost):\(route.upstreamEPMPort)"
     }
 }
 

@@ -245,9 +245,13 @@ struct ReadinessTests {
         var state = Self.probe(successAgo: nil, failures: 3)
         state.succeeded(at: Self.now, wallClock: AuditTimestamp(millisecondsSinceEpoch: 0))
         #expect(state.lastError == nil && state.consecutiveFailures == 0 && !state.inProgress)
-        let routes = [(name: "dc1", upstream: "10.0.0.1:135", probe: state)]
+        let routes: [(name: String, upstream: String, probe: UpstreamProbeState?)] = [
+            (name: "dc1", upstream: "10.0.0.1:135", probe: state),
+            (name: "transparent", upstream: "-", probe: nil),
+        ]
         let ready = ReadinessReport.evaluate(routes: routes, draining: false, now: Self.now, maximumAge: .seconds(30))
         #expect(ready.isReady && ready.text == "ready\n")
+        #expect(ready.routes.map(\.probed) == [true, false], "a transparent route is not probed and counts as ready")
         let draining = ReadinessReport.evaluate(routes: routes, draining: true, now: Self.now, maximumAge: .seconds(30))
         #expect(!draining.isReady)
         #expect(draining.text == "not ready\ndraining: the gateway is shutting down\n")

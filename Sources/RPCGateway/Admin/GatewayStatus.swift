@@ -61,6 +61,10 @@ package struct GatewayStatus: Sendable {
 /// One route: what it listens on, where it forwards, its policy, and its live port mappings.
 package struct RouteStatus: Sendable {
     package var name: String
+    /// `mapped`, `single-port` or `transparent`.
+    package var mode: String
+    /// Transparent mode: the networks connections may be relayed to.
+    package var servers: [String]
     package var listenAddress: String
     package var epmPort: UInt16
     package var ports: ClosedRange<UInt16>
@@ -84,6 +88,8 @@ package struct RouteStatus: Sendable {
 
     package init(
         name: String,
+        mode: String = "mapped",
+        servers: [String] = [],
         listenAddress: String,
         epmPort: UInt16,
         ports: ClosedRange<UInt16>,
@@ -102,6 +108,8 @@ package struct RouteStatus: Sendable {
         readiness: ReadinessReport.Route
     ) {
         self.name = name
+        self.mode = mode
+        self.servers = servers
         self.listenAddress = listenAddress
         self.epmPort = epmPort
         self.ports = ports

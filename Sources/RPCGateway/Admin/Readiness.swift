@@ -60,6 +60,9 @@ package struct ReadinessReport: Hashable, Sendable {
         package var lastSuccessTime: AuditTimestamp?
         package var lastError: String?
         package var consecutiveFailures: Int
+        /// `false` for a transparent route: its servers differ per connection, so there is no one
+        /// upstream to probe, and the route counts as ready.
+        package var probed: Bool
 
         package init(
             name: String,
@@ -68,7 +71,8 @@ package struct ReadinessReport: Hashable, Sendable {
             lastSuccessAge: Duration?,
             lastSuccessTime: AuditTimestamp? = nil,
             lastError: String?,
-            consecutiveFailures: Int
+            consecutiveFailures: Int,
+            probed: Bool = true
         ) {
             self.name = name
             self.upstream = upstream
@@ -77,6 +81,7 @@ package struct ReadinessReport: Hashable, Sendable {
             self.lastSuccessTime = lastSuccessTime
             self.lastError = lastError
             self.consecutiveFailures = consecutiveFailures
+            self.probed = probed
         }
 
         /// Why the route is not ready, in a few words; `nil` when it is.
@@ -105,25 +110,37 @@ package struct ReadinessReport: Hashable, Sendable {
 
     package var failingRoutes: [Route] { self.routes.filter { !$0.ready } }
 
-    /// Builds the report from each route's probe state. Pure: `now` is given.
+    /// Builds the report from each route's probe state (`nil`: not probed, ready). Pure: `now`
+    /// is given.
     package static func evaluate(
-        routes: [(name: String, upstream: String, probe: UpstreamProbeState)],
+        routes: [(name: String, upstream: String, probe: UpstreamProbeState?)],
         draining: Bool,
         now: NIODeadline,
         maximumAge: Duration
     ) -> ReadinessReport {
         let maximum = TimeAmount(maximumAge)
         let entries = routes.map { route -> Route in
-            let age = route.probe.lastSuccess.map { now - $0 }
+            guard let probe = route.probe else {
+                return Route(
+                    name: route.name,
+                    upstream: route.upstream,
+                    ready: true,
+                    lastSuccessAge: nil,
+                    lastError: nil,
+                    consecutiveFailures: 0,
+                    probed: false
+                )
+            }
+            let age = probe.lastSuccess.map { now - $0 }
             let ready = age.map { $0 < maximum } ?? false
             return Route(
                 name: route.name,
                 upstream: route.upstream,
                 ready: ready,
                 lastSuccessAge: age.map { .nanoseconds($0.nanoseconds) },
-                lastSuccessTime: route.probe.lastSuccessTime,
-                lastError: route.probe.lastError,
-                consecutiveFailures: route.probe.consecutiveFailures
+                lastSuccessTime: probe.lastSuccessTime,
+                lastError: probe.lastError,
+                consecutiveFailures: probe.consecutiveFailures
             )
         }
         return ReadinessReport(draining: draining, routes: entries)
@@ -157,6 +174,7 @@ extension ReadinessReport.Route {
             ("name", .string(self.name)),
             ("upstream", .string(self.upstream)),
             ("ready", .bool(self.ready)),
+            ("probed", .bool(self.probed)),
             ("last_success_age_seconds", .int(orNull: self.lastSuccessAge.map { $0.components.seconds })),
             ("last_success", .string(orNull: self.lastSuccessTime?.rfc3339)),
             ("last_error", .string(orNull: self.lastError)),

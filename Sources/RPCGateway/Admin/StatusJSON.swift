@@ -28,6 +28,8 @@ extension RouteStatus {
     var json: JSONValue {
         .object([
             ("name", .string(self.name)),
+            ("mode", .string(self.mode)),
+            ("servers", .array(self.servers.map(JSONValue.string))),
             ("listen", .string(self.listenAddress)),
             ("epm_port", .int(Int64(self.epmPort))),
             (

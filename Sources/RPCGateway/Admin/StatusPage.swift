@@ -85,19 +85,29 @@ package enum StatusPage {
         ])
         for route in status.routes {
             html.raw("<tr>")
-            html.cell(route.name, className: "name")
+            html.raw("<td class=\"name\">")
+            html.text(route.name)
+            if route.mode != "mapped" {
+                html.raw("<br><span class=\"mode\">")
+                html.text(route.mode)
+                html.raw("</span>")
+            }
+            html.raw("</td>")
             html.cell(route.epmListener, className: "mono")
             html.cell("\(route.ports.lowerBound)-\(route.ports.upperBound)", className: "mono")
             html.cell("\(route.mappings.count) / \(route.ports.count)", className: "num")
             var upstream = HostPort.text(route.upstreamHost, route.upstreamEPMPort)
             if route.upstreamHost != "\(route.upstreamAddress)" { upstream += " (\(route.upstreamAddress))" }
+            if route.mode == "transparent" { upstream = "servers in " + route.servers.joined(separator: ", ") }
             if let via = route.via { upstream += " via core \(via)" }
             html.cell(upstream, className: "mono")
             let rules = route.ruleCount == 1 ? "1 rule" : "\(route.ruleCount) rules"
             html.cell("\(route.policyName) (\(rules), default \(route.policyDefault.rawValue))")
             html.cell("\(route.activeConnections) / \(route.maximumConnections)", className: "num")
             let probe = route.readiness
-            if probe.ready {
+            if !probe.probed {
+                html.cell("not probed (servers vary per connection)")
+            } else if probe.ready {
                 let age = probe.lastSuccessAge.map { "reachable, \(DurationText.short($0)) ago" } ?? "reachable"
                 html.cell(age, className: "good")
             } else {
@@ -211,7 +221,7 @@ package enum StatusPage {
         th{background:#eef1f5;font-weight:600;white-space:nowrap}\
         td.mono{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:.93em;white-space:nowrap}\
         td.num{text-align:right;font-variant-numeric:tabular-nums}td.name{font-weight:600}\
-        td.good{color:#11602a}td.bad{color:#9b1c1c;font-weight:600}\
+        .mode{font-weight:400;color:#667;font-size:.85em}td.good{color:#11602a}td.bad{color:#9b1c1c;font-weight:600}\
         p.empty{color:#667;font-style:italic}footer{margin-top:2em;color:#667;font-size:.9em}
         """
 }

@@ -20,6 +20,12 @@ final class RPCProxyConnection {
     /// The IPv4 address the client reached us on: written into rewritten towers unless the route
     /// has `advertise`.
     let clientFacingAddress: IPv4Address?
+    /// The server's address: the route's upstream, or a transparent connection's original
+    /// destination.
+    let upstreamAddress: IPv4Address
+    /// Set on connections routed by their first bind: the endpoint mapper that resolved it, for
+    /// checking later `alter_context`s.
+    var bindRouting: (resolver: EndpointResolver, mapper: TCPEndpoint)?
     private var machine: RPCConnectionStateMachine
     private var clientHandler: RPCGlueHandler?
     private var serverHandler: RPCGlueHandler?
@@ -66,6 +72,7 @@ final class RPCProxyConnection {
         localAddress: SocketAddress?,
         clientFacingAddress: IPv4Address?,
         serverEndpoint: TCPEndpoint,
+        upstreamAddress: IPv4Address? = nil,
         eventLoop: any EventLoop,
         timeouts: Timeouts,
         limits: WireLimits,
@@ -74,6 +81,7 @@ final class RPCProxyConnection {
     ) {
         self.id = id
         self.localAddress = localAddress
+        self.upstreamAddress = upstreamAddress ?? route.upstreamAddress
         self.endpointMapperMode = endpointMapperMode
         self.timeouts = timeouts
         self.limits = limits
@@ -139,6 +147,10 @@ final class RPCProxyConnection {
             self.route.metrics.bytes(length, direction: .clientToServer)
             if pdu.header.packetType == .request, pdu.header.flags.contains(.firstFragment) { self.requests += 1 }
             self.refreshPolicy(for: pdu.header.packetType)
+            if pdu.header.packetType == .alterContext, let refusal = self.alterContextRefusal(pdu) {
+                self.respond(refusal)
+                return
+            }
             let action = self.machine.clientSent(pdu)
             self.recordEvents()
             self.execute(action, pdu)
@@ -153,6 +165,37 @@ final class RPCProxyConnection {
                 self.close(.shutdown)
             }
         }
+    }
+
+    /// On a bind-routed connection, an `alter_context` to an interface the endpoint mapper places
+    /// on another endpoint of the server cannot be served here: refused with an
+    /// `alter_context_resp` that rejects every context. Interfaces not resolved yet are looked up
+    /// in the background and forwarded (the server refuses what it does not serve).
+    private func alterContextRefusal(_ raw: RawPDU) -> ByteBuffer? {
+        guard let (resolver, mapper) = self.bindRouting,
+            let pdu = try? raw.parse(limits: self.limits), case .alterContext(let body) = pdu.body
+        else { return nil }
+        let interfaces = body.contexts.filter { !$0.isBindTimeFeatureNegotiation }.map(\.abstractSyntax)
+        let verdict = BindRouting.alterContext(interfaces: interfaces, serverPort: self.serverEndpoint.port) {
+            resolver.cached($0, at: mapper)
+        }
+        guard verdict == .refuse else {
+            let group = self.eventLoop
+            // Only interfaces the policy may allow are looked up: a denied interface's UUID never
+            // reaches the server, not even its endpoint mapper.
+            for interface in interfaces where self.machine.mayLookUp(interface) && resolver.cached(interface, at: mapper) == nil {
+                Task { _ = try? await resolver.resolve(interface, at: mapper, group: group) }
+            }
+            return nil
+        }
+        for interface in interfaces {
+            self.route.metrics.bind(interface: self.route.interfaceLabel(interface), decision: .deny)
+        }
+        self.route.logger.notice(
+            "alter_context to an interface served by another endpoint refused",
+            metadata: ["client": "\(self.clientDescription)", "server": "\(self.serverEndpoint)"]
+        )
+        return PDU.bindRejection(answering: pdu).flatMap { try? $0.serialized() }
     }
 
     /// After a reload, binds and calls follow the route's new policy.
@@ -282,7 +325,17 @@ final class RPCProxyConnection {
     private func rewrite(_ reply: RPCConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
         let route = self.route
         let settings = route.settings
-        let advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        let upstreamAddress = self.upstreamAddress
+        let advertised: IPv4Address
+        if case .transparent = settings.mode {
+            // The client keeps talking to the server's own address; nftables sends it back here.
+            advertised = upstreamAddress
+        } else {
+            advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        }
+        let singlePort = settings.singlePort
+        // This connection's server is the endpoint mapper that bind routing asks.
+        let mapper = self.serverEndpoint
         let limits = self.limits
         let machine = self.machine
         let mode = self.endpointMapperMode
@@ -297,7 +350,7 @@ final class RPCProxyConnection {
                 let exposure = TowerExposure.classify(
                     tower,
                     route: settings,
-                    upstreamAddress: route.upstreamAddress,
+                    upstreamAddress: upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
                 if mode == .redactOnly {
@@ -313,6 +366,10 @@ final class RPCProxyConnection {
                 case .endpointMapper:
                     return TCPEndpoint(address: advertised, port: settings.epmPort)
                 case .mapped(let server):
+                    if let interface = tower.interface {
+                        route.resolver.remember(interface, at: mapper, port: server.port)
+                    }
+                    if let singlePort { return TCPEndpoint(address: advertised, port: singlePort) }
                     switch route.pool.allocate(for: server) {
                     case .existing(let port), .allocated(let port):
                         return TCPEndpoint(address: advertised, port: port)

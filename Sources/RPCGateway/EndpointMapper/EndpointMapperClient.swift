@@ -80,6 +80,29 @@ package struct EndpointMapperClient: Sendable {
     /// - Throws: ``EndpointMapperClientError`` when connecting fails, for a refused bind, a fault,
     ///   a timeout or a closed connection; ``RPCWireError`` for malformed PDUs or NDR.
     package func lookUpAll(host: String, port: Int, group: any EventLoopGroup) async throws -> Listing {
+        try await self.withSession(host: host, port: port, group: group) { session in
+            try await session.run()
+        }
+    }
+
+    /// Connects to `host:port` and asks `ept_map` (NDR 2.0) for the ncacn_ip_tcp endpoint of
+    /// `interface`: the server's TCP port, or `nil` when the interface is not registered (or the
+    /// answer names no TCP endpoint).
+    ///
+    /// - Throws: as ``lookUpAll(host:port:group:)``.
+    package func map(_ interface: SyntaxID, host: String, port: Int, group: any EventLoopGroup) async throws -> UInt16? {
+        try await self.withSession(host: host, port: port, group: group) { session in
+            try await session.bind()
+            return try await session.map(interface)
+        }
+    }
+
+    private func withSession<Result: Sendable>(
+        host: String,
+        port: Int,
+        group: any EventLoopGroup,
+        _ body: @escaping @Sendable (inout Session) async throws -> Result
+    ) async throws -> Result {
         let configuration = self.configuration
         let channel: NIOAsyncChannel<RawPDU, ByteBuffer>
         do {
@@ -100,7 +123,7 @@ package struct EndpointMapperClient: Sendable {
         } catch {
             throw EndpointMapperClientError("cannot connect: \(error)")
         }
-        return try await withThrowingTaskGroup(of: Listing?.self) { group in
+        return try await withThrowingTaskGroup(of: Result?.self) { group in
             group.addTask {
                 try await channel.executeThenClose { inbound, outbound in
                     var session = Session(
@@ -108,7 +131,7 @@ package struct EndpointMapperClient: Sendable {
                         outbound: outbound,
                         configuration: configuration
                     )
-                    return try await session.run()
+                    return try await body(&session)
                 }
             }
             group.addTask {
@@ -116,13 +139,13 @@ package struct EndpointMapperClient: Sendable {
                 return nil
             }
             defer { group.cancelAll() }
-            guard let first = try await group.next(), let listing = first else {
+            guard let first = try await group.next(), let result = first else {
                 channel.channel.close(promise: nil)
                 throw EndpointMapperClientError(
                     "no complete answer from \(host):\(port) within \(configuration.timeout)"
                 )
             }
-            return listing
+            return result
         }
     }
 
@@ -172,7 +195,7 @@ package struct EndpointMapperClient: Sendable {
             return pdu
         }
 
-        private mutating func bind() async throws {
+        mutating func bind() async throws {
             let callID = self.nextCallID()
             let bind = PDU(
                 header: PDUHeader(packetType: .bind, callID: callID),
@@ -216,6 +239,47 @@ package struct EndpointMapperClient: Sendable {
             default:
                 throw EndpointMapperClientError("the bind was answered with \(answer.header.packetType)")
             }
+        }
+
+        /// One `ept_map` call for `interface` over NDR 2.0; the TCP port of the first ncacn_ip_tcp
+        /// tower of the answer.
+        mutating func map(_ interface: SyntaxID) async throws -> UInt16? {
+            let callID = self.nextCallID()
+            var stub = ByteBuffer()
+            let tower = ProtocolTower.ncacnIPTCP(interface: interface, endpoint: TCPEndpoint(address: .any, port: 0))
+            stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: tower, maxTowers: 4), syntax: .ndr32)
+            let request = PDU(
+                header: PDUHeader(packetType: .request, callID: callID),
+                body: .request(
+                    RequestPDU(allocationHint: UInt32(stub.readableBytes), contextID: 0, opnum: EPMOperation.map.rawValue, stub: stub)
+                )
+            )
+            try await self.outbound.write(try request.serialized())
+            var assembler = FragmentAssembler(limits: self.configuration.limits)
+            var fragments: [RawPDU]?
+            while fragments == nil {
+                let pdu = try await self.receive()
+                guard pdu.header.callID == callID else {
+                    throw EndpointMapperClientError("ept_map answered with call_id \(pdu.header.callID), expected \(callID)")
+                }
+                fragments = try assembler.append(pdu)
+            }
+            var replyStub = ByteBuffer()
+            var endianness = Endianness.little
+            for (index, fragment) in (fragments ?? []).enumerated() {
+                if index == 0 { endianness = fragment.header.endianness }
+                switch try fragment.parse(limits: self.configuration.limits).body {
+                case .response(var response):
+                    replyStub.writeBuffer(&response.stub)
+                case .fault(let fault):
+                    throw EndpointMapperClientError("ept_map failed with fault \(fault.status)")
+                default:
+                    throw EndpointMapperClientError("ept_map answered with \(fragment.header.packetType)")
+                }
+            }
+            let response = try replyStub.readEPMMapResponse(syntax: .ndr32, endianness: endianness, limits: self.configuration.limits)
+            guard response.status.rawValue == 0 else { return nil }
+            return response.towers.lazy.compactMap { $0 }.first(where: \.isNCACNIPTCP)?.tcpPort
         }
 
         /// One `ept_lookup` call and its (possibly fragmented) answer.

@@ -166,7 +166,12 @@ package final class GatewayServer: Sendable {
                 routes[route.name] = current
                 continue
             }
-            let address = try Self.resolveIPv4(route.upstreamHost)
+            let address: IPv4Address
+            if case .transparent = route.mode {
+                address = .any  // Each connection's server is its original destination.
+            } else {
+                address = try Self.resolveIPv4(route.upstreamHost)
+            }
             routes[route.name] = RouteRuntime(
                 settings: route,
                 upstreamAddress: address,
@@ -195,6 +200,7 @@ package final class GatewayServer: Sendable {
         var wanted: [ListenerKey: (route: String, kind: GatewayMetrics.Listener)] = [:]
         for route in settings.routes {
             wanted[ListenerKey(host: route.listenAddress, port: route.epmPort)] = (route.name, .epm)
+            // Single-port mode with `port` equal to `epm_port`: one listener, routed by bind.
             for port in route.ports {
                 wanted[ListenerKey(host: route.listenAddress, port: port)] = (route.name, .mapped)
             }
@@ -217,7 +223,11 @@ package final class GatewayServer: Sendable {
         for (key, want) in wanted.sorted(by: { ($0.key.host, $0.key.port) < ($1.key.host, $1.key.port) }) {
             if self.state.withLockedValue({ $0.listeners[key] != nil }) { continue }
             do {
-                let channel = try await self.bind(key, route: want.route, kind: want.kind)
+                // A transparent route on the wildcard may share a port with a route on a specific
+                // address: both are bound with SO_REUSEPORT, and the kernel prefers the specific
+                // address for connections to it.
+                let shared = wanted.keys.contains { $0.port == key.port && $0.host != key.host }
+                let channel = try await self.bind(key, route: want.route, kind: want.kind, reusePort: shared)
                 self.state.withLockedValue { $0.listeners[key] = ListenerEntry(route: want.route, kind: want.kind, channel: channel) }
             } catch {
                 if initial { throw error }
@@ -232,7 +242,8 @@ package final class GatewayServer: Sendable {
                     "route": "\(route.name)",
                     "epm": "\(route.listenAddress):\(route.epmPort)",
                     "ports": "\(route.ports.lowerBound)-\(route.ports.upperBound)",
-                    "upstream": "\(runtime.upstreamAddress):\(route.upstreamEPMPort)",
+                    "mode": "\(route.mode.name)",
+                    "upstream": "\(Self.upstreamText(route, runtime))",
                 ]
             )
         }
@@ -306,11 +317,12 @@ package final class GatewayServer: Sendable {
 
     // MARK: - Listening
 
-    private func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener) async throws -> any Channel {
+    private func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener, reusePort: Bool) async throws -> any Channel {
         do {
             return try await ServerBootstrap(group: self.group)
                 .serverChannelOption(.backlog, value: 256)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { [self] channel in
@@ -351,30 +363,253 @@ package final class GatewayServer: Sendable {
             return client.close()
         }
         route.metrics.connectionOpened(listener: listener)
+        let admitted = Admitted(route: route, settings: settings, connectionID: connectionID, listener: listener)
+        let upstreamEPM = TCPEndpoint(address: route.upstreamAddress, port: route.identity.upstreamEPMPort)
 
-        let server: TCPEndpoint
-        switch listener {
-        case .epm:
-            server = TCPEndpoint(address: route.upstreamAddress, port: route.identity.upstreamEPMPort)
+        switch route.identity.mode {
         case .mapped:
-            guard let mapped = route.pool.connectionOpened(port: listenerPort) else {
-                self.released(route: route, listenerPort: nil, connectionID: connectionID)
-                route.metrics.connectionRefused(reason: .unmappedPort)
-                route.logger.notice(
-                    "connection to an unmapped gateway port closed",
-                    metadata: ["port": "\(listenerPort)", "client": "\(HostPort.text(client.remoteAddress))"]
-                )
-                return client.close()
+            switch listener {
+            case .epm:
+                return self.splice(client, admitted, role: .endpointMapper, server: upstreamEPM)
+            case .mapped:
+                if let mapped = route.pool.connectionOpened(port: listenerPort) {
+                    // Replicas share no state, so another instance may have handed this port out
+                    // for another endpoint: the first bind's interface is checked at the server's
+                    // endpoint mapper (cached), and the mapping is used when it agrees or when
+                    // the first PDU is not a bind.
+                    return self.routeByBind(
+                        client,
+                        admitted,
+                        mapper: upstreamEPM,
+                        servesEndpointMapper: false,
+                        preferred: mapped,
+                        mappedPort: listenerPort
+                    )
+                }
+                // Another replica (or this one before a restart) handed this port out: route the
+                // connection by its first bind instead of dropping it.
+                return self.routeByBind(client, admitted, mapper: upstreamEPM, servesEndpointMapper: false)
             }
-            server = mapped
+        case .singlePort:
+            if listener == .epm {
+                return self.splice(client, admitted, role: .endpointMapper, server: upstreamEPM)
+            }
+            return self.routeByBind(
+                client,
+                admitted,
+                mapper: upstreamEPM,
+                servesEndpointMapper: listenerPort == route.identity.epmPort
+            )
+        case .transparent:
+            return originalDestination(of: client).assumeIsolated().flatMap { [self] redirected in
+                // REDIRECT/DNAT: SO_ORIGINAL_DST. TPROXY: the socket's local address already is
+                // the original destination (and a direct connection to the gateway names the
+                // gateway itself, which is not in `servers`).
+                guard let destination = redirected ?? localDestination(of: client) else {
+                    return self.refuse(client, admitted, .noOriginalDestination, "connection was not redirected (no original destination)")
+                }
+                guard route.settings.admitsServer(destination.address) else {
+                    return self.refuse(client, admitted, .destinationNotAllowed, "original destination \(destination) is outside the route's servers")
+                }
+                let mapper = TCPEndpoint(address: destination.address, port: route.identity.upstreamEPMPort)
+                if listener == .epm {
+                    return self.splice(client, admitted, role: .endpointMapper, server: destination, upstreamAddress: destination.address)
+                }
+                if let mapped = route.pool.server(forPort: listenerPort), mapped.address == destination.address,
+                    let opened = route.pool.connectionOpened(port: listenerPort)
+                {
+                    return self.splice(client, admitted, role: .mapped, server: opened, mappedPort: listenerPort, upstreamAddress: destination.address)
+                }
+                return self.routeByBind(client, admitted, mapper: mapper, servesEndpointMapper: false, upstreamAddress: destination.address)
+            }.nonisolated()
         }
-        let mappedPort: UInt16? = listener == .mapped ? listenerPort : nil
+    }
+
+    /// What ``accept(_:routeName:listenerPort:listener:)`` admitted: counted in the caps until
+    /// ``released(route:listenerPort:connectionID:)``.
+    private struct Admitted {
+        var route: RouteRuntime
+        var settings: GatewaySettings
+        var connectionID: Int
+        var listener: GatewayMetrics.Listener
+    }
+
+    private func refuse(_ client: any Channel, _ admitted: Admitted, _ reason: GatewayMetrics.RefusalReason, _ message: String)
+        -> EventLoopFuture<Void>
+    {
+        self.released(route: admitted.route, listenerPort: nil, connectionID: admitted.connectionID)
+        admitted.route.metrics.connectionRefused(reason: reason)
+        admitted.route.logger.notice(
+            "connection refused: \(message)",
+            metadata: [
+                "conn": "\(admitted.connectionID)", "client": "\(HostPort.text(client.remoteAddress))",
+                "reason": "\(reason)",
+            ]
+        )
+        return client.close()
+    }
+
+    /// Waits for the client's first bind (within the bind timeout), decides it with
+    /// ``BindRouting``: a bind the policy denies is refused locally without connecting; an
+    /// endpoint-mapper bind on a port that is also the EPM port makes this an EPM connection;
+    /// otherwise the interface is resolved at `mapper` (``EndpointResolver``, cached) and the
+    /// connection is spliced to the endpoint that serves it.
+    private func routeByBind(
+        _ client: any Channel,
+        _ admitted: Admitted,
+        mapper: TCPEndpoint,
+        servesEndpointMapper: Bool,
+        upstreamAddress: IPv4Address? = nil,
+        preferred: TCPEndpoint? = nil,
+        mappedPort: UInt16? = nil
+    ) -> EventLoopFuture<Void> {
+        let route = admitted.route
+        let limits = admitted.settings.wireLimits
+        let timeouts = admitted.settings.timeouts
+        let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
+        let loop = client.eventLoop
+        let handler = BindRoutingHandler(
+            onFirstPDU: { [self] pdu, handler in
+                switch BindRouting.decide(firstPDU: pdu, servesEndpointMapper: servesEndpointMapper, limits: limits) {
+                case .reject(let reason):
+                    if let preferred {
+                        // Not a bind on a mapped port: the state machine deals with it there.
+                        _ = self.splice(client, admitted, role: .mapped, server: preferred, mappedPort: mappedPort, routed: (handler, pdu, mapper))
+                        return
+                    }
+                    handler.handOver()
+                    _ = self.refuse(client, admitted, .noBind, reason)
+                case .endpointMapper:
+                    _ = self.splice(
+                        client,
+                        admitted,
+                        role: .endpointMapper,
+                        server: mapper,
+                        upstreamAddress: upstreamAddress,
+                        routed: (handler, pdu, mapper)
+                    )
+                case .resolve(let interface):
+                    var probe = RPCConnectionStateMachine(role: .mapped, policy: route.policy.policy, client: clientIP, limits: limits)
+                    let action = probe.clientSent(pdu)
+                    guard case .forward = action else {
+                        for event in probe.takeEvents() {
+                            route.record(
+                                event,
+                                connection: admitted.connectionID,
+                                client: client.remoteAddress,
+                                server: mapper,
+                                listener: admitted.listener
+                            )
+                        }
+                        switch action {
+                        case .respond(let bytes):
+                            handler.write(bytes)
+                            handler.awaitNextBind()
+                        default:
+                            handler.close()
+                        }
+                        return
+                    }
+                    let resolver = route.resolver
+                    loop.makeFutureWithTask {
+                        try await resolver.resolve(interface, at: mapper, group: loop)
+                    }.assumeIsolated().whenComplete { [self] result in
+                        guard !handler.isHandedOver else { return }
+                        if let preferred {
+                            var server = preferred
+                            if case .success(let port?) = result, port != preferred.port {
+                                server.port = port
+                                route.metrics.bindRouted()
+                                route.logger.notice(
+                                    "gateway port mapped to another endpoint than the bind's interface; routed by the bind",
+                                    metadata: ["port": "\(mappedPort.map { "\($0)" } ?? "?")", "mapping": "\(preferred)", "server": "\(server)"]
+                                )
+                            }
+                            _ = self.splice(client, admitted, role: .mapped, server: server, mappedPort: mappedPort, routed: (handler, pdu, mapper))
+                            return
+                        }
+                        switch result {
+                        case .success(let port?):
+                            route.metrics.bindRouted()
+                            _ = self.splice(
+                                client,
+                                admitted,
+                                role: .mapped,
+                                server: TCPEndpoint(address: mapper.address, port: port),
+                                upstreamAddress: upstreamAddress,
+                                routed: (handler, pdu, mapper)
+                            )
+                        case .success(nil):
+                            // Not registered at the server: refuse the bind as the server would.
+                            route.logger.info(
+                                "bind to an interface the server does not register refused",
+                                metadata: ["client": "\(client.remoteAddress.map { "\($0)" } ?? "?")", "uuid": "\(interface)"]
+                            )
+                            if let rejection = (try? pdu.parse(limits: limits)).flatMap({ PDU.bindRejection(answering: $0) }),
+                                let bytes = try? rejection.serialized()
+                            {
+                                handler.write(bytes)
+                                handler.awaitNextBind()
+                            } else {
+                                handler.close()
+                            }
+                        case .failure(let error):
+                            route.logger.warning(
+                                "endpoint mapper unreachable for bind routing",
+                                metadata: ["mapper": "\(mapper)", "error": "\(error)"]
+                            )
+                            route.metrics.connectionRefused(reason: .upstreamUnreachable)
+                            handler.close()
+                        }
+                    }
+                }
+            },
+            onClosedBeforeHandover: { [self] in
+                self.released(route: route, listenerPort: mappedPort, connectionID: admitted.connectionID)
+            }
+        )
+        let timer = loop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) {
+            if !handler.isHandedOver {
+                route.metrics.connectionClosed(reason: CloseReason.bindTimeout.rawValue)
+                route.logger.notice("no bind routed within the bind timeout; connection closed")
+                handler.close()
+            }
+        }
+        client.closeFuture.whenComplete { _ in timer.cancel() }
+        do {
+            try client.pipeline.syncOperations.addHandlers([
+                IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
+                ByteToMessageHandler(PDUFramer(limits: limits)),
+                handler,
+            ])
+        } catch {
+            return loop.makeFailedFuture(error)
+        }
+        return loop.makeSucceededVoidFuture()
+    }
+
+    /// Connects to `server` and splices the client to it through the inspection handlers.
+    /// Returning the connect future delays reads until the splice is in place. With `routed`, the
+    /// client channel already has its framer and a ``BindRoutingHandler`` holding the first PDU.
+    private func splice(
+        _ client: any Channel,
+        _ admitted: Admitted,
+        role: RPCConnectionStateMachine.Role,
+        server: TCPEndpoint,
+        mappedPort: UInt16? = nil,
+        upstreamAddress: IPv4Address? = nil,
+        routed: (handler: BindRoutingHandler, firstPDU: RawPDU, mapper: TCPEndpoint)? = nil
+    ) -> EventLoopFuture<Void> {
+        let route = admitted.route
+        let listener = admitted.listener
+        let connectionID = admitted.connectionID
+        routed?.handler.handOver()
         let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
         let facing = client.localAddress?.ipAddress.flatMap { IPv4Address($0) }
-        let limits = settings.wireLimits
-        let timeouts = settings.timeouts
+        let limits = admitted.settings.wireLimits
+        let timeouts = admitted.settings.timeouts
         let machine = RPCConnectionStateMachine(
-            role: listener == .epm ? .endpointMapper : .mapped,
+            role: role,
             policy: route.policy.policy,
             client: clientIP,
             limits: limits
@@ -388,11 +623,15 @@ package final class GatewayServer: Sendable {
             localAddress: client.localAddress,
             clientFacingAddress: facing,
             serverEndpoint: server,
+            upstreamAddress: upstreamAddress,
             eventLoop: client.eventLoop,
             timeouts: timeouts,
             limits: limits
         ) { [self] in
             self.released(route: route, listenerPort: mappedPort, connectionID: connectionID)
+        }
+        if let routed, role == .mapped {
+            connection.bindRouting = (route.resolver, routed.mapper)
         }
         let bound = NIOLoopBound(connection, eventLoop: client.eventLoop)
         let peer: PeerRuntime? = self.state.withLockedValue { state in
@@ -434,11 +673,25 @@ package final class GatewayServer: Sendable {
             .assumeIsolated()
             .flatMap { upstream in
                 do {
-                    try connection.install(client: client, server: upstream)
+                    if let routed {
+                        let handlers = connection.makeHandlers()
+                        try client.pipeline.syncOperations.addHandler(handlers.client, position: .after(routed.handler))
+                        try upstream.pipeline.syncOperations.addHandlers([
+                            ByteToMessageHandler(PDUFramer(limits: limits)),
+                            handlers.server,
+                        ])
+                    } else {
+                        try connection.install(client: client, server: upstream)
+                    }
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
                     return client.eventLoop.makeFailedFuture(error)
+                }
+                if let routed {
+                    connection.received(routed.firstPDU, from: .client)
+                    connection.readComplete(from: .client)
+                    client.pipeline.syncOperations.removeHandler(routed.handler, promise: nil)
                 }
                 return client.eventLoop.makeSucceededVoidFuture()
             }
@@ -453,6 +706,10 @@ package final class GatewayServer: Sendable {
                         "error": "\(UpstreamProbe.describe(error))",
                     ]
                 )
+                if routed != nil {
+                    // A restarted server may have moved its endpoints: ask again next time.
+                    route.resolver.invalidate(address: server.address, port: server.port)
+                }
                 connection.close(.upstreamUnreachable)
                 return client.close()
             }
@@ -543,16 +800,17 @@ package final class GatewayServer: Sendable {
     }
 
     /// What `route` depends on: its upstream endpoint mapper, or, with `via`, the core gateway it
-    /// tunnels to (the server is reached from there).
-    private func probeTarget(_ route: RouteRuntime) -> ProbeTarget {
+    /// tunnels to (the server is reached from there). `nil` for a transparent route: its servers
+    /// differ per connection.
+    private func probeTarget(_ route: RouteRuntime) -> ProbeTarget? {
+        if case .transparent = route.identity.mode { return nil }
         guard let via = route.settings.via else { return ProbeTarget(upstream: route.upstreamEndpointMapper) }
         let peer = self.state.withLockedValue { $0.peers[via]?.settings }
         return ProbeTarget(host: peer?.host ?? via, port: peer?.port ?? 0, what: "core gateway \(via)", peer: via)
     }
 
     private func probe(_ route: RouteRuntime) {
-        guard route.beginProbe() else { return }
-        let target = self.probeTarget(route)
+        guard let target = self.probeTarget(route), route.beginProbe() else { return }
         UpstreamProbe.connect(
             to: target,
             timeout: self.readinessSettings.timeout,
@@ -572,7 +830,10 @@ package final class GatewayServer: Sendable {
             (state.settings.routes.compactMap { state.routes[$0.name] }, state.draining)
         }
         return ReadinessReport.evaluate(
-            routes: routes.map { ($0.name, "\(self.probeTarget($0))", $0.probe) },
+            routes: routes.map { route in
+                let target = self.probeTarget(route)
+                return (route.name, target.map { "\($0)" } ?? "-", target == nil ? nil : route.probe)
+            },
             draining: draining,
             now: now,
             maximumAge: self.readinessSettings.maximumAge
@@ -596,8 +857,12 @@ package final class GatewayServer: Sendable {
         let readiness = self.readiness(now: now)
         let routeStatus = routes.map { route -> RouteStatus in
             let current = route.settings
+            var servers: [String] = []
+            if case .transparent(let networks) = current.mode { servers = networks.map(\.description) }
             return RouteStatus(
                 name: route.name,
+                mode: current.mode.name,
+                servers: servers,
                 listenAddress: current.listenAddress,
                 epmPort: current.epmPort,
                 ports: current.ports,
@@ -616,7 +881,7 @@ package final class GatewayServer: Sendable {
                 readiness: readiness.routes.first { $0.name == route.name }
                     ?? ReadinessReport.Route(
                         name: route.name,
-                        upstream: "\(self.probeTarget(route))",
+                        upstream: self.probeTarget(route).map { "\($0)" } ?? "-",
                         ready: false,
                         lastSuccessAge: nil,
                         lastError: nil,
@@ -651,6 +916,13 @@ package final class GatewayServer: Sendable {
     }
 
     // MARK: - Resolution
+
+    private static func upstreamText(_ route: RouteSettings, _ runtime: RouteRuntime) -> String {
+        if case .transparent(let servers) = route.mode {
+            return "original destination in \(servers.map(\.description).joined(separator: ", "))"
+        }
+        return "\(runtime.upstreamAddress):\(route.upstreamEPMPort)"
+    }
 
     /// An IPv4 literal, or the address a host name resolves to (once, at start). The tower floor
     /// and the port pool are IPv4-only (C706 App. L has no IPv6 floor).

@@ -13,8 +13,10 @@ struct RouteIdentity: Hashable, Sendable {
     var ports: ClosedRange<UInt16>
     var upstreamHost: String
     var upstreamEPMPort: UInt16
+    var mode: RouteMode
 
     init(_ settings: RouteSettings) {
+        self.mode = settings.mode
         self.listenAddress = settings.listenAddress
         self.epmPort = settings.epmPort
         self.ports = settings.ports
@@ -36,6 +38,9 @@ final class RouteRuntime: Sendable {
     let audit: AuditLog?
     /// Where refused binds and calls are kept for the status page (shared by all routes).
     let denials: RecentDenials?
+    /// Resolves interfaces at the server's endpoint mapper for bind routing (single-port mode,
+    /// ports handed out by another instance, transparent connections).
+    let resolver: EndpointResolver
     private let current: NIOLockedValueBox<Current>
     private let probeState = NIOLockedValueBox(UpstreamProbeState())
 
@@ -59,6 +64,7 @@ final class RouteRuntime: Sendable {
         self.denials = denials
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
+        self.resolver = EndpointResolver()
         self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
         self.current = NIOLockedValueBox(Current(settings: settings, generation: 0))
         var logger = logger

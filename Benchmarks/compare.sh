@@ -1,0 +1,473 @@
+#!/usr/bin/env bash
+# RPCGate against a direct path and haproxy (tcp mode), on loopback, with real DCE/RPC traffic.
+#
+#   bash Benchmarks/compare.sh            # everything: install, build, measure, write docs/PERFORMANCE.md
+#
+# Paths (the client always resolves the interface through an endpoint mapper, as real clients do):
+#   direct   client -> bench server EPM 127.0.0.1:SERVER_EPM, then 127.0.0.1:<port in the tower>
+#   rpcgate  client -> rpcgate EPM 127.0.0.1:GATE_EPM (towers rewritten into GATE_PORTS) -> server
+#   haproxy  client -> haproxy 127.0.0.2:SERVER_EPM; haproxy does not rewrite, so it also listens on
+#            127.0.0.2:SERVER_DATA and the client dials the host it used plus the tower's port
+# Scenarios: bulk echo of 64 KiB stubs on 1 and 16 connections (MB/s, proxy CPU-seconds per GB),
+# latency of 100-byte calls (p50, p99), churn of 8 workers doing lookup+bind+call+close (per s),
+# and 10,000 idle bound connections (proxy RSS per connection). Paths are interleaved, ROUNDS
+# rounds, medians reported. rpcgate --threads and haproxy nbthread are set to the same number.
+#
+# Environment (defaults in brackets):
+#   ROUNDS [3]  DURATION [5] seconds per run  THREADS [1]  EXTRA_THREADS [2] (bulk x16 and churn
+#   again with this many threads; empty to skip)  IDLE_CONNS [10000]  IDLE_HOLD [3]
+#   BASE_PORT [21000]  SCRATCH_PATH [.build]  SKIP_BUILD [0]  RPCGATE_LOG_LEVEL [warning]
+#   SCENARIOS ["bulk1 bulk16 latency churn idle"]  OUT [test-output/bench]
+#   PERF_DOC [docs/PERFORMANCE.md] ("" to skip writing it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+COMMAND_LINE="bash Benchmarks/compare.sh${*:+ $*}"
+for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS; do
+  if [ -n "${!var+x}" ]; then COMMAND_LINE="$var=${!var} $COMMAND_LINE"; fi
+done
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+THREADS=${THREADS:-1}
+EXTRA_THREADS=${EXTRA_THREADS-2}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-3}
+BASE_PORT=${BASE_PORT:-21000}
+SCRATCH_PATH=${SCRATCH_PATH:-.build}
+SKIP_BUILD=${SKIP_BUILD:-0}
+RPCGATE_LOG_LEVEL=${RPCGATE_LOG_LEVEL:-warning}
+SCENARIOS=${SCENARIOS:-bulk1 bulk16 latency churn idle}
+OUT=${OUT:-$ROOT/test-output/bench}
+PERF_DOC=${PERF_DOC-$ROOT/docs/PERFORMANCE.md}
+
+SERVER_EPM=$((BASE_PORT + 135))
+SERVER_DATA=$((BASE_PORT + 136))
+GATE_EPM=$((BASE_PORT + 235))
+GATE_PORTS_LOW=$((BASE_PORT + 240))
+GATE_PORTS_HIGH=$((BASE_PORT + 249))
+HAPROXY_HOST=127.0.0.2
+CLK_TCK=$(getconf CLK_TCK)
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: > "$RESULTS"
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+STARTED_AT=$(date +%s)
+
+# ---------------------------------------------------------------- tools, limits, build
+if ! command -v haproxy >/dev/null 2>&1; then
+  log "installing haproxy"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+fi
+# 10,000 idle connections through a proxy need 20,000+ descriptors in the proxy (one per side).
+# Raise the soft limit as far as the hard limit allows; where the hard limit cannot be raised
+# (a container without CAP_SYS_RESOURCE), the idle scenario uses as many connections as fit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+IDLE_FIT=$(( (NOFILE - 200) / 2 ))
+IDLE_REQUESTED=$IDLE_CONNS
+if [ "$IDLE_CONNS" -gt "$IDLE_FIT" ]; then
+  log "RLIMIT_NOFILE is $NOFILE (hard $(ulimit -Hn)): a proxy fits $IDLE_FIT idle connection pairs; idle uses $IDLE_FIT, not $IDLE_CONNS"
+  IDLE_CONNS=$IDLE_FIT
+fi
+HAPROXY_MAXCONN=$((IDLE_CONNS + 50))
+log "RLIMIT_NOFILE $NOFILE; idle connections $IDLE_CONNS; haproxy maxconn $HAPROXY_MAXCONN"
+
+if [ "$SKIP_BUILD" != 1 ]; then
+  log "building release rpcgate and rpcgate-bench (scratch path $SCRATCH_PATH)"
+  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate-bench >>"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
+BIN=$(swift build -c release --scratch-path "$SCRATCH_PATH" --show-bin-path)
+for exe in rpcgate rpcgate-bench; do
+  [ -x "$BIN/$exe" ] || { echo "missing $BIN/$exe (build first or unset SKIP_BUILD)"; exit 1; }
+done
+
+# ---------------------------------------------------------------- processes we start
+SERVER_PID=""
+RPCGATE_PID=""
+HAPROXY_PID=""
+CLIENT_PID=""
+stop_pid() {  # stop one process we started, by PID; bounded wait
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  stop_pid "$CLIENT_PID"; stop_pid "$RPCGATE_PID"; stop_pid "$HAPROXY_PID"; stop_pid "$SERVER_PID"
+}
+trap cleanup EXIT
+
+port_in_use() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+for port in "$SERVER_EPM" "$SERVER_DATA" "$GATE_EPM" $(seq "$GATE_PORTS_LOW" "$GATE_PORTS_HIGH"); do
+  if port_in_use "$port"; then echo "port $port is in use; set BASE_PORT"; exit 1; fi
+done
+wait_listen() {  # host port pid: until something listens, at most 20 s
+  for _ in $(seq 1 200); do
+    if ss -Hltn "src $1 and sport = :$2" 2>/dev/null | grep -q .; then return 0; fi
+    kill -0 "$3" 2>/dev/null || { echo "process $3 died before listening on $1:$2"; return 1; }
+    sleep 0.1
+  done
+  echo "nothing listens on $1:$2 after 20 s"; return 1
+}
+
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+start_server() {
+  "$BIN/rpcgate-bench" server --listen 127.0.0.1 --epm-port "$SERVER_EPM" --data-port "$SERVER_DATA" \
+    >"$OUT/server.log" 2>&1 &
+  SERVER_PID=$!
+  wait_listen 127.0.0.1 "$SERVER_EPM" "$SERVER_PID"
+  wait_listen 127.0.0.1 "$SERVER_DATA" "$SERVER_PID"
+}
+
+write_rpcgate_config() {
+  cat >"$OUT/rpcgate.yaml" <<EOF
+# Generated by Benchmarks/compare.sh: inspection on (one opnum rule, so every request is checked
+# against the policy), 20 rules, the bench interface allowed by the last one.
+routes:
+  - name: bench
+    listen: 127.0.0.1
+    epm_port: $GATE_EPM
+    upstream: 127.0.0.1
+    upstream_epm_port: $SERVER_EPM
+    ports: $GATE_PORTS_LOW-$GATE_PORTS_HIGH
+    policy: bench
+    max_connections: 30000
+policies:
+  bench:
+    default: deny
+    rules:
+      - action: deny
+        interfaces: [drsuapi]
+        opnums: [3]
+        except_sources: [10.0.0.11/32, 10.0.0.12/32]
+      - { action: audit, interfaces: [backupkey], sources: [10.0.0.0/8], min_auth_level: privacy }
+      - { action: allow, interfaces: [samr], sources: [10.0.0.0/8] }
+      - { action: allow, interfaces: [lsarpc], sources: [10.0.0.0/8] }
+      - { action: allow, interfaces: [netlogon], sources: [10.0.0.0/8] }
+      - { action: allow, interfaces: [dssetup], sources: [10.0.0.0/8] }
+      - { action: allow, interfaces: [drsuapi], sources: [10.0.0.0/8] }
+      - { action: allow, interfaces: [dnsserver], sources: [10.0.0.0/8] }
+      - { action: deny, interfaces: [srvsvc] }
+      - { action: deny, interfaces: [wkssvc] }
+      - { action: deny, interfaces: [winreg] }
+      - { action: deny, interfaces: [svcctl] }
+      - { action: deny, interfaces: [atsvc] }
+      - { action: deny, interfaces: [sasec] }
+      - { action: deny, interfaces: [taskscheduler] }
+      - { action: deny, interfaces: [spoolss] }
+      - { action: deny, interfaces: [par] }
+      - { action: deny, interfaces: [efsrpc, lsarpc-efs] }
+      - { action: deny, interfaces: [dfsnm, fsrvp] }
+      - action: allow
+        interfaces: ["a0b1c2d3-0000-4000-8000-00000000beef@1.0"]
+        sources: [127.0.0.0/8]
+limits:
+  max_connections: 30000
+timeouts:
+  connect: 5s
+  idle: 15m
+  bind: 10s
+  half_close: 30s
+EOF
+}
+
+start_rpcgate() {  # threads
+  write_rpcgate_config
+  "$BIN/rpcgate" run --config "$OUT/rpcgate.yaml" --threads "$1" --log-level "$RPCGATE_LOG_LEVEL" \
+    >>"$OUT/rpcgate.log" 2>&1 &
+  RPCGATE_PID=$!
+  wait_listen 127.0.0.1 "$GATE_EPM" "$RPCGATE_PID"
+  wait_listen 127.0.0.1 "$GATE_PORTS_HIGH" "$RPCGATE_PID"
+}
+
+start_haproxy() {  # threads
+  cat >"$OUT/haproxy.cfg" <<EOF
+# Generated by Benchmarks/compare.sh: plain TCP forwarding of the EPM and the data port.
+global
+    nbthread $1
+    maxconn $HAPROXY_MAXCONN
+defaults
+    mode tcp
+    maxconn $HAPROXY_MAXCONN
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout client-fin 5s
+    timeout tunnel 1h
+frontend epm
+    bind $HAPROXY_HOST:$SERVER_EPM
+    default_backend epm
+backend epm
+    server s1 127.0.0.1:$SERVER_EPM
+frontend data
+    bind $HAPROXY_HOST:$SERVER_DATA
+    default_backend data
+backend data
+    server s1 127.0.0.1:$SERVER_DATA
+EOF
+  haproxy -db -f "$OUT/haproxy.cfg" >>"$OUT/haproxy.log" 2>&1 &
+  HAPROXY_PID=$!
+  wait_listen "$HAPROXY_HOST" "$SERVER_EPM" "$HAPROXY_PID"
+  wait_listen "$HAPROXY_HOST" "$SERVER_DATA" "$HAPROXY_PID"
+}
+
+start_proxies() {  # threads
+  stop_pid "$RPCGATE_PID"; RPCGATE_PID=""
+  stop_pid "$HAPROXY_PID"; HAPROXY_PID=""
+  start_rpcgate "$1"
+  start_haproxy "$1"
+}
+
+epm_of() {
+  case $1 in
+    direct) echo "127.0.0.1:$SERVER_EPM" ;;
+    rpcgate) echo "127.0.0.1:$GATE_EPM" ;;
+    haproxy) echo "$HAPROXY_HOST:$SERVER_EPM" ;;
+  esac
+}
+pid_of() {
+  case $1 in
+    direct) echo "" ;;
+    rpcgate) echo "$RPCGATE_PID" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+  esac
+}
+paths_for_round() {  # rotate the order each round
+  local all=(direct rpcgate haproxy) r=$1 i
+  for i in 0 1 2; do printf '%s ' "${all[$(((i + r) % 3))]}"; done
+}
+
+# One client run: appends its JSON line, annotated, to $RESULTS.
+run_one() {  # scenario threads round path -- client args...
+  local scenario=$1 threads=$2 round=$3 path=$4; shift 5
+  local proxy_pid server_cpu0 proxy_cpu0=0 json status=0 rss0=0 rss1=0 srss0 srss1
+  proxy_pid=$(pid_of "$path")
+  server_cpu0=$(cpu_ticks "$SERVER_PID")
+  srss0=$(rss_kb "$SERVER_PID")
+  if [ -n "$proxy_pid" ]; then proxy_cpu0=$(cpu_ticks "$proxy_pid"); rss0=$(rss_kb "$proxy_pid"); fi
+  local load0
+  load0=$(cut -d' ' -f1 /proc/loadavg)
+  if [ "$scenario" = idle ]; then
+    local ready=$OUT/idle.ready
+    rm -f "$ready"
+    timeout 300 "$BIN/rpcgate-bench" client --epm "$(epm_of "$path")" "$@" --ready-file "$ready" \
+      >"$OUT/client.json" 2>>"$OUT/client.log" &
+    CLIENT_PID=$!
+    for _ in $(seq 1 1200); do [ -e "$ready" ] && break; kill -0 "$CLIENT_PID" 2>/dev/null || break; sleep 0.1; done
+    sleep 1
+    srss1=$(rss_kb "$SERVER_PID")
+    if [ -n "$proxy_pid" ]; then rss1=$(rss_kb "$proxy_pid"); fi
+    wait "$CLIENT_PID" || status=$?
+    CLIENT_PID=""
+    json=$(cat "$OUT/client.json")
+  else
+    json=$(timeout 300 "$BIN/rpcgate-bench" client --epm "$(epm_of "$path")" "$@" 2>>"$OUT/client.log") || status=$?
+    srss1=$(rss_kb "$SERVER_PID")
+    if [ -n "$proxy_pid" ]; then rss1=$(rss_kb "$proxy_pid"); fi
+  fi
+  local proxy_cpu=0
+  if [ -n "$proxy_pid" ]; then proxy_cpu=$(( $(cpu_ticks "$proxy_pid") - proxy_cpu0 )); fi
+  local server_cpu=$(( $(cpu_ticks "$SERVER_PID") - server_cpu0 ))
+  [ -n "$json" ] || json='{"errors":1,"first_error":"client printed nothing"}'
+  python3 - "$json" "$scenario" "$threads" "$round" "$path" "$proxy_cpu" "$server_cpu" "$CLK_TCK" \
+    "$rss0" "$rss1" "$srss0" "$srss1" "$status" "$load0" >>"$RESULTS" <<'PY'
+import json, sys
+(d, scenario, threads, rnd, path, pcpu, scpu, tck, rss0, rss1, srss0, srss1, status, load0) = sys.argv[1:]
+try:
+    r = json.loads(d)
+except ValueError:
+    r = {"errors": 1, "first_error": "unparsable client output: " + d[:200]}
+r.update(scenario=scenario, threads=int(threads), round=int(rnd), path=path,
+         proxy_cpu_s=int(pcpu) / int(tck), server_cpu_s=int(scpu) / int(tck),
+         proxy_rss_before_kb=int(rss0), proxy_rss_after_kb=int(rss1),
+         server_rss_before_kb=int(srss0 or 0), server_rss_after_kb=int(srss1 or 0),
+         exit_status=int(status), load1=float(load0))
+print(json.dumps(r))
+PY
+  log "$(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["scenario"], "T%d" % r["threads"], "round", r["round"], r["path"], {k: r.get(k) for k in ("mb_per_s","p50_us","p99_us","sequences_per_s","established","held","errors") if k in r}, "proxy cpu %.2fs" % r["proxy_cpu_s"])')"
+}
+
+scenario_args() {  # scenario -> client arguments
+  case $1 in
+    bulk1) echo "--mode bulk --connections 1 --stub-size 65536 --duration $DURATION" ;;
+    bulk16) echo "--mode bulk --connections 16 --stub-size 65536 --duration $DURATION" ;;
+    latency) echo "--mode latency --stub-size 100 --duration $DURATION" ;;
+    churn) echo "--mode churn --connections 8 --stub-size 100 --duration $DURATION" ;;
+    idle) echo "--mode idle --connections $IDLE_CONNS --duration $IDLE_HOLD" ;;
+  esac
+}
+
+run_scenario() {  # scenario threads
+  local scenario=$1 threads=$2 round path
+  log "scenario $scenario, proxies with $threads thread(s)"
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ "$scenario" = idle ]; then start_proxies "$threads"; fi   # clean RSS baseline
+    for path in $(paths_for_round "$round"); do
+      if [ "$scenario" = idle ]; then stop_pid "$SERVER_PID"; start_server; fi   # and for the server
+      # shellcheck disable=SC2046
+      run_one "$scenario" "$threads" "$round" "$path" -- $(scenario_args "$scenario")
+    done
+  done
+}
+
+# ---------------------------------------------------------------- measure
+start_server
+start_proxies "$THREADS"
+log "server pid $SERVER_PID, rpcgate pid $RPCGATE_PID, haproxy pid $HAPROXY_PID; load $(cut -d' ' -f1-3 /proc/loadavg)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+for scenario in $SCENARIOS; do run_scenario "$scenario" "$THREADS"; done
+if [ -n "$EXTRA_THREADS" ] && [ "$EXTRA_THREADS" != "$THREADS" ]; then
+  start_proxies "$EXTRA_THREADS"
+  for scenario in $SCENARIOS; do
+    case $scenario in bulk16 | churn) run_scenario "$scenario" "$EXTRA_THREADS" ;; esac
+  done
+fi
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+cleanup
+trap - EXIT
+ELAPSED=$(( $(date +%s) - STARTED_AT ))
+
+# ---------------------------------------------------------------- report
+MACHINE=$(
+  printf -- '- CPU: %s x %s (`nproc` %s)\n' "$(grep -c ^processor /proc/cpuinfo)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')" "$(nproc)"
+  printf -- '- Memory: %s MiB; kernel %s\n' "$(free -m | awk '/^Mem:/ {print $2}')" "$(uname -r)"
+  printf -- '- %s; %s\n' "$(swift --version 2>&1 | grep -m1 'Swift version' | sed 's/^.*\(Swift version [^ ]*\).*$/\1/')" "$(haproxy -v | head -1 | cut -d' ' -f1-3)"
+  printf -- '- RLIMIT_NOFILE %s (hard %s): idle scenario with %s connections (%s requested)\n' "$NOFILE" "$(ulimit -Hn)" "$IDLE_CONNS" "$IDLE_REQUESTED"
+  printf -- '- Load average before %s, after %s; the run took %s s\n' "$LOAD_BEFORE" "$LOAD_AFTER" "$ELAPSED"
+)
+python3 - "$RESULTS" "$PERF_DOC" "$COMMAND_LINE" "$MACHINE" "$THREADS" "$EXTRA_THREADS" "$IDLE_CONNS" "$DURATION" "$ROUNDS" <<'PY'
+import json, statistics, sys, os, datetime
+results_path, doc_path, command, machine, threads, extra, idle_n, duration, rounds = sys.argv[1:]
+rows = [json.loads(l) for l in open(results_path) if l.strip()]
+PATHS = ["direct", "rpcgate", "haproxy"]
+
+def values(scenario, t, path, fn):
+    out = []
+    for r in rows:
+        if r["scenario"] == scenario and r["threads"] == t and r["path"] == path:
+            v = fn(r)
+            if v is not None:
+                out.append(v)
+    return out
+
+def med(vs):
+    return statistics.median(vs) if vs else None
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+def cell(vs, digits=0):
+    if not vs:
+        return "–"
+    m = med(vs)
+    if len(vs) > 1:
+        return f"{fmt(m, digits)} ({fmt(min(vs), digits)}–{fmt(max(vs), digits)})"
+    return fmt(m, digits)
+
+def ratio(a, b, digits=2):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.{digits}f}"
+
+def gb(r):  # stub bytes forwarded, both directions
+    return 2 * r.get("stub_bytes_each_way", 0) / 1e9
+
+def cpu_per_gb(r):
+    return r["proxy_cpu_s"] / gb(r) if r["path"] != "direct" and gb(r) > 0 else None
+
+def ok(r):
+    return r.get("errors", 1) == 0 and r.get("exit_status", 1) == 0
+
+table = ["| Scenario | Metric | direct | rpcgate | haproxy | rpcgate/haproxy | rpcgate/direct |",
+         "|---|---|---|---|---|---|---|"]
+problems = []
+for r in rows:
+    if not ok(r) and r["scenario"] != "churn":
+        problems.append(f'{r["scenario"]} T{r["threads"]} round {r["round"]} {r["path"]}: errors {r.get("errors")}, exit {r.get("exit_status")}: {r.get("first_error")}')
+    if r["scenario"] == "churn" and r.get("errors", 0) > 0:
+        problems.append(f'churn T{r["threads"]} round {r["round"]} {r["path"]}: {r.get("errors")} failed sequences of {r.get("sequences")}: {r.get("first_error")}')
+
+def line(label, metric, scenario, t, fn, digits=0, ratio_paths=True, direct=True):
+    vs = {p: values(scenario, t, p, fn) for p in PATHS}
+    if not any(vs.values()):
+        return
+    m = {p: med(vs[p]) for p in PATHS}
+    table.append("| " + " | ".join([
+        label, metric,
+        cell(vs["direct"], digits) if direct else "–",
+        cell(vs["rpcgate"], digits), cell(vs["haproxy"], digits),
+        ratio(m["rpcgate"], m["haproxy"]) if ratio_paths else "–",
+        ratio(m["rpcgate"], m["direct"]) if (ratio_paths and direct) else "–",
+    ]) + " |")
+
+thread_sets = [int(threads)] + ([int(extra)] if extra and extra != threads else [])
+for t in thread_sets:
+    tl = f"T={t}"
+    line(f"bulk 64 KiB, 1 conn ({tl})", "MB/s each way", "bulk1", t, lambda r: r.get("mb_per_s"), 0)
+    line(f"bulk 64 KiB, 1 conn ({tl})", "proxy CPU-s per GB", "bulk1", t, cpu_per_gb, 2, direct=False)
+    line(f"bulk 64 KiB, 16 conns ({tl})", "MB/s each way", "bulk16", t, lambda r: r.get("mb_per_s"), 0)
+    line(f"bulk 64 KiB, 16 conns ({tl})", "proxy CPU-s per GB", "bulk16", t, cpu_per_gb, 2, direct=False)
+    line(f"latency 100 B ({tl})", "p50 µs", "latency", t, lambda r: r.get("p50_us"), 0)
+    line(f"latency 100 B ({tl})", "p99 µs", "latency", t, lambda r: r.get("p99_us"), 0)
+    # Added latency: each path's median p50 minus the direct median p50.
+    dm = med(values("latency", t, "direct", lambda r: r.get("p50_us")))
+    if dm is not None:
+        am = {p: med(values("latency", t, p, lambda r: r.get("p50_us"))) for p in PATHS}
+        add = {p: (am[p] - dm if am[p] is not None else None) for p in PATHS}
+        table.append(f"| latency 100 B ({tl}) | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {ratio(add['rpcgate'], add['haproxy'])} | – |")
+    line(f"churn, 8 workers ({tl})", "sequences/s (lookup+bind+call+close)", "churn", t, lambda r: r.get("sequences_per_s"), 0)
+    line(f"idle {int(idle_n):,} conns ({tl})", "held / requested", "idle", t, lambda r: r.get("held"), 0)
+    line(f"idle {int(idle_n):,} conns ({tl})", "proxy RSS kB per conn", "idle", t,
+         lambda r: (r["proxy_rss_after_kb"] - r["proxy_rss_before_kb"]) / max(1, r.get("held", 0) or 1) if r["path"] != "direct" else None, 2, direct=False)
+    line(f"idle {int(idle_n):,} conns ({tl})", "server RSS kB per conn (reference)", "idle", t,
+         lambda r: (r["server_rss_after_kb"] - r["server_rss_before_kb"]) / max(1, r.get("held", 0) or 1), 2, ratio_paths=False)
+    line(f"idle {int(idle_n):,} conns ({tl})", "time to open and bind all (s)", "idle", t, lambda r: r.get("open_s"), 1)
+
+text = "\n".join(table)
+print("\n" + text + "\n")
+if problems:
+    print("Problems:\n" + "\n".join("- " + p for p in problems))
+
+if doc_path:
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = f"""<!-- compare.sh:begin (generated by Benchmarks/compare.sh; edit outside these markers) -->
+## Gateway vs direct vs haproxy ({now})
+
+Command: `{command}`
+
+{machine}
+- {rounds} interleaved rounds per scenario, {duration} s per run; cells are median (min–max).
+- rpcgate: release build, `--threads T`, `--log-level warning`, inspection on (20 rules, one with
+  opnums, so every request is checked), EPM towers rewritten. haproxy: `mode tcp`, `nbthread T`,
+  no logging. Both on loopback with the client and the bench server on the same 2 cores.
+- MB/s counts stub bytes each way (echo: the same amount comes back). CPU-s per GB is the proxy's
+  utime+stime (`/proc/PID/stat`) per GB of stub forwarded in both directions.
+
+{text}
+"""
+    if problems:
+        generated += "\nProblems during the run:\n" + "\n".join("- " + p for p in problems) + "\n"
+    generated += "<!-- compare.sh:end -->\n"
+    if os.path.exists(doc_path):
+        old = open(doc_path).read()
+        b, e = old.find("<!-- compare.sh:begin"), old.find("<!-- compare.sh:end -->")
+        if b >= 0 and e >= 0:
+            new = old[:b] + generated + old[e + len("<!-- compare.sh:end -->\n"):]
+        else:
+            new = old.rstrip("\n") + "\n\n" + generated
+    else:
+        new = "# RPCGate performance\n\n" + generated
+    os.makedirs(os.path.dirname(doc_path), exist_ok=True)
+    open(doc_path, "w").write(new)
+    print(f"written to {doc_path}")
+PY
+log "raw results: $RESULTS"

@@ -1,0 +1,82 @@
+import NIOCore
+import NIOEmbedded
+import RPCWire
+import Testing
+
+@testable import RPCGateway
+
+/// Collects what reaches the end of the pipeline after the routing handler is removed.
+private final class Sink: ChannelInboundHandler {
+    typealias InboundIn = RawPDU
+    var received: [RawPDU] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.received.append(Self.unwrapInboundIn(data))
+    }
+}
+
+@Suite("Bind routing handler (EmbeddedChannel)")
+struct BindRoutingHandlerTests {
+    @Test("The first PDU is handed over; later ones are held and passed on when the handler goes")
+    func holdsThenReleases() throws {
+        var first: [RawPDU] = []
+        var closedEarly = 0
+        let handler = BindRoutingHandler(
+            onFirstPDU: { pdu, _ in first.append(pdu) },
+            onClosedBeforeHandover: { closedEarly += 1 }
+        )
+        let sink = Sink()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([handler, sink])
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1))
+        try channel.writeInbound(Wire.request(callID: 2, opnum: 0))
+        #expect(first.map(\.header.callID) == [1])
+        #expect(sink.received.isEmpty)
+        handler.handOver()
+        try channel.pipeline.syncOperations.removeHandler(handler).wait()
+        #expect(sink.received.map(\.header.callID) == [2])
+        _ = try channel.finish()
+        #expect(closedEarly == 0, "a handed-over connection is released by the connection, not the handler")
+    }
+
+    @Test("After a local refusal the next bind is routed afresh")
+    func nextBindAfterRefusal() throws {
+        var seen: [UInt32] = []
+        var handlerRef: BindRoutingHandler?
+        let handler = BindRoutingHandler(
+            onFirstPDU: { pdu, handler in
+                seen.append(pdu.header.callID)
+                handlerRef = handler
+            },
+            onClosedBeforeHandover: {}
+        )
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.writeInbound(Wire.bind([Wire.drsuapi], callID: 1))
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 2))
+        #expect(seen == [1])
+        handlerRef?.awaitNextBind()
+        #expect(seen == [1, 2], "the held bind is routed once the first was answered")
+        _ = try? channel.finish()
+    }
+
+    @Test("A client that goes away before routing is released once")
+    func releasedOnce() throws {
+        var closedEarly = 0
+        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.close().wait()
+        #expect(closedEarly == 1)
+    }
+
+    @Test("Holding is bounded")
+    func bounded() throws {
+        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for callID in 0...UInt32(BindRoutingHandler.maximumHeldPDUs + 1) {
+            _ = try? channel.writeInbound(Wire.request(callID: callID, opnum: 0))
+        }
+        #expect(!channel.isActive)
+    }
+}
