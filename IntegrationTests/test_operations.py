@@ -293,6 +293,10 @@ def test_sigterm_lets_a_slow_call_finish_closes_idle_connections_and_exits_0(fak
     assert results == ACCEPTED
     idle, results = bind(port, SAMR, call_id=1)
     assert results == ACCEPTED
+    # Connected but no bind yet (the gateway waits for it to route the connection).
+    unbound = rawrpc.Conn(HOST, port)
+    wait_for(lambda: json.loads(get('/status.json')[1])['connections_awaiting_bind'] == 1,
+             'the unbound connection to be admitted', timeout=5)
     busy.send(rawrpc.request_pdu(7, 0, SLOW_OPNUM))
     wait_for(lambda: (SLOW_OPNUM, 7) in fake.requests, 'the slow call to reach the server', timeout=5)
     offset = gw.log_size()
@@ -304,6 +308,8 @@ def test_sigterm_lets_a_slow_call_finish_closes_idle_connections_and_exits_0(fak
     assert idle.wait_closed(timeout=2.0), 'the idle connection was not closed within 2 s of SIGTERM'
     idle_closed = time.monotonic() - t0
     idle.close()
+    assert unbound.wait_closed(timeout=2.0), 'the connection waiting for its first bind was not closed at once'
+    unbound.close()
     # The gateway is not ready any more while it drains, and accepts no new connection.
     status, body = get('/readyz')
     assert status == 503 and 'draining' in body, (status, body)
@@ -330,6 +336,27 @@ def test_sigterm_lets_a_slow_call_finish_closes_idle_connections_and_exits_0(fak
     closes = [line for line in log.splitlines() if 'connection closed' in line and 'listener=mapped' in line]
     assert len(closes) == 2 and all('reason=shutdown' in line for line in closes), closes
     assert 'rpcgate stopped' in log
+
+
+@pytest.mark.timeout_s(60)
+def test_a_refused_client_that_hangs_up_is_released_at_once(fake, start_gateway):
+    """A bind refused by the policy is answered before any upstream connection; when the client
+    then closes (a FIN: the gateway allows half-closed input), the connection must be released at
+    once, not held until the bind timeout (10 s)."""
+    gw = start_gateway(config(fake, allow=('samr',)))
+    port = ept_map(SAMR)
+    conn, results = bind(port, WKSSVC)
+    assert results == REFUSED
+    conn.close()
+    t0 = time.monotonic()
+    wait_for(lambda: scrape().value('rpcgate_connections_active', route='fake') == 0,
+             'rpcgate_connections_active to return to 0', timeout=5)
+    assert time.monotonic() - t0 < 2.0
+    status = json.loads(get('/status.json')[1])
+    assert status['active_connections'] == 0 and status['connections_awaiting_bind'] == 0, status
+    mapping = [m for r in status['routes'] for m in r['mappings'] if m['gateway_port'] == port][0]
+    assert mapping['active_connections'] == 0, mapping
+    assert 'no bind routed within the bind timeout' not in gw.log_since(0)
 
 
 # ------------------------------------------------------------------ /readyz

@@ -69,6 +69,43 @@ struct BindRoutingHandlerTests {
         #expect(closedEarly == 1)
     }
 
+    @Test("A client that half-closes while waiting for its bind is closed and released at once")
+    func halfCloseWhileWaiting() throws {
+        var closedEarly = 0
+        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
+        let channel = EmbeddedChannel(handler: handler)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        #expect(handler.isWaiting)
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(!channel.isActive, "nothing is left to route once the client has finished sending")
+        #expect(closedEarly == 1)
+    }
+
+    @Test("A half-close while a bind is being routed reaches the splice after the handover")
+    func halfCloseWhileRouting() throws {
+        final class Events: ChannelInboundHandler {
+            typealias InboundIn = RawPDU
+            var inputClosed = 0
+            func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+                if let event = event as? ChannelEvent, case .inputClosed = event { self.inputClosed += 1 }
+            }
+        }
+        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
+        let events = Events()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([handler, events])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1))
+        #expect(!handler.isWaiting)
+        channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(channel.isActive, "the bind is still being routed: its answer must reach the client")
+        #expect(events.inputClosed == 0)
+        handler.handOver()
+        try channel.pipeline.syncOperations.removeHandler(handler).wait()
+        #expect(events.inputClosed == 1)
+        _ = try? channel.finish()
+    }
+
     @Test("Holding is bounded")
     func bounded() throws {
         let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})

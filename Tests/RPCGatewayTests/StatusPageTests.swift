@@ -191,7 +191,11 @@ struct StatusPageTests {
         }
         let html = StatusPage.render(status)
         #expect(html.contains("No gateway port is mapped."))
-        #expect(html.contains("No open connection."))
+        #expect(html.contains("No spliced connection.</p>"))
+        status.connectionsAwaitingBind = 2
+        status.connectionsOmitted = 3
+        let counted = StatusPage.render(status)
+        #expect(counted.contains("No spliced connection. 2 waiting for their first bind (routed by its interface). 3 more not listed."))
         #expect(html.contains("Nothing refused since start."))
     }
 

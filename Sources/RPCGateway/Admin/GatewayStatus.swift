@@ -19,8 +19,10 @@ package struct GatewayStatus: Sendable {
     package var routes: [RouteStatus]
     /// Open client connections, oldest first, at most ``GatewayServer/statusConnectionLimit``.
     package var connections: [ConnectionStatus]
-    /// Open connections not listed in ``connections``.
+    /// Open connections not listed in ``connections`` (beyond the listing limit).
     package var connectionsOmitted: Int
+    /// Connections waiting for their first bind, to be routed by its interface (not listed).
+    package var connectionsAwaitingBind: Int
     /// The last refused binds and calls, newest first.
     package var denials: [DenialRecord]
     /// Refusals recorded since start, including those no longer kept.
@@ -38,6 +40,7 @@ package struct GatewayStatus: Sendable {
         routes: [RouteStatus],
         connections: [ConnectionStatus],
         connectionsOmitted: Int,
+        connectionsAwaitingBind: Int = 0,
         denials: [DenialRecord],
         denialsTotal: Int,
         readiness: ReadinessReport
@@ -52,6 +55,7 @@ package struct GatewayStatus: Sendable {
         self.routes = routes
         self.connections = connections
         self.connectionsOmitted = connectionsOmitted
+        self.connectionsAwaitingBind = connectionsAwaitingBind
         self.denials = denials
         self.denialsTotal = denialsTotal
         self.readiness = readiness

@@ -18,6 +18,7 @@ extension GatewayStatus {
             ("routes", .array(self.routes.map(\.json))),
             ("connections", .array(self.connections.map(\.json))),
             ("connections_omitted", .int(Int64(self.connectionsOmitted))),
+            ("connections_awaiting_bind", .int(Int64(self.connectionsAwaitingBind))),
             ("denials", .array(self.denials.map(\.json))),
             ("denials_total", .int(Int64(self.denialsTotal))),
         ])

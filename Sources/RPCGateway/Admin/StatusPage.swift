@@ -144,7 +144,9 @@ package enum StatusPage {
     private static func connections(_ status: GatewayStatus, into html: inout HTMLBuilder) {
         html.raw("<section id=\"connections\"><h2>Open connections (\(status.activeConnections))</h2>\n")
         guard !status.connections.isEmpty else {
-            html.raw("<p class=\"empty\">No open connection.</p></section>\n")
+            html.raw("<p class=\"empty\">No spliced connection.")
+            Self.unlisted(status, into: &html)
+            html.raw("</p></section>\n")
             return
         }
         html.tableHead([
@@ -169,10 +171,23 @@ package enum StatusPage {
             html.raw("</tr>\n")
         }
         html.raw("</tbody></table>")
-        if status.connectionsOmitted > 0 {
-            html.raw("<p class=\"empty\">\(status.connectionsOmitted) more not shown.</p>")
+        if status.connectionsOmitted > 0 || status.connectionsAwaitingBind > 0 {
+            html.raw("<p class=\"empty\">")
+            Self.unlisted(status, into: &html)
+            html.raw("</p>")
         }
         html.raw("</section>\n")
+    }
+
+    /// The open connections that are not in the table, in a sentence.
+    private static func unlisted(_ status: GatewayStatus, into html: inout HTMLBuilder) {
+        if status.connectionsAwaitingBind > 0 {
+            let count = status.connectionsAwaitingBind
+            html.raw(" \(count) waiting for \(count == 1 ? "its" : "their") first bind (routed by its interface).")
+        }
+        if status.connectionsOmitted > 0 {
+            html.raw(" \(status.connectionsOmitted) more not listed.")
+        }
     }
 
     private static func denials(_ status: GatewayStatus, into html: inout HTMLBuilder) {

@@ -65,6 +65,8 @@ package final class GatewayServer: Sendable {
         var routes: [String: RouteRuntime] = [:]
         var listeners: [ListenerKey: ListenerEntry] = [:]
         var connections: [Int: NIOLoopBound<RPCProxyConnection>] = [:]
+        /// Connections still waiting for (or routing) their first bind: not spliced yet.
+        var routing: [Int: NIOLoopBound<BindRoutingHandler>] = [:]
         var nextConnectionID = 0
         var activeConnections = 0
         var activeByRoute: [String: Int] = [:]
@@ -271,7 +273,15 @@ package final class GatewayServer: Sendable {
         }
         async let coreDrained: Void? = core?.drain(deadline: deadline)
         await self.closeListeners()
-        let connections = self.state.withLockedValue { Array($0.connections.values) }
+        let (connections, routing) = self.state.withLockedValue { state in
+            (Array(state.connections.values), Array(state.routing.values))
+        }
+        // Connections still waiting for their first bind have nothing in flight: close them now.
+        for handler in routing {
+            handler.eventLoop.execute {
+                if handler.value.isWaiting { handler.value.close() }
+            }
+        }
         self.logger.info(
             "draining",
             metadata: ["connections": "\(connections.count)", "deadline": "\(DurationText.short(deadline))"]
@@ -504,7 +514,7 @@ package final class GatewayServer: Sendable {
                         switch action {
                         case .respond(let bytes):
                             handler.write(bytes)
-                            handler.awaitNextBind()
+                            self.awaitNextBind(handler)
                         default:
                             handler.close()
                         }
@@ -549,7 +559,7 @@ package final class GatewayServer: Sendable {
                                 let bytes = try? rejection.serialized()
                             {
                                 handler.write(bytes)
-                                handler.awaitNextBind()
+                                self.awaitNextBind(handler)
                             } else {
                                 handler.close()
                             }
@@ -575,7 +585,11 @@ package final class GatewayServer: Sendable {
                 handler.close()
             }
         }
-        client.closeFuture.whenComplete { _ in timer.cancel() }
+        let connectionID = admitted.connectionID
+        client.closeFuture.whenComplete { [self] _ in
+            timer.cancel()
+            self.state.withLockedValue { _ = $0.routing.removeValue(forKey: connectionID) }
+        }
         do {
             try client.pipeline.syncOperations.addHandlers([
                 IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
@@ -585,7 +599,19 @@ package final class GatewayServer: Sendable {
         } catch {
             return loop.makeFailedFuture(error)
         }
+        let bound = NIOLoopBound(handler, eventLoop: loop)
+        self.state.withLockedValue { $0.routing[connectionID] = bound }
         return loop.makeSucceededVoidFuture()
+    }
+
+    /// After a locally refused first bind: wait for the next one, unless the gateway is draining
+    /// (nothing is in flight on such a connection, so it closes at once).
+    private func awaitNextBind(_ handler: BindRoutingHandler) {
+        if self.state.withLockedValue({ $0.draining }) {
+            handler.close()
+        } else {
+            handler.awaitNextBind()
+        }
     }
 
     /// Connects to `server` and splices the client to it through the inspection handlers.
@@ -637,7 +663,11 @@ package final class GatewayServer: Sendable {
         let peer: PeerRuntime? = self.state.withLockedValue { state in
             route.settings.via.flatMap { state.peers[$0] }
         }
-        self.state.withLockedValue { $0.connections[connectionID] = bound }
+        let draining = self.state.withLockedValue { state in
+            state.routing.removeValue(forKey: connectionID)
+            state.connections[connectionID] = bound
+            return state.draining
+        }
         route.logger.debug(
             "connection opened",
             metadata: [
@@ -692,6 +722,10 @@ package final class GatewayServer: Sendable {
                     connection.received(routed.firstPDU, from: .client)
                     connection.readComplete(from: .client)
                     client.pipeline.syncOperations.removeHandler(routed.handler, promise: nil)
+                }
+                if draining {
+                    // Routed while the gateway began to drain: close once its calls finish.
+                    connection.drain()
                 }
                 return client.eventLoop.makeSucceededVoidFuture()
             }
@@ -844,14 +878,16 @@ package final class GatewayServer: Sendable {
     /// this off the event loops (the admin server does, from a task).
     package func status(version: String) async -> GatewayStatus {
         let now = NIODeadline.now()
-        let (settings, routes, activeByRoute, connections, active, draining) = self.state.withLockedValue { state in
+        let (settings, routes, activeByRoute, connections, active, draining, awaitingBind) = self.state.withLockedValue {
+            state in
             (
                 state.settings,
                 state.settings.routes.compactMap { state.routes[$0.name] },
                 state.activeByRoute,
                 state.connections.sorted { $0.key < $1.key }.map(\.value),
                 state.activeConnections,
-                state.draining
+                state.draining,
+                state.routing.count
             )
         }
         let readiness = self.readiness(now: now)
@@ -908,7 +944,8 @@ package final class GatewayServer: Sendable {
             maximumConnections: settings.limits.maximumConnections,
             routes: routeStatus,
             connections: snapshots,
-            connectionsOmitted: max(0, active - snapshots.count),
+            connectionsOmitted: max(0, active - snapshots.count - awaitingBind),
+            connectionsAwaitingBind: awaitingBind,
             denials: denials.denials,
             denialsTotal: denials.total,
             readiness: readiness

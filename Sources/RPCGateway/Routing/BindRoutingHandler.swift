@@ -20,6 +20,8 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private var state = State.waiting
     private var held: [RawPDU] = []
+    /// The client half-closed while its first bind was being routed: passed on after the handover.
+    private var inputClosedWhileRouting = false
     private let onFirstPDU: (RawPDU, BindRoutingHandler) -> Void
     private let onClosedBeforeHandover: () -> Void
     private(set) var context: ChannelHandlerContext?
@@ -30,6 +32,9 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     var isHandedOver: Bool { self.state == .handedOver }
+
+    /// No PDU is being routed: nothing of this connection has reached a server.
+    var isWaiting: Bool { self.state == .waiting }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -79,6 +84,22 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
     }
 
+    /// Child channels allow remote half-closure, so a client that closes shows up as `inputClosed`,
+    /// not as an inactive channel. Waiting for a bind, there is nothing left to route: close (the
+    /// connection is released at once instead of at the bind timeout). While a bind is being
+    /// routed, the event is passed on to the splice after the handover.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard let event = event as? ChannelEvent, case .inputClosed = event, self.state != .handedOver else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        if self.state == .waiting {
+            context.close(promise: nil)
+        } else {
+            self.inputClosedWhileRouting = true
+        }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         if self.state != .handedOver {
             self.state = .handedOver
@@ -102,6 +123,10 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.fireChannelRead(Self.wrapInboundOut(pdu))
         }
         if !held.isEmpty { context.fireChannelReadComplete() }
+        if self.inputClosedWhileRouting {
+            self.inputClosedWhileRouting = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
         self.context = nil
     }
 }
