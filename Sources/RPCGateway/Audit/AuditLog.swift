@@ -120,6 +120,7 @@ package final class AuditLog: Sendable {
     private let queue: AuditQueue
     private let sink: any AuditSink
     private let pool: NIOThreadPool
+    private let writerState = NIOLockedValueBox(WriterState.running)
     private let logger: Logger
     private let droppedQueueFull: Counter
     private let droppedWriteError: Counter
@@ -194,9 +195,31 @@ package final class AuditLog: Sendable {
     // MARK: - Shutdown
 
     /// Writes every queued record, closes the file and stops the writer thread.
+    ///
+    /// Waits for the writer's own completion rather than for the thread pool: a pool shut down
+    /// before its thread picked up the writer runs it later, on a dispatch queue, after
+    /// `shutdownGracefully` may already have returned.
     package func shutdown() async {
         self.queue.close()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let alreadyFinished = self.writerState.withLockedValue { state -> Bool in
+                switch state {
+                case .finished:
+                    return true
+                case .running, .awaited:
+                    state = .awaited(continuation)
+                    return false
+                }
+            }
+            if alreadyFinished { continuation.resume() }
+        }
         try? await self.pool.shutdownGracefully()
+    }
+
+    private enum WriterState {
+        case running
+        case awaited(CheckedContinuation<Void, Never>)
+        case finished
     }
 
     // MARK: - Writer thread
@@ -230,6 +253,12 @@ package final class AuditLog: Sendable {
             if closing { break }
         }
         self.sink.close()
+        let waiter = self.writerState.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            defer { state = .finished }
+            if case .awaited(let continuation) = state { return continuation }
+            return nil
+        }
+        waiter?.resume()
     }
 }
 
