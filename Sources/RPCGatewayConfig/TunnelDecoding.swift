@@ -208,6 +208,8 @@ extension ConfigurationDecoder {
             if peers[name] == nil {
                 var message = "unknown peer \"\(name)\""
                 let defined = peersNode.map(Self.mappingKeys) ?? []
+                // Defined but invalid: its own problems are reported where it is.
+                if defined.contains(name) { continue }
                 if defined.isEmpty {
                     message += " (no peers are defined)"
                 } else if let hint = Suggestions.didYouMean(name, among: defined) {
