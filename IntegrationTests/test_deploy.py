@@ -266,7 +266,7 @@ def test_dockerfile_build_steps_are_the_readme_build_steps():
 
 # ------------------------------------------------------------------ config/
 
-@pytest.mark.parametrize('name', ['rpcgate.example.yaml', 'rpcgate.dc-hardened.yaml'])
+@pytest.mark.parametrize('name', ['rpcgate.example.yaml', 'rpcgate.dc-hardened.yaml', 'rpcgate.transparent.yaml'])
 def test_shipped_configurations_pass_check_config(name):
     r = check_config(os.path.join(REPO, 'config', name))
     assert r.returncode == 0, r.stderr

@@ -237,7 +237,7 @@ def test_sighup_new_policy_applies_to_new_binds_while_a_slow_call_completes(fake
     status = json.loads(get('/status.json')[1])
     denied = [d for d in status['denials'] if d['interface'] == 'samr' and d['event'] == 'bind']
     assert denied and denied[0]['route'] == 'fake' and denied[0]['rule'] is None, status['denials']
-    assert 'configuration reloaded' in gw.log_since(0)
+    wait_for(lambda: 'configuration reloaded' in gw.log_since(0), 'the reload in the log', timeout=5)
 
 
 @pytest.mark.timeout_s(60)
@@ -258,7 +258,9 @@ def test_sighup_with_a_broken_file_keeps_the_running_configuration(fake, start_g
         gw.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: reloads('failure') == n, 'failure count %d after %s' % (n, what), timeout=5)
         assert gw.alive(), 'the gateway exited on a broken file (%s)' % what
-        assert 'configuration rejected; the running configuration stays' in gw.log_since(offset), what
+        # The counter is incremented just before the line is logged: wait for the line too.
+        wait_for(lambda: 'configuration rejected; the running configuration stays' in gw.log_since(offset),
+                 'the rejection in the log (%s)' % what, timeout=5)
         # Decisions are the old ones: samr still allowed, wkssvc still refused.
         conn, results = bind(port, SAMR)
         assert results == ACCEPTED, (what, results)
@@ -473,8 +475,8 @@ def test_json_logs_are_one_object_per_line_with_complete_connection_records(fake
     gw = start_gateway(config(fake, logging='logging:\n  format: json\n  level: info\n'), log_level=None)
     port = ept_map(SAMR)
     client = _exercise(port)
-    wait_for(lambda: '"connection closed"' in gw.log_since(0) and client in gw.log_since(0),
-             'the connection record', timeout=5)
+    wait_for(lambda: any('"connection closed"' in line and '"%s"' % client in line for line in log_records(gw)),
+             'the connection record of %s' % client, timeout=5)
     gw.stop()
 
     records = []
@@ -509,8 +511,8 @@ def test_logfmt_logs_and_the_cli_level_overrides_the_file(fake, start_gateway):
     gw = start_gateway(config(fake, logging='logging:\n  format: logfmt\n  level: warning\n'), log_level='debug')
     port = ept_map(SAMR)
     client = _exercise(port)
-    wait_for(lambda: 'msg="connection closed"' in gw.log_since(0) and client in gw.log_since(0),
-             'the connection record', timeout=5)
+    wait_for(lambda: any('msg="connection closed"' in line and 'client=%s ' % client in line for line in log_records(gw)),
+             'the connection record of %s' % client, timeout=5)
     gw.stop()
 
     pair = re.compile(r'([A-Za-z0-9_.\-/]+)=("(?:[^"\\]|\\.)*"|\S*)')
