@@ -5,7 +5,7 @@ Most tests run their own rpcgate in front of a fake DCE/RPC server (lib/fakerpc.
 FakeRPCServer) on 127.0.0.1, so a call can be made to take ~3 s (opnum 1) and the upstream can be stopped:
 
   fake server     EPM 127.0.0.1:<ephemeral>, data port 127.0.0.1:<ephemeral>
-  rpcgate         route `fake`: EPM 127.0.0.1:4135, ports 52000-52009 -> the fake EPM
+  rpcgate         route `fake`: EPM 127.0.0.1:4135, ports 30100-30109 -> the fake EPM
                   admin 127.0.0.1:19140 (readiness probe every 1 s, max age 3 s)
                   config/log/pid in test-output/operations/<test>.{yaml,log,pid}
 
@@ -39,7 +39,7 @@ BINARY = os.environ.get('RPCGATE_BINARY') or os.path.join(REPO, '.build', 'debug
 HOST = '127.0.0.1'
 EPM_PORT = 4135
 DEAD_EPM_PORT = 4136
-FIRST, LAST = 52000, 52009
+FIRST, LAST = 30100, 30109     # below the ephemeral range (32768-60999): no client socket takes them
 ADMIN = '127.0.0.1:19140'
 SLOW_OPNUM = 1
 SLOW_S = 3.0
