@@ -27,7 +27,11 @@ swift test --skip-build 2>&1 | tee test-output/unit.log | grep -vE '^(◇|↳|�
 if [ "${PIPESTATUS[0]}" != 0 ]; then echo "unit tests failed"; exit 1; fi
 
 step "fuzz smoke run"
-scripts/fuzz.sh "${RPCGATE_FUZZ_SECONDS:-30}"   # seconds per target
+# The wire codec (framer, bind parser, EPM rewriter) for 60 s; the whole pipeline and the config
+# loader for 30 s each. Each run fails on a crash and leaves the reproducer in fuzz-artifacts/.
+scripts/fuzz.sh "${RPCGATE_FUZZ_SECONDS:-60}" RPCWireFuzz
+scripts/fuzz.sh "${RPCGATE_FUZZ_PIPELINE_SECONDS:-30}" RPCGatewayFuzz
+scripts/fuzz.sh "${RPCGATE_FUZZ_PIPELINE_SECONDS:-30}" RPCConfigFuzz
 
 step "interop tests (Samba AD DC, impacket, rpcclient)"
 scripts/interop-tests.sh
