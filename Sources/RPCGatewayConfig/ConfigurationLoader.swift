@@ -92,7 +92,11 @@ public enum ConfigurationLoader {
                 offset.flatMap { Self.position(atCharacterOffset: $0, in: yaml) }
             )
         case .duplicatedKeysInMapping(let duplicates, let context):
-            let keys = Suggestions.list(duplicates, conjunction: "and")
+            // Yams orders the keys by comparing nodes, which is not a total order once a key is a
+            // mapping or a sequence (`? [a]`): sorted here so one text always gives one message
+            // (found by RPCConfigFuzz).
+            let names = duplicates.map { $0 == "<uncovertable>" ? "(a key that is not a string)" : $0 }
+            let keys = Suggestions.list(Array(Set(names)).sorted(), conjunction: "and")
             return located("duplicate key \(keys) in the same mapping", (context.mark.line, context.mark.column))
         default:
             return located("cannot parse the YAML: \(error)", nil)
