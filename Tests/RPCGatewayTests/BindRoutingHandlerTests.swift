@@ -7,11 +7,20 @@ import Testing
 
 /// Collects what reaches the end of the pipeline after the routing handler is removed.
 private final class Sink: ChannelInboundHandler {
-    typealias InboundIn = RawPDU
-    var received: [RawPDU] = []
+    typealias InboundIn = ByteBuffer
+    var bytes = ByteBuffer()
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.received.append(Self.unwrapInboundIn(data))
+        var piece = Self.unwrapInboundIn(data)
+        self.bytes.writeBuffer(&piece)
+    }
+
+    /// The PDUs passed on (the handler passes bytes on unframed).
+    var received: [RawPDU] {
+        var bytes = self.bytes
+        var pdus: [RawPDU] = []
+        while let pdu = try? bytes.readRawPDU(limits: WireLimits()) { pdus.append(pdu) }
+        return pdus
     }
 }
 
@@ -22,14 +31,15 @@ struct BindRoutingHandlerTests {
         var first: [RawPDU] = []
         var closedEarly = 0
         let handler = BindRoutingHandler(
+            limits: WireLimits(),
             onFirstPDU: { pdu, _ in first.append(pdu) },
             onClosedBeforeHandover: { closedEarly += 1 }
         )
         let sink = Sink()
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandlers([handler, sink])
-        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1))
-        try channel.writeInbound(Wire.request(callID: 2, opnum: 0))
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1).bytes)
+        try channel.writeInbound(Wire.request(callID: 2, opnum: 0).bytes)
         #expect(first.map(\.header.callID) == [1])
         #expect(sink.received.isEmpty)
         handler.handOver()
@@ -44,6 +54,7 @@ struct BindRoutingHandlerTests {
         var seen: [UInt32] = []
         var handlerRef: BindRoutingHandler?
         let handler = BindRoutingHandler(
+            limits: WireLimits(),
             onFirstPDU: { pdu, handler in
                 seen.append(pdu.header.callID)
                 handlerRef = handler
@@ -51,8 +62,8 @@ struct BindRoutingHandlerTests {
             onClosedBeforeHandover: {}
         )
         let channel = EmbeddedChannel(handler: handler)
-        try channel.writeInbound(Wire.bind([Wire.drsuapi], callID: 1))
-        try channel.writeInbound(Wire.bind([Wire.samr], callID: 2))
+        try channel.writeInbound(Wire.bind([Wire.drsuapi], callID: 1).bytes)
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 2).bytes)
         #expect(seen == [1])
         handlerRef?.awaitNextBind()
         #expect(seen == [1, 2], "the held bind is routed once the first was answered")
@@ -62,7 +73,7 @@ struct BindRoutingHandlerTests {
     @Test("A client that goes away before routing is released once")
     func releasedOnce() throws {
         var closedEarly = 0
-        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
+        let handler = BindRoutingHandler(limits: WireLimits(), onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         try channel.close().wait()
@@ -72,7 +83,7 @@ struct BindRoutingHandlerTests {
     @Test("A client that half-closes while waiting for its bind is closed and released at once")
     func halfCloseWhileWaiting() throws {
         var closedEarly = 0
-        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
+        let handler = BindRoutingHandler(limits: WireLimits(), onFirstPDU: { _, _ in }, onClosedBeforeHandover: { closedEarly += 1 })
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         #expect(handler.isWaiting)
@@ -84,18 +95,18 @@ struct BindRoutingHandlerTests {
     @Test("A half-close while a bind is being routed reaches the splice after the handover")
     func halfCloseWhileRouting() throws {
         final class Events: ChannelInboundHandler {
-            typealias InboundIn = RawPDU
+            typealias InboundIn = ByteBuffer
             var inputClosed = 0
             func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
                 if let event = event as? ChannelEvent, case .inputClosed = event { self.inputClosed += 1 }
             }
         }
-        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
+        let handler = BindRoutingHandler(limits: WireLimits(), onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
         let events = Events()
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandlers([handler, events])
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1))
+        try channel.writeInbound(Wire.bind([Wire.samr], callID: 1).bytes)
         #expect(!handler.isWaiting)
         channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         #expect(channel.isActive, "the bind is still being routed: its answer must reach the client")
@@ -108,11 +119,13 @@ struct BindRoutingHandlerTests {
 
     @Test("Holding is bounded")
     func bounded() throws {
-        let handler = BindRoutingHandler(onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
+        let handler = BindRoutingHandler(limits: WireLimits(), onFirstPDU: { _, _ in }, onClosedBeforeHandover: {})
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        for callID in 0...UInt32(BindRoutingHandler.maximumHeldPDUs + 1) {
-            _ = try? channel.writeInbound(Wire.request(callID: callID, opnum: 0))
+        let request = Wire.request(callID: 1, opnum: 0).bytes
+        let limit = BindRoutingHandler.maximumHeldFragments * WireLimits().maximumFragmentLength
+        for _ in 0...(limit / request.readableBytes + 1) where channel.isActive {
+            _ = try? channel.writeInbound(request)
         }
         #expect(!channel.isActive)
     }

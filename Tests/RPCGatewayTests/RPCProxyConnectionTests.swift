@@ -79,8 +79,8 @@ struct RPCProxyConnectionTests {
             ) { counter.increment() }
             self.connection = connection
             let handlers = connection.makeHandlers()
-            try self.client.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.client])
-            try self.server.pipeline.syncOperations.addHandlers([ByteToMessageHandler(PDUFramer()), handlers.server])
+            try self.client.pipeline.syncOperations.addHandler(handlers.client)
+            try self.server.pipeline.syncOperations.addHandler(handlers.server)
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
             try self.client.connect(to: address).wait()
             try self.server.connect(to: address).wait()
@@ -269,6 +269,32 @@ struct RPCProxyConnectionTests {
         #expect(!harness.server.isActive)
         #expect(try harness.drain(harness.server).readableBytes == 0)
         let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "bind_timeout")])
+        #expect(closed.lastValue == 1)
+    }
+
+    @Test("The idle timeout counts from the last read on either side, on the event loop's clock")
+    func idleTimeoutFollowsActivity() throws {
+        let harness = try Harness(listener: .mapped, policy: Self.samrOnly)
+        let idle = TimeAmount(Timeouts().idleDuration)
+        try harness.clientWrites(Wire.bind([Wire.samr]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1))
+        try harness.clientWrites(Wire.request(callID: 2, opnum: 0))
+        // Activity from the server just before the deadline postpones it by a whole timeout...
+        harness.loop.advanceTime(by: idle - .seconds(10))
+        try harness.serverWrites(Wire.response(callID: 2, stub: ByteBuffer(bytes: [0, 0, 0, 0])))
+        harness.loop.advanceTime(by: .seconds(20))
+        #expect(harness.client.isActive, "a read 20 s ago: not idle")
+        // ... and from the client too.
+        harness.loop.advanceTime(by: idle - .seconds(30))
+        try harness.clientWrites(Wire.request(callID: 3, opnum: 0))
+        harness.loop.advanceTime(by: idle - .seconds(1))
+        #expect(harness.client.isActive)
+        #expect(harness.closed.value == 0)
+        harness.loop.advanceTime(by: .seconds(2))
+        #expect(!harness.client.isActive)
+        #expect(!harness.server.isActive)
+        #expect(harness.closed.value == 1)
+        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "idle_timeout")])
         #expect(closed.lastValue == 1)
     }
 

@@ -6,9 +6,8 @@ package import RPCWire
 /// The splice of one proxied connection on two channels the caller already has: what
 /// ``GatewayServer`` installs once the upstream connection is up (framers, glue handlers, the
 /// connection state machine, the route's port pool and metrics, bind and half-close timers),
-/// without sockets. The idle timer is optional: `IdleStateHandler` reads the wall clock, which an
-/// `EmbeddedEventLoop` does not advance; a harness fires `IdleStateHandler.IdleStateEvent.all`
-/// on the client channel to simulate it.
+/// without sockets. Every timer (bind, idle, half-close) runs on the event loop's clock, so a
+/// harness drives them by advancing an `EmbeddedEventLoop`.
 ///
 /// For the `RPCGatewayFuzz` target and other package code that drives the real pipeline in
 /// `EmbeddedChannel`s without `@testable`.
@@ -37,7 +36,6 @@ package enum ProxySplice {
         wireLimits: WireLimits = WireLimits(),
         metrics: GatewayMetrics = GatewayMetrics(),
         logger: Logger,
-        idleTimer: Bool = false,
         onClose: @escaping @Sendable () -> Void = {}
     ) throws {
         let runtime = RouteRuntime(
@@ -65,6 +63,6 @@ package enum ProxySplice {
             limits: wireLimits,
             onClose: onClose
         )
-        try connection.install(client: client, server: server, idleTimer: idleTimer)
+        try connection.install(client: client, server: server)
     }
 }

@@ -40,9 +40,11 @@ final class RPCProxyConnection {
     private var requests = 0
     private let started = NIODeadline.now()
     private let startedWallClock = AuditTimestamp.now()
-    /// When bytes last arrived from either side (updated once per read burst).
-    private var lastActivity = NIODeadline.now()
+    /// When bytes last arrived from either side (updated once per read burst), on the event
+    /// loop's clock.
+    private var lastActivity: NIODeadline
     private var timers: [Scheduled<Void>] = []
+    private var idleCheck: Scheduled<Void>?
     private let eventLoop: any EventLoop
     private let onClose: @Sendable () -> Void
     private var finished = false
@@ -93,6 +95,7 @@ final class RPCProxyConnection {
         self.clientFacingAddress = clientFacingAddress
         self.serverEndpoint = serverEndpoint
         self.eventLoop = eventLoop
+        self.lastActivity = eventLoop.now
         self.onClose = onClose
     }
 
@@ -100,41 +103,51 @@ final class RPCProxyConnection {
         side == .client ? self.clientHandler : self.serverHandler
     }
 
-    /// Adds the connection's handlers to its two channels (which must share `eventLoop`): on the
-    /// client side the idle timer, a framer and the glue handler; on the server side a framer and
-    /// the glue handler. Starts the bind timer.
-    ///
-    /// `idleTimer: false` leaves the `IdleStateHandler` out: it measures idleness on the wall
-    /// clock, so on an `EmbeddedEventLoop` whose virtual clock is advanced it reschedules itself
-    /// at the same past deadline until real time catches up. Harnesses fire its event instead.
-    func install(client: any Channel, server: any Channel, idleTimer: Bool = true) throws {
+    /// Adds the connection's glue handlers (which frame for themselves) to its two channels, which
+    /// must share `eventLoop`, and starts the bind and idle timers.
+    func install(client: any Channel, server: any Channel) throws {
         let handlers = self.makeHandlers()
-        if idleTimer {
-            try client.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: TimeAmount(self.timeouts.idleDuration)))
-        }
-        try client.pipeline.syncOperations.addHandlers([
-            ByteToMessageHandler(PDUFramer(limits: self.limits)),
-            handlers.client,
-        ])
-        try server.pipeline.syncOperations.addHandlers([
-            ByteToMessageHandler(PDUFramer(limits: self.limits)),
-            handlers.server,
-        ])
+        try client.pipeline.syncOperations.addHandler(handlers.client)
+        try server.pipeline.syncOperations.addHandler(handlers.server)
     }
 
-    /// Creates the two glue handlers and starts the bind timer.
+    /// Creates the two glue handlers and starts the bind and idle timers.
     func makeHandlers() -> (client: RPCGlueHandler, server: RPCGlueHandler) {
         let timeouts = self.timeouts
-        let client = RPCGlueHandler(side: .client, connection: self)
-        let server = RPCGlueHandler(side: .server, connection: self)
+        let client = RPCGlueHandler(side: .client, connection: self, limits: self.limits)
+        let server = RPCGlueHandler(side: .server, connection: self, limits: self.limits)
         self.clientHandler = client
         self.serverHandler = server
         let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(timeouts.bindDuration)) { [self] in
             if !self.machine.isBound { self.close(.bindTimeout) }
         }
         self.timers.append(bindTimer)
+        self.lastActivity = self.eventLoop.now
+        self.scheduleIdleCheck(in: TimeAmount(timeouts.idleDuration))
         return (client, server)
     }
+
+    /// The idle timeout, without a timer per read or a promise per write (what NIO's
+    /// `IdleStateHandler` costs): every read burst stamps ``lastActivity`` and one scheduled check
+    /// per connection either closes it or sleeps until the stamp plus the timeout. The gateway only
+    /// writes what it read from the other side, so reads on both sides are all the activity there
+    /// is. Uses the event loop's clock, so an `EmbeddedEventLoop` advanced in tests and in the
+    /// fuzz harness drives it.
+    private func scheduleIdleCheck(in delay: TimeAmount) {
+        guard !self.finished else { return }
+        self.idleCheck = self.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
+            let limit = TimeAmount(self.timeouts.idleDuration)
+            let idleFor = self.eventLoop.now - self.lastActivity
+            if idleFor >= limit {
+                self.close(.idleTimeout)
+            } else {
+                self.scheduleIdleCheck(in: limit - idleFor)
+            }
+        }
+    }
+
+    /// Set once the connection has begun to close: later PDUs are ignored.
+    var isClosing: Bool { self.closeReason != nil || self.finished }
 
     // MARK: - Events from the handlers
 
@@ -221,7 +234,7 @@ final class RPCProxyConnection {
     }
 
     func readComplete(from side: ProxySide) {
-        self.lastActivity = .now()
+        self.lastActivity = self.eventLoop.now
         self.handler(for: side.other)?.flush()
         if side == .client, self.respondedToClient {
             self.respondedToClient = false
@@ -245,10 +258,6 @@ final class RPCProxyConnection {
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)
-    }
-
-    func idleTimeout() {
-        self.close(.idleTimeout)
     }
 
     func channelInactive(_ side: ProxySide) {
@@ -457,6 +466,8 @@ final class RPCProxyConnection {
         self.finished = true
         for timer in self.timers { timer.cancel() }
         self.timers.removeAll()
+        self.idleCheck?.cancel()
+        self.idleCheck = nil
         let duration = NIODeadline.now() - self.started
         let interfaces = self.machine.acceptedInterfaces.map { self.route.interfaceLabel($0) }
         self.route.logger.info(

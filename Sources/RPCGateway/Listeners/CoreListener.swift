@@ -187,6 +187,7 @@ package final class CoreListener: Sendable {
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
                 .childChannelInitializer { [self] channel in
                     let (context, timeout) = self.state.withLockedValue { ($0.context, $0.settings.headerTimeout) }
                     do {
@@ -314,29 +315,27 @@ package final class CoreListener: Sendable {
         )
         let bound = NIOLoopBound(connection, eventLoop: tunnel.eventLoop)
         self.state.withLockedValue { $0.connections[connectionID] = bound }
-        return ClientBootstrap(group: tunnel.eventLoop)
-            .connectTimeout(TimeAmount(timeouts.connectDuration))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .connect(host: "\(target.server.address)", port: Int(target.server.port))
+        let loop = tunnel.eventLoop
+        return loop.makeCompletedFuture(withResultOf: { try target.server.socketAddress() })
+            .flatMap { address in
+                ClientBootstrap(group: loop)
+                    .connectTimeout(TimeAmount(timeouts.connectDuration))
+                    .channelOption(.allowRemoteHalfClosure, value: true)
+                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+                    .connect(to: address)
+            }
             .assumeIsolated()
             .flatMapThrowing { upstream -> [any ChannelHandler] in
                 let handlers = connection.makeHandlers()
                 do {
-                    try upstream.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: limits)),
-                        handlers.server,
-                    ])
+                    try upstream.pipeline.syncOperations.addHandler(handlers.server)
                 } catch {
                     upstream.close(promise: nil)
                     connection.close(.protocolError)
                     throw error
                 }
-                return [
-                    IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                    ByteToMessageHandler(PDUFramer(limits: limits)),
-                    handlers.client,
-                ]
+                return [handlers.client]
             }
             .flatMapErrorThrowing { error in
                 route.metrics.connectionRefused(reason: .upstreamUnreachable)
@@ -502,7 +501,7 @@ final class CoreAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
         switch header.addresses {
         case .tcp4(let source, let port, _, _):
             clientIP = .v4(source.value)
-            client = try? SocketAddress(ipAddress: "\(source)", port: Int(port))
+            client = try? clientIP.socketAddress(port: port)
         case .tcp6(let source, let port, _, _):
             var high: UInt64 = 0
             var low: UInt64 = 0
@@ -510,7 +509,7 @@ final class CoreAdmissionHandler: ChannelInboundHandler, RemovableChannelHandler
                 if index < 8 { high = high << 8 | UInt64(byte) } else { low = low << 8 | UInt64(byte) }
             }
             clientIP = .v6(high, low)
-            client = try? SocketAddress(ipAddress: "\(clientIP)", port: Int(port))
+            client = try? clientIP.socketAddress(port: port)
         case .unspecified:
             self.core.refuse(
                 .proxyHeader,

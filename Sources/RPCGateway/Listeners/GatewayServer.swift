@@ -335,6 +335,7 @@ package final class GatewayServer: Sendable {
                 .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
                 .childChannelInitializer { [self] channel in
                     self.accept(channel, routeName: route, listenerPort: key.port, listener: kind)
                 }
@@ -476,9 +477,10 @@ package final class GatewayServer: Sendable {
         let route = admitted.route
         let limits = admitted.settings.wireLimits
         let timeouts = admitted.settings.timeouts
-        let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
+        let clientIP = IPAddress(client.remoteAddress) ?? .v4(0)
         let loop = client.eventLoop
         let handler = BindRoutingHandler(
+            limits: limits,
             onFirstPDU: { [self] pdu, handler in
                 switch BindRouting.decide(firstPDU: pdu, servesEndpointMapper: servesEndpointMapper, limits: limits) {
                 case .reject(let reason):
@@ -591,11 +593,7 @@ package final class GatewayServer: Sendable {
             self.state.withLockedValue { _ = $0.routing.removeValue(forKey: connectionID) }
         }
         do {
-            try client.pipeline.syncOperations.addHandlers([
-                IdleStateHandler(allTimeout: TimeAmount(timeouts.idleDuration)),
-                ByteToMessageHandler(PDUFramer(limits: limits)),
-                handler,
-            ])
+            try client.pipeline.syncOperations.addHandler(handler)
         } catch {
             return loop.makeFailedFuture(error)
         }
@@ -630,8 +628,8 @@ package final class GatewayServer: Sendable {
         let listener = admitted.listener
         let connectionID = admitted.connectionID
         routed?.handler.handOver()
-        let clientIP = client.remoteAddress?.ipAddress.flatMap { IPAddress($0) } ?? .v4(0)
-        let facing = client.localAddress?.ipAddress.flatMap { IPv4Address($0) }
+        let clientIP = IPAddress(client.remoteAddress) ?? .v4(0)
+        let facing = IPv4Address(client.localAddress)
         let limits = admitted.settings.wireLimits
         let timeouts = admitted.settings.timeouts
         let machine = RPCConnectionStateMachine(
@@ -692,12 +690,15 @@ package final class GatewayServer: Sendable {
                 timeouts: timeouts,
                 logger: route.logger
             )
-        } else {
+        } else if let address = try? server.socketAddress() {
             connected = ClientBootstrap(group: client.eventLoop)
                 .connectTimeout(TimeAmount(timeouts.connectDuration))
                 .channelOption(.allowRemoteHalfClosure, value: true)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .connect(host: "\(server.address)", port: Int(server.port))
+            .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+                .connect(to: address)
+        } else {
+            connected = client.eventLoop.makeFailedFuture(GatewayStartError(description: "no socket address for \(server)"))
         }
         return connected
             .assumeIsolated()
@@ -706,10 +707,7 @@ package final class GatewayServer: Sendable {
                     if let routed {
                         let handlers = connection.makeHandlers()
                         try client.pipeline.syncOperations.addHandler(handlers.client, position: .after(routed.handler))
-                        try upstream.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(PDUFramer(limits: limits)),
-                            handlers.server,
-                        ])
+                        try upstream.pipeline.syncOperations.addHandler(handlers.server)
                     } else {
                         try connection.install(client: client, server: upstream)
                     }
@@ -764,6 +762,7 @@ package final class GatewayServer: Sendable {
             .connectTimeout(TimeAmount(timeouts.connectDuration))
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
             .channelInitializer { channel in
                 do {
                     let tls = try NIOSSLClientHandler(context: peer.context, serverHostname: peer.settings.serverName)

@@ -1,16 +1,17 @@
 import NIOCore
 import RPCWire
 
-/// Sits on a client channel whose server is not known yet: hands the first PDU to the gateway
-/// (which decides with ``BindRouting``, resolves the interface and connects) and holds any later
-/// PDUs until it is removed, when it passes them on to the splice's glue handler.
+/// Sits on a client channel whose server is not known yet: frames the client's bytes, hands the
+/// first PDU to the gateway (which decides with ``BindRouting``, resolves the interface and
+/// connects) and holds the bytes that follow until it is removed, when it passes them on, still
+/// unframed, to the splice's glue handler.
 final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = RawPDU
-    typealias InboundOut = RawPDU
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
 
-    /// Most PDUs held while the first bind is being routed (a client waits for its bind_ack, so a
-    /// well-behaved one sends none).
-    static let maximumHeldPDUs = 16
+    /// Most bytes held after the PDU being routed, in units of the largest fragment: a client
+    /// waits for its bind_ack, so a well-behaved one sends nothing more.
+    static let maximumHeldFragments = 2
 
     private enum State {
         case waiting
@@ -19,14 +20,20 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private var state = State.waiting
-    private var held: [RawPDU] = []
+    private var input: PDUStream
+    private var maximumHeldBytes: Int { Self.maximumHeldFragments * self.input.limits.maximumFragmentLength }
     /// The client half-closed while its first bind was being routed: passed on after the handover.
     private var inputClosedWhileRouting = false
     private let onFirstPDU: (RawPDU, BindRoutingHandler) -> Void
     private let onClosedBeforeHandover: () -> Void
     private(set) var context: ChannelHandlerContext?
 
-    init(onFirstPDU: @escaping (RawPDU, BindRoutingHandler) -> Void, onClosedBeforeHandover: @escaping () -> Void) {
+    init(
+        limits: WireLimits,
+        onFirstPDU: @escaping (RawPDU, BindRoutingHandler) -> Void,
+        onClosedBeforeHandover: @escaping () -> Void
+    ) {
+        self.input = PDUStream(limits: limits)
         self.onFirstPDU = onFirstPDU
         self.onClosedBeforeHandover = onClosedBeforeHandover
     }
@@ -49,15 +56,20 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
     func awaitNextBind() {
         guard self.state == .routing else { return }
         self.state = .waiting
-        let held = self.held
-        self.held = []
-        for pdu in held {
-            guard self.state == .waiting else {
-                self.held.append(pdu)
-                continue
-            }
+        self.routeNextPDU()
+    }
+
+    /// In the waiting state, routes the next whole PDU if one has arrived. A framing error closes
+    /// the connection: nothing of it has reached a server yet.
+    private func routeNextPDU() {
+        guard self.state == .waiting else { return }
+        do {
+            guard let pdu = try self.input.nextPDU() else { return }
             self.state = .routing
             self.onFirstPDU(pdu, self)
+        } catch {
+            self.input.removeAll()
+            self.close()
         }
     }
 
@@ -70,17 +82,11 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let pdu = Self.unwrapInboundIn(data)
-        switch self.state {
-        case .waiting:
-            self.state = .routing
-            self.onFirstPDU(pdu, self)
-        case .routing, .handedOver:
-            guard self.held.count < Self.maximumHeldPDUs else {
-                context.close(promise: nil)
-                return
-            }
-            self.held.append(pdu)
+        self.input.append(Self.unwrapInboundIn(data))
+        self.routeNextPDU()
+        // Waiting, what is left is less than one PDU (its header bounds it); routing, it is held.
+        if self.state != .waiting, self.input.bufferedBytes > self.maximumHeldBytes {
+            context.close(promise: nil)
         }
     }
 
@@ -117,12 +123,10 @@ final class BindRoutingHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        let held = self.held
-        self.held = []
-        for pdu in held {
-            context.fireChannelRead(Self.wrapInboundOut(pdu))
+        if let held = self.input.takeBufferedBytes() {
+            context.fireChannelRead(Self.wrapInboundOut(held))
+            context.fireChannelReadComplete()
         }
-        if !held.isEmpty { context.fireChannelReadComplete() }
         if self.inputClosedWhileRouting {
             self.inputClosedWhileRouting = false
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)

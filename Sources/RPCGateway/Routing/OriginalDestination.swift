@@ -26,9 +26,7 @@ func originalDestination(of channel: any Channel) -> EventLoopFuture<TCPEndpoint
     )
     return future.map { address -> TCPEndpoint? in
         let socketAddress = SocketAddress(address, host: "")
-        guard let text = socketAddress.ipAddress, let ip = IPv4Address(text), let port = socketAddress.port else {
-            return nil
-        }
+        guard let ip = IPv4Address(socketAddress), let port = socketAddress.port else { return nil }
         return TCPEndpoint(address: ip, port: UInt16(truncatingIfNeeded: port))
     }
     .recover { _ in nil }
@@ -39,9 +37,7 @@ func originalDestination(of channel: any Channel) -> EventLoopFuture<TCPEndpoint
 
 /// Under TPROXY the socket's local address already is the original destination.
 func localDestination(of channel: any Channel) -> TCPEndpoint? {
-    guard let local = channel.localAddress, let text = local.ipAddress, let address = IPv4Address(text),
-        let port = local.port
-    else { return nil }
+    guard let local = channel.localAddress, let address = IPv4Address(local), let port = local.port else { return nil }
     return TCPEndpoint(address: address, port: UInt16(truncatingIfNeeded: port))
 }
 

@@ -39,7 +39,7 @@ package enum EdgeTunnel {
     }
 
     private static func address(_ socket: SocketAddress?) -> IPAddress? {
-        socket?.ipAddress.flatMap { IPAddress($0) }
+        IPAddress(socket)
     }
 
     private static func bytes(_ high: UInt64, _ low: UInt64) -> [UInt8] {
