@@ -17,16 +17,20 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 /// 3. The input is also parsed directly as ept_map/ept_lookup stubs in NDR32 and NDR64.
 /// 4. The input is decoded as a PROXY v2 header; a decoded header must re-encode to bytes that
 ///    decode to the same value.
+/// 5. The input is fed to ``PDUStream`` (the glue handlers' framing) in pieces whose sizes come
+///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
     var framer = PDUFramer(limits: limits)
     var fragments: [RawPDU] = []
+    var framerFailed = false
     while true {
         let next: RawPDU?
         do {
             next = try framer.decode(buffer: &stream)
         } catch {
+            framerFailed = true
             break
         }
         guard let raw = next else { break }
@@ -34,8 +38,44 @@ func fuzzOneInput(_ input: ByteBuffer) {
         guard let pdu = try? raw.parse(limits: limits) else { continue }
         checkRoundTrip(pdu, limits: limits)
     }
+    checkStream(input, expected: fragments, framerFailed: framerFailed, limits: limits)
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
+}
+
+/// Splits `input` into pieces of 1 to 256 bytes, sizes taken cyclically from its own bytes.
+private func checkStream(_ input: ByteBuffer, expected: [RawPDU], framerFailed: Bool, limits: WireLimits) {
+    var stream = PDUStream(limits: limits)
+    var rest = input
+    var sizes = input.readableBytesView.makeIterator()
+    var framed: [RawPDU] = []
+    var failed = false
+    feeding: while rest.readableBytes > 0 {
+        let size = Int(sizes.next() ?? 0) + 1
+        guard let piece = rest.readSlice(length: min(size, rest.readableBytes)) else { break }
+        stream.append(piece)
+        while true {
+            do {
+                guard let pdu = try stream.nextPDU() else { break }
+                framed.append(pdu)
+            } catch {
+                failed = true
+                break feeding
+            }
+        }
+    }
+    guard framed == expected else {
+        fatalError("PDUStream framed \(framed.count) PDUs where the framer framed \(expected.count)")
+    }
+    guard failed == framerFailed else {
+        fatalError("PDUStream \(failed ? "failed" : "did not fail") where the framer \(framerFailed ? "failed" : "did not")")
+    }
+    if !failed {
+        let consumed = expected.reduce(0) { $0 + $1.bytes.readableBytes }
+        guard stream.bufferedBytes == input.readableBytes - consumed else {
+            fatalError("PDUStream kept \(stream.bufferedBytes) bytes, expected \(input.readableBytes - consumed)")
+        }
+    }
 }
 
 private func fuzzProxyHeader(_ input: ByteBuffer) {
