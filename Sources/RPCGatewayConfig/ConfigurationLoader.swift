@@ -92,12 +92,15 @@ public enum ConfigurationLoader {
                 offset.flatMap { Self.position(atCharacterOffset: $0, in: yaml) }
             )
         case .duplicatedKeysInMapping(let duplicates, let context):
-            // Yams orders the keys by comparing nodes, which is not a total order once a key is a
-            // mapping or a sequence (`? [a]`): sorted here so one text always gives one message
-            // (found by RPCConfigFuzz).
-            let names = duplicates.map { $0 == "<uncovertable>" ? "(a key that is not a string)" : $0 }
+            // Yams orders the keys, and places the error at the first of them, by comparing nodes,
+            // which is not a total order once a key is a mapping or a sequence (`? [a]`): the keys
+            // are sorted here, and such a mapping is reported without a position, so one text
+            // always gives one message (found by RPCConfigFuzz).
+            let collectionKey = "<uncovertable>"  // Yams's name for a key that is not a scalar
+            let names = duplicates.map { $0 == collectionKey ? "(a key that is not a string)" : $0 }
             let keys = Suggestions.list(Array(Set(names)).sorted(), conjunction: "and")
-            return located("duplicate key \(keys) in the same mapping", (context.mark.line, context.mark.column))
+            let position = duplicates.contains(collectionKey) ? nil : (context.mark.line, context.mark.column)
+            return located("duplicate key \(keys) in the same mapping", position)
         default:
             return located("cannot parse the YAML: \(error)", nil)
         }
