@@ -101,6 +101,47 @@ let benchmarks: @Sendable () -> Void = {
             blackHole(machine.takeEvents())
         }
     }
+
+    // MARK: Forwarding (a glue handler's work per read, without the socket)
+
+    // Each read is framed by PDUStream (what RPCGlueHandler does) and the PDU decided by the state
+    // machine: the steady-state work per forwarded request and response. Whole-PDU reads are
+    // sliced without copying; a read that ends inside a PDU has to keep that PDU's head, and the
+    // next read completes it (copied once into new storage while the slice is still referenced).
+    for (split, stubSize) in [(false, 100), (false, 5792), (true, 5792)] {
+        let call = Inputs.call(stubSize: stubSize, authTrailer: false)
+        let name =
+            "Forward: request + response reads framed by PDUStream and decided by the state machine (\(stubSize)-byte stub, "
+            + (split ? "each PDU split across two reads)" : "one PDU per read)")
+        Benchmark(name) { benchmark in
+            var machine = Inputs.boundMachine(policy: Inputs.policy(inspectingOperations: true))
+            var fromClient = PDUStream()
+            var fromServer = PDUStream()
+            let reads = { (bytes: ByteBuffer) -> [ByteBuffer] in
+                guard split else { return [bytes] }
+                let half = bytes.readableBytes / 2
+                return [
+                    bytes.getSlice(at: bytes.readerIndex, length: half) ?? bytes,
+                    bytes.getSlice(at: bytes.readerIndex + half, length: bytes.readableBytes - half) ?? bytes,
+                ]
+            }
+            let requestReads = reads(call.request.bytes)
+            let responseReads = reads(call.response.bytes)
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                for read in requestReads {
+                    fromClient.append(read)
+                    while let pdu = try fromClient.nextPDU() { blackHole(machine.clientSent(pdu)) }
+                }
+                for read in responseReads {
+                    fromServer.append(read)
+                    while let pdu = try fromServer.nextPDU() { blackHole(machine.serverSent(pdu)) }
+                }
+            }
+            benchmark.stopMeasurement()
+            blackHole(machine.takeEvents())
+        }
+    }
 }
 
 /// Inputs built with RPCWire's public builders.
