@@ -92,14 +92,15 @@ public enum ConfigurationLoader {
                 offset.flatMap { Self.position(atCharacterOffset: $0, in: yaml) }
             )
         case .duplicatedKeysInMapping(let duplicates, let context):
-            // Yams orders the keys, and places the error at the first of them, by comparing nodes,
-            // which is not a total order once a key is a mapping or a sequence (`? [a]`): the keys
-            // are sorted here, and such a mapping is reported without a position, so one text
-            // always gives one message (found by RPCConfigFuzz).
+            // Yams orders the keys, and places the error at the first of them, by comparing nodes:
+            // scalars by their text alone (so `!a x` and `!b x` tie) and collections (`? [a]`)
+            // not totally at all. The keys are sorted here, and where Yams's order has ties the
+            // error has no position, so one text always gives one message (found by RPCConfigFuzz).
             let collectionKey = "<uncovertable>"  // Yams's name for a key that is not a scalar
             let names = duplicates.map { $0 == collectionKey ? "(a key that is not a string)" : $0 }
             let keys = Suggestions.list(Array(Set(names)).sorted(), conjunction: "and")
-            let position = duplicates.contains(collectionKey) ? nil : (context.mark.line, context.mark.column)
+            let orderIsStable = !duplicates.contains(collectionKey) && Set(duplicates).count == duplicates.count
+            let position = orderIsStable ? (context.mark.line, context.mark.column) : nil
             return located("duplicate key \(keys) in the same mapping", position)
         default:
             return located("cannot parse the YAML: \(error)", nil)
