@@ -23,8 +23,8 @@
 # CPU and RSS of such a path are the sums over its two proxy processes.
 #
 # Environment (defaults in brackets):
-#   ROUNDS [3]  DURATION [5] seconds per run  THREADS [1]  EXTRA_THREADS [2] (bulk x16 and churn
-#   again with this many threads; empty to skip)  IDLE_CONNS [10000]  IDLE_HOLD [3]
+#   ROUNDS [3]  DURATION [4] seconds per run  THREADS [1]  EXTRA_THREADS [""] (e.g. 2: bulk x16 and
+#   churn again with this many threads)  IDLE_CONNS [10000]  IDLE_HOLD [3]
 #   BASE_PORT [21000]  SCRATCH_PATH [.build]  SKIP_BUILD [0]  RPCGATE_LOG_LEVEL [warning]
 #   SCENARIOS ["bulk1 bulk16 latency churn idle tls_bulk1 tls_latency"]  OUT [test-output/bench]
 #   PERF_DOC [docs/PERFORMANCE.md] ("" to skip writing it)
@@ -37,9 +37,9 @@ for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT 
 done
 
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-5}
+DURATION=${DURATION:-4}
 THREADS=${THREADS:-1}
-EXTRA_THREADS=${EXTRA_THREADS-2}
+EXTRA_THREADS=${EXTRA_THREADS-}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-3}
 BASE_PORT=${BASE_PORT:-21000}
