@@ -90,7 +90,8 @@ package struct EndpointMapperClient: Sendable {
     /// answer names no TCP endpoint).
     ///
     /// - Throws: as ``lookUpAll(host:port:group:)``.
-    package func map(_ interface: SyntaxID, host: String, port: Int, group: any EventLoopGroup) async throws -> UInt16? {
+    package func map(_ interface: SyntaxID, host: String, port: Int, group: any EventLoopGroup) async throws -> UInt16?
+    {
         try await self.withSession(host: host, port: port, group: group) { session in
             try await session.bind()
             return try await session.map(interface)
@@ -244,47 +245,21 @@ package struct EndpointMapperClient: Sendable {
         /// One `ept_map` call for `interface` over NDR 2.0; the TCP port of the first ncacn_ip_tcp
         /// tower of the answer.
         mutating func map(_ interface: SyntaxID) async throws -> UInt16? {
-            let callID = self.nextCallID()
             var stub = ByteBuffer()
             let tower = ProtocolTower.ncacnIPTCP(interface: interface, endpoint: TCPEndpoint(address: .any, port: 0))
             stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: tower, maxTowers: 4), syntax: .ndr32)
-            let request = PDU(
-                header: PDUHeader(packetType: .request, callID: callID),
-                body: .request(
-                    RequestPDU(allocationHint: UInt32(stub.readableBytes), contextID: 0, opnum: EPMOperation.map.rawValue, stub: stub)
-                )
+            var (replyStub, endianness) = try await self.call(.map, stub: stub)
+            let response = try replyStub.readEPMMapResponse(
+                syntax: .ndr32,
+                endianness: endianness,
+                limits: self.configuration.limits
             )
-            try await self.outbound.write(try request.serialized())
-            var assembler = FragmentAssembler(limits: self.configuration.limits)
-            var fragments: [RawPDU]?
-            while fragments == nil {
-                let pdu = try await self.receive()
-                guard pdu.header.callID == callID else {
-                    throw EndpointMapperClientError("ept_map answered with call_id \(pdu.header.callID), expected \(callID)")
-                }
-                fragments = try assembler.append(pdu)
-            }
-            var replyStub = ByteBuffer()
-            var endianness = Endianness.little
-            for (index, fragment) in (fragments ?? []).enumerated() {
-                if index == 0 { endianness = fragment.header.endianness }
-                switch try fragment.parse(limits: self.configuration.limits).body {
-                case .response(var response):
-                    replyStub.writeBuffer(&response.stub)
-                case .fault(let fault):
-                    throw EndpointMapperClientError("ept_map failed with fault \(fault.status)")
-                default:
-                    throw EndpointMapperClientError("ept_map answered with \(fragment.header.packetType)")
-                }
-            }
-            let response = try replyStub.readEPMMapResponse(syntax: .ndr32, endianness: endianness, limits: self.configuration.limits)
             guard response.status.rawValue == 0 else { return nil }
             return response.towers.lazy.compactMap { $0 }.first(where: \.isNCACNIPTCP)?.tcpPort
         }
 
         /// One `ept_lookup` call and its (possibly fragmented) answer.
         private mutating func lookUp(from handle: EPMContextHandle) async throws -> EPMLookupResponse {
-            let callID = self.nextCallID()
             var stub = ByteBuffer()
             stub.writeEPMLookupRequest(
                 EPMLookupRequest(
@@ -297,26 +272,40 @@ package struct EndpointMapperClient: Sendable {
                 ),
                 syntax: .ndr32
             )
+            var (replyStub, endianness) = try await self.call(.lookup, stub: stub)
+            return try replyStub.readEPMLookupResponse(
+                syntax: .ndr32,
+                endianness: endianness,
+                limits: self.configuration.limits
+            )
+        }
+
+        /// Sends one request of `operation` with `stub` and returns the reply's stub, reassembled
+        /// from its fragments (bounded by the wire limits' reassembly caps), with the byte order
+        /// of its first fragment. A fault or any other answer is an error.
+        private mutating func call(_ operation: EPMOperation, stub: ByteBuffer) async throws -> (ByteBuffer, Endianness)
+        {
+            let callID = self.nextCallID()
             let request = PDU(
                 header: PDUHeader(packetType: .request, callID: callID),
                 body: .request(
                     RequestPDU(
                         allocationHint: UInt32(stub.readableBytes),
                         contextID: 0,
-                        opnum: EPMOperation.lookup.rawValue,
+                        opnum: operation.rawValue,
                         stub: stub
                     )
                 )
             )
             try await self.outbound.write(try request.serialized())
-
+            let name = operation == .map ? "ept_map" : "ept_lookup"
             var assembler = FragmentAssembler(limits: self.configuration.limits)
             var fragments: [RawPDU]?
             while fragments == nil {
                 let pdu = try await self.receive()
                 guard pdu.header.callID == callID else {
                     throw EndpointMapperClientError(
-                        "ept_lookup answered with call_id \(pdu.header.callID), expected \(callID)"
+                        "\(name) answered with call_id \(pdu.header.callID), expected \(callID)"
                     )
                 }
                 fragments = try assembler.append(pdu)
@@ -329,16 +318,12 @@ package struct EndpointMapperClient: Sendable {
                 case .response(var response):
                     replyStub.writeBuffer(&response.stub)
                 case .fault(let fault):
-                    throw EndpointMapperClientError("ept_lookup failed with fault \(fault.status)")
+                    throw EndpointMapperClientError("\(name) failed with fault \(fault.status)")
                 default:
-                    throw EndpointMapperClientError("ept_lookup answered with \(fragment.header.packetType)")
+                    throw EndpointMapperClientError("\(name) answered with \(fragment.header.packetType)")
                 }
             }
-            return try replyStub.readEPMLookupResponse(
-                syntax: .ndr32,
-                endianness: endianness,
-                limits: self.configuration.limits
-            )
+            return (replyStub, endianness)
         }
     }
 }
