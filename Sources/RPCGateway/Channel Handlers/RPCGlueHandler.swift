@@ -130,12 +130,3 @@ final class RPCGlueHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension RPCGlueHandler: Sendable {}
-
-/// How the channels of a proxied connection size their reads.
-enum ProxiedConnectionReads {
-    /// Starts at 512 bytes instead of NIO's 2,048: binds, endpoint-mapper calls and most DCE/RPC
-    /// calls are a few hundred bytes, and NIO keeps each channel's next receive buffer, so an idle
-    /// connection (two channels) holds 3 KiB less. Bulk traffic grows it back within a few reads
-    /// (the allocator steps up whenever a read fills the buffer), up to NIO's usual 64 KiB.
-    static let allocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536)
-}

@@ -182,12 +182,7 @@ package final class CoreListener: Sendable {
 
     private func bind(_ settings: CoreSettings) async throws -> any Channel {
         do {
-            return try await ServerBootstrap(group: self.group)
-                .serverChannelOption(.backlog, value: 256)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+            return try await ServerBootstrap.proxiedConnections(group: self.group)
                 .childChannelInitializer { [self] channel in
                     let (context, timeout) = self.state.withLockedValue { ($0.context, $0.settings.headerTimeout) }
                     do {
@@ -318,11 +313,7 @@ package final class CoreListener: Sendable {
         let loop = tunnel.eventLoop
         return loop.makeCompletedFuture(withResultOf: { try target.server.socketAddress() })
             .flatMap { address in
-                ClientBootstrap(group: loop)
-                    .connectTimeout(TimeAmount(timeouts.connectDuration))
-                    .channelOption(.allowRemoteHalfClosure, value: true)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+                ClientBootstrap.proxiedConnection(on: loop, timeouts: timeouts)
                     .connect(to: address)
             }
             .assumeIsolated()

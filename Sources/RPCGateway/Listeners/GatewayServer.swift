@@ -329,13 +329,8 @@ package final class GatewayServer: Sendable {
 
     private func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener, reusePort: Bool) async throws -> any Channel {
         do {
-            return try await ServerBootstrap(group: self.group)
-                .serverChannelOption(.backlog, value: 256)
-                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            return try await ServerBootstrap.proxiedConnections(group: self.group)
                 .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
-                .childChannelOption(.allowRemoteHalfClosure, value: true)
-                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-                .childChannelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
                 .childChannelInitializer { [self] channel in
                     self.accept(channel, routeName: route, listenerPort: key.port, listener: kind)
                 }
@@ -691,11 +686,7 @@ package final class GatewayServer: Sendable {
                 logger: route.logger
             )
         } else if let address = try? server.socketAddress() {
-            connected = ClientBootstrap(group: client.eventLoop)
-                .connectTimeout(TimeAmount(timeouts.connectDuration))
-                .channelOption(.allowRemoteHalfClosure, value: true)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+            connected = ClientBootstrap.proxiedConnection(on: client.eventLoop, timeouts: timeouts)
                 .connect(to: address)
         } else {
             connected = client.eventLoop.makeFailedFuture(GatewayStartError(description: "no socket address for \(server)"))
@@ -758,11 +749,7 @@ package final class GatewayServer: Sendable {
         logger: Logger
     ) -> EventLoopFuture<any Channel> {
         let tlsMetrics = self.tlsMetrics
-        return ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(timeouts.connectDuration))
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
-            .channelOption(.recvAllocator, value: ProxiedConnectionReads.allocator)
+        return ClientBootstrap.proxiedConnection(on: eventLoop, timeouts: timeouts)
             .channelInitializer { channel in
                 do {
                     let tls = try NIOSSLClientHandler(context: peer.context, serverHostname: peer.settings.serverName)
