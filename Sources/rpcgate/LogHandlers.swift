@@ -155,26 +155,15 @@ struct LogRecord {
     }
 }
 
-// MARK: - logfmt
+/// What the logfmt and JSON handlers share: each log event becomes one ``LogRecord`` (handler,
+/// provider and call metadata merged) and one line on the output; a format only formats.
+protocol LineLogHandler: LogHandler {
+    var label: String { get }
+    var output: LogOutput { get }
+    static func format(_ record: LogRecord) -> String
+}
 
-/// `time=2024-05-01T12:00:00.123Z level=info label=rpcgate msg="connection closed" bytes_from_client=228 …`
-///
-/// Values are quoted when empty or when they contain a space, `=`, `"` or a control character;
-/// inside quotes `\` and `"` are escaped and control characters written as `\n`, `\r`, `\t` or
-/// `\u00XX`. Keys keep letters, digits and `_ . - /`; anything else becomes `_`.
-struct LogfmtLogHandler: LogHandler {
-    let label: String
-    let output: LogOutput
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String, output: LogOutput = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.label = label
-        self.output = output
-        self.metadataProvider = metadataProvider
-    }
-
+extension LineLogHandler {
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { self.metadata[key] }
         set { self.metadata[key] = newValue }
@@ -190,6 +179,27 @@ struct LogfmtLogHandler: LogHandler {
             callMetadata: event.metadata
         )
         self.output.write(Self.format(record))
+    }
+}
+
+// MARK: - logfmt
+
+/// `time=2024-05-01T12:00:00.123Z level=info label=rpcgate msg="connection closed" bytes_from_client=228 …`
+///
+/// Values are quoted when empty or when they contain a space, `=`, `"` or a control character;
+/// inside quotes `\` and `"` are escaped and control characters written as `\n`, `\r`, `\t` or
+/// `\u00XX`. Keys keep letters, digits and `_ . - /`; anything else becomes `_`.
+struct LogfmtLogHandler: LineLogHandler {
+    let label: String
+    let output: LogOutput
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
+
+    init(label: String, output: LogOutput = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
+        self.label = label
+        self.output = output
+        self.metadataProvider = metadataProvider
     }
 
     static func format(_ record: LogRecord) -> String {
@@ -250,7 +260,7 @@ struct LogfmtLogHandler: LogHandler {
 ///
 /// One JSON object per line; metadata values are strings (lists are arrays of strings), keys in
 /// sorted order after the fixed fields.
-struct JSONLogHandler: LogHandler {
+struct JSONLogHandler: LineLogHandler {
     let label: String
     let output: LogOutput
     var logLevel: Logger.Level = .info
@@ -261,23 +271,6 @@ struct JSONLogHandler: LogHandler {
         self.label = label
         self.output = output
         self.metadataProvider = metadataProvider
-    }
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { self.metadata[key] }
-        set { self.metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        let record = LogRecord(
-            level: event.level,
-            label: self.label,
-            message: event.message,
-            handlerMetadata: self.metadata,
-            provider: self.metadataProvider,
-            callMetadata: event.metadata
-        )
-        self.output.write(Self.format(record))
     }
 
     static func format(_ record: LogRecord) -> String {
