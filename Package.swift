@@ -200,6 +200,10 @@ let package = Package(
             dependencies: [
                 "rpcgate",
                 "RPCGateway",
+                "RPCGatewayConfig",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

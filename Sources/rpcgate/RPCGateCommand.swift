@@ -19,7 +19,7 @@ struct RPCGateCommand: AsyncParsableCommand {
         commandName: "rpcgate",
         abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
         version: RPCGateVersion.current,
-        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self]
+        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self, PolicyCommand.self]
     )
 }
 
