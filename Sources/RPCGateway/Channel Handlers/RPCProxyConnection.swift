@@ -426,7 +426,8 @@ final class RPCProxyConnection {
                 connection: self.id,
                 client: self.clientAddress,
                 server: self.serverEndpoint,
-                listener: self.listener
+                listener: self.listener,
+                identity: self.machine.identity
             )
         }
     }

@@ -105,6 +105,9 @@ public struct RPCConnectionStateMachine: Sendable {
     /// The auth level and type of the connection's security context (from the last bind/alter).
     public private(set) var authLevel: AuthLevel = .none
     public private(set) var authType: AuthType = .none
+    /// Who the client said it was in its last authentication token that named someone (set by
+    /// ``noteIdentity(in:)``, RPCConnectionStateMachine+Identity.swift); audit lines carry it.
+    public internal(set) var identity: AuthIdentity?
     /// Whether the server has accepted at least one presentation context.
     public private(set) var isBound = false
     /// The one fragmented request in progress (FIRST_FRAG seen, LAST_FRAG not yet), if any.
@@ -179,6 +182,7 @@ public struct RPCConnectionStateMachine: Sendable {
             }
             return action
         case .auth3:
+            self.noteIdentity(in: raw)
             return .forward
         case .coCancel, .orphaned:
             guard let incoming = self.incomingCall, incoming.callID == raw.header.callID else { return .forward }
@@ -200,6 +204,7 @@ public struct RPCConnectionStateMachine: Sendable {
         } catch {
             return self.protocolError(error)
         }
+        self.noteIdentity(in: pdu.authVerifier)
         switch pdu.body {
         case .bind(let body), .alterContext(let body):
             return self.decide(pdu, contexts: body.contexts)

@@ -934,7 +934,8 @@ package final class GatewayServer: Sendable {
             connectionsAwaitingBind: awaitingBind,
             denials: denials.denials,
             denialsTotal: denials.total,
-            readiness: readiness
+            readiness: readiness,
+            traffic: self.denials.traffic.snapshot
         )
     }
 

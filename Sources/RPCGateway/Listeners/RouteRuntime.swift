@@ -150,9 +150,11 @@ final class RouteRuntime: Sendable {
         connection: Int,
         client: SocketAddress?,
         server: TCPEndpoint,
-        listener: GatewayMetrics.Listener
+        listener: GatewayMetrics.Listener,
+        identity: AuthIdentity? = nil
     ) {
         let clientText = HostPort.text(client)
+        self.countForTraffic(event, client: client, listener: listener)
         switch event {
         case .bindDecision(let interface, let decision, let level, let type):
             self.metrics.bind(interface: self.interfaceLabel(interface), decision: decision.permits ? .allow : .deny)
@@ -184,7 +186,7 @@ final class RouteRuntime: Sendable {
                     listener: listener
                 )
             }
-            self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener, identity: identity)
         case .callDenied(let interface, let opnum, let decision, let level, let type):
             self.metrics.callDenied(interface: self.interfaceLabel(interface))
             self.logger.notice(
@@ -206,7 +208,7 @@ final class RouteRuntime: Sendable {
                 server: server,
                 listener: listener
             )
-            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener, identity: identity)
         case .callAudited(let interface, let opnum, let decision, let level, let type):
             self.logger.notice(
                 "call audited",
@@ -217,7 +219,7 @@ final class RouteRuntime: Sendable {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+            self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener, identity: identity)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(
@@ -280,7 +282,8 @@ final class RouteRuntime: Sendable {
         _ type: AuthType,
         client: SocketAddress?,
         server: TCPEndpoint,
-        listener: GatewayMetrics.Listener
+        listener: GatewayMetrics.Listener,
+        identity: AuthIdentity?
     ) {
         guard let audit = self.audit else { return }
         audit.record(
@@ -295,6 +298,7 @@ final class RouteRuntime: Sendable {
                 opnum: opnum,
                 authType: type,
                 authLevel: level,
+                identity: identity,
                 decision: decision,
                 policy: self.settings.policy.name
             )
