@@ -3,15 +3,20 @@
 
 This module runs gateways of its own, one after the other, on the same route:
 
-  route lrn   EPM 10.99.0.1:5135, ports 50700-50719, upstream the DC
+  route lrn   EPM 127.0.0.77:135, ports 50700-50719, upstream the DC
   1. learning   policy `learn: {default: audit}`; audit file + syslog (UDP) to an rsyslogd this
                 module starts on 127.0.0.1 (own config and PID, stopped by PID), admin 127.0.0.1:19150
   2. enforcing  the configuration `rpcgate policy suggest --opnums` printed from the learning audit
 
-Clients (all on the host, source 10.99.0.1): impacket samr (none, integrity), lsarpc (privacy),
-dssetup (none, connect), netlogon (none), drsuapi (privacy); rpcclient enumdomains (sign),
-lsaquery (seal), dsroledominfo (spnego,seal); impacket over SPNEGO/Kerberos (samr at privacy, a
-ticket for host/dc1.example.test from the DC's KDC).
+Clients (all on the host, source 127.0.0.1): impacket samr (none, integrity), lsarpc (privacy),
+dssetup (none, connect, integrity), netlogon (none, integrity), drsuapi (privacy); rpcclient
+enumdomains (sign), lsaquery (seal), dsroledominfo (spnego,seal); rpcclient over Kerberos
+(krb5,seal and spnego,krb5,seal: a ticket for host/dc1.example.test from the DC's KDC, kinit with
+this module's own krb5.conf and credential cache). Samba answers every LSA call over TCP with
+access denied, and DsRolerGetPrimaryDomainInformation at level connect too: those clients'
+outcome is the server's answer, and "the same clients pass" means every client gets the same
+outcome through the enforcing gateway as through the learning one (and the enforcing gateway
+refuses nothing: no deny line in its audit log).
 
 Outputs in test-output/interop/: learning.yaml/.log, learning-audit.jsonl, learning-syslog.txt,
 enforcing.yaml/.log (the suggested configuration), policy-test-*.txt.
@@ -26,11 +31,10 @@ import subprocess
 import time
 
 import pytest
-from impacket.dcerpc.v5 import rpcrt, samr, transport
 
 import rpcgate_interop as ri
 from gateway import Gateway, GatewayError, http_get
-from interop_env import GATEWAY_HOST, SAMBA_HOST, Route
+from interop_env import SAMBA_HOST, Route
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -39,7 +43,12 @@ BINARY = os.environ.get('RPCGATE_BINARY') or os.path.join(REPO, '.build', 'debug
 LOG_LEVEL = os.environ.get('RPCGATE_INTEROP_LOG_LEVEL', 'debug')
 
 ADMIN = '127.0.0.1:19150'
-LRN = Route('lrn', 5135, 50700, 50719, [])
+# rpcclient always asks port 135 of the host it was given for each interface's endpoint, and the
+# session gateway holds 10.99.0.1:135: this route listens on a loopback address of its own.
+LEARN_HOST = '127.0.0.77'
+CLIENT_SOURCE = '127.0.0.1'
+LRN = Route('lrn', 135, 50700, 50719, [])
+LRN.host = LEARN_HOST
 SYSLOG_HOST = '127.0.0.1'
 DC_DNS_NAME = 'dc1.example.test'
 REALM = 'EXAMPLE.TEST'
@@ -141,51 +150,78 @@ class Rsyslog:
 
 # ------------------------------------------------------------------ clients
 
-def kerberos_samr(port, auth_level=ri.AUTH_PRIVACY, timeout=10):
-    """impacket over SPNEGO/Kerberos: a TGT and a ticket for host/dc1.example.test from the DC's
-    KDC (10.99.0.2:88), then samr through the gateway port `port`. Returns the domain names."""
-    t = transport.DCERPCTransportFactory('ncacn_ip_tcp:%s[%d]' % (DC_DNS_NAME, port))
-    t.setRemoteHost(GATEWAY_HOST)
-    t.set_connect_timeout(timeout)
-    t.set_credentials(ri.DEFAULT_USER, ri.DEFAULT_PASSWORD, REALM)
-    t.set_kerberos(True, kdcHost=SAMBA_HOST)
-    dce = t.get_dce_rpc()
-    dce.set_auth_type(rpcrt.RPC_C_AUTHN_GSS_NEGOTIATE)
-    dce.set_auth_level(auth_level)
-    dce.connect()
-    try:
-        dce.bind(samr.MSRPC_UUID_SAMR)
-        h = samr.hSamrConnect(dce)['ServerHandle']
-        names = [d['Name'] for d in samr.hSamrEnumerateDomainsInSamServer(dce, h)['Buffer']['Buffer']]
-        samr.hSamrCloseHandle(dce, h)
-        return names
-    finally:
-        dce.disconnect()
+class Kerberos:
+    """kinit Administrator@EXAMPLE.TEST against the DC's KDC with this module's own krb5.conf
+    and credential cache (the host's Kerberos configuration is not touched)."""
+
+    def __init__(self, workdir):
+        self.conf = os.path.join(workdir, 'krb5.conf')
+        self.ccache = os.path.join(workdir, 'krb5cc')
+        with open(self.conf, 'w') as f:
+            f.write('[libdefaults]\n  default_realm = %s\n  dns_lookup_kdc = false\n  dns_lookup_realm = false\n'
+                    '  rdns = false\n[realms]\n  %s = {\n    kdc = %s\n  }\n[domain_realm]\n  .example.test = %s\n'
+                    % (REALM, REALM, SAMBA_HOST, REALM))
+        self.env = dict(os.environ, KRB5_CONFIG=self.conf, KRB5CCNAME='FILE:' + self.ccache)
+
+    def kinit(self):
+        r = subprocess.run(['kinit', '%s@%s' % (ri.DEFAULT_USER, REALM)], input=ri.DEFAULT_PASSWORD + '\n',
+                           capture_output=True, text=True, timeout=30, env=self.env)
+        if r.returncode != 0:
+            raise RuntimeError('kinit: %s %s' % (r.stdout, r.stderr))
+
+    def rpcclient(self, port, options, command='enumdomains', timeout=60):
+        """rpcclient with Kerberos through the gateway: the binding names the gateway's address,
+        and target_hostname the server the ticket is for (host/dc1.example.test)."""
+        binding = 'ncacn_ip_tcp:%s[%d,%s,target_hostname=%s]' % (LRN.host, port, options, DC_DNS_NAME)
+        cmd = ['rpcclient', '-s', ri._client_conf(ri.DEFAULT_DOMAIN), '--use-kerberos=required',
+               '--use-krb5-ccache=' + self.ccache, binding, '-c', command]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env)
+        if r.returncode != 0:
+            raise ri.RPCError('rpcclient -k %s' % command, RuntimeError('exit %d: %s %s' % (r.returncode, r.stdout, r.stderr)))
+        return r.stdout
 
 
-def run_clients(kerberos=True):
-    """The rig's clients through route lrn. Returns {name: result or exception text}; raises on
-    the first failure so a broken learning run is loud."""
-    results = {}
+# The server's own refusals (Samba over TCP): these clients' outcome is an error both ways.
+SERVER_REFUSES = {'impacket lsarpc privacy', 'rpcclient lsaquery seal', 'impacket dssetup connect'}
+
+
+def run_clients(kerberos):
+    """The rig's clients through route lrn. Returns {name: outcome}: ('ok', result) or
+    ('error', text). A client that should work and fails raises, so a broken run is loud."""
+    outcomes = {}
     port = {name: LRN.map(name, timeout=10) for name in ('samr', 'lsarpc', 'netlogon', 'drsuapi', 'dssetup')}
-    for name, call in [
-        ('impacket samr none', lambda: ri.samr_enumerate_domains(GATEWAY_HOST, port['samr'], ri.AUTH_NONE)),
-        ('impacket samr integrity', lambda: ri.samr_enumerate_domains(GATEWAY_HOST, port['samr'], ri.AUTH_INTEGRITY)),
-        ('impacket lsarpc privacy', lambda: ri.lsarpc_query_domain(GATEWAY_HOST, port['lsarpc'], ri.AUTH_PRIVACY)),
-        ('impacket dssetup none', lambda: ri.dssetup_primary_domain(GATEWAY_HOST, port['dssetup'], ri.AUTH_NONE)),
-        ('impacket dssetup connect', lambda: ri.dssetup_primary_domain(GATEWAY_HOST, port['dssetup'], ri.AUTH_CONNECT)),
-        ('impacket netlogon none', lambda: ri.netlogon_server_challenge(GATEWAY_HOST, port['netlogon'])),
-        ('impacket drsuapi privacy', lambda: ri.drsuapi_bind(GATEWAY_HOST, port['drsuapi'], ri.AUTH_PRIVACY)),
-        ('rpcclient enumdomains sign', lambda: ri.rpcclient(GATEWAY_HOST, 'enumdomains', 'sign', port=port['samr']).stdout),
-        ('rpcclient lsaquery seal', lambda: ri.rpcclient(GATEWAY_HOST, 'lsaquery', 'seal', port=port['lsarpc']).stdout),
+    clients = [
+        ('impacket samr none', lambda: ri.samr_enumerate_domains(LRN.host, port['samr'], ri.AUTH_NONE)),
+        ('impacket samr integrity', lambda: ri.samr_enumerate_domains(LRN.host, port['samr'], ri.AUTH_INTEGRITY)),
+        ('impacket lsarpc privacy', lambda: ri.lsarpc_query_domain(LRN.host, port['lsarpc'], ri.AUTH_PRIVACY)),
+        ('impacket dssetup none', lambda: ri.dssetup_primary_domain(LRN.host, port['dssetup'], ri.AUTH_NONE)),
+        ('impacket dssetup connect', lambda: ri.dssetup_primary_domain(LRN.host, port['dssetup'], ri.AUTH_CONNECT)),
+        ('impacket dssetup integrity', lambda: ri.dssetup_primary_domain(LRN.host, port['dssetup'], ri.AUTH_INTEGRITY)),
+        ('impacket netlogon none', lambda: len(ri.netlogon_server_challenge(LRN.host, port['netlogon']))),
+        ('impacket netlogon integrity',
+         lambda: len(ri.netlogon_server_challenge(LRN.host, port['netlogon'], auth_level=ri.AUTH_INTEGRITY))),
+        ('impacket drsuapi privacy', lambda: ri.drsuapi_bind(LRN.host, port['drsuapi'], ri.AUTH_PRIVACY)),
+        ('rpcclient enumdomains sign', lambda: ri.rpcclient(LRN.host, 'enumdomains', 'sign', port=port['samr']).stdout),
+        ('rpcclient lsaquery seal', lambda: ri.rpcclient(LRN.host, 'lsaquery', 'seal', port=port['lsarpc']).stdout),
         ('rpcclient dsroledominfo spnego,seal',
-         lambda: ri.rpcclient(GATEWAY_HOST, 'dsroledominfo', 'spnego,seal', port=port['dssetup']).stdout),
-    ] + ([('impacket kerberos samr privacy', lambda: kerberos_samr(port['samr']))] if kerberos else []):
+         lambda: ri.rpcclient(LRN.host, 'dsroledominfo', 'spnego,seal', port=port['dssetup']).stdout),
+    ]
+    if kerberos:
+        clients += [
+            ('rpcclient kerberos enumdomains krb5,seal', lambda: kerberos.rpcclient(port['samr'], 'krb5,seal')),
+            ('rpcclient kerberos enumdomains spnego,krb5,seal', lambda: kerberos.rpcclient(port['samr'], 'spnego,krb5,seal')),
+        ]
+    for name, call in clients:
         try:
-            results[name] = call()
+            outcomes[name] = ('ok', call())
         except Exception as e:
-            raise AssertionError('client %s failed: %s' % (name, e))
-    return results
+            if name not in SERVER_REFUSES:
+                raise AssertionError('client %s failed: %s' % (name, e))
+            # only the status: impacket's text may carry per-run details
+            outcomes[name] = ('error', 'access_denied' if 'access_denied' in str(e).lower() else str(e))
+    for name in SERVER_REFUSES:
+        assert outcomes[name] == ('error', 'access_denied'), (name, outcomes[name])
+    return outcomes
 
 
 def audit_lines(path):
@@ -214,7 +250,7 @@ def wait_for(predicate, deadline_s=AUDIT_WAIT_S):
 @pytest.fixture(scope='module')
 def learned(samba, tmp_path_factory):
     """Runs the learning phase once: rsyslogd, the learning gateway, every client, then stops
-    both. Yields {'audit': path, 'syslog': [records], 'results': {...}, 'kerberos_error': str|None}."""
+    both. Yields {'audit': path, 'syslog': [records], 'outcomes': {...}, 'kerberos_error': str|None, ...}."""
     if not os.access(BINARY, os.X_OK):
         pytest.fail('rpcgate binary %s not found: run `swift build --product rpcgate`' % BINARY, pytrace=False)
     work = str(tmp_path_factory.mktemp('learning'))
@@ -226,20 +262,22 @@ def learned(samba, tmp_path_factory):
     def ready():
         status, body = http_get('http://%s/healthz' % ADMIN, timeout=2)
         assert status == 200, body
-        ri.ept_map(GATEWAY_HOST, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
+        ri.ept_map(LRN.host, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
         return True
 
+    kerberos = Kerberos(work)
     kerberos_error = None
+    try:
+        kerberos.kinit()
+    except Exception as e:  # reported by test_kerberos_identity, which needs it
+        kerberos_error = '%s: %s' % (type(e).__name__, e)
+        kerberos = None
     try:
         try:
             gw.start(ready, deadline_s=30)
         except GatewayError as e:
             pytest.fail(str(e), pytrace=False)
-        results = run_clients(kerberos=False)
-        try:
-            results['impacket kerberos samr privacy'] = kerberos_samr(LRN.map('samr', timeout=10))
-        except Exception as e:  # reported by test_kerberos_identity, which needs it
-            kerberos_error = '%s: %s' % (type(e).__name__, e)
+        outcomes = run_clients(kerberos)
         status, page = http_get('http://%s/' % ADMIN, timeout=5)
         status_json = json.loads(http_get('http://%s/status.json' % ADMIN, timeout=5)[1])
     finally:
@@ -251,8 +289,8 @@ def learned(samba, tmp_path_factory):
     shutil.copyfile(audit_path, os.path.join(OUT, 'learning-audit.jsonl'))
     with open(os.path.join(OUT, 'learning-syslog.txt'), 'w') as f:
         f.write('\n'.join(syslog.records()) + '\n')
-    yield {'audit': audit_path, 'syslog': syslog.records(), 'results': results, 'kerberos_error': kerberos_error,
-           'status_page': page, 'status_json': status_json, 'work': work}
+    yield {'audit': audit_path, 'syslog': syslog.records(), 'outcomes': outcomes, 'kerberos': kerberos,
+           'kerberos_error': kerberos_error, 'status_page': page, 'status_json': status_json, 'work': work}
 
 
 # ------------------------------------------------------------------ learning and the audit
@@ -277,7 +315,7 @@ def test_learning_records_binds_and_calls(learned):
         for key in ('@timestamp', 'source.ip', 'source.port', 'destination.ip', 'destination.port', 'rule.name',
                     'rule.ruleset', 'rpc.route', 'rpc.interface_uuid', 'rpc.interface_version', 'rpc.auth_type'):
             assert key in l, (key, l)
-        assert l['source.ip'] == GATEWAY_HOST and l['rpc.route'] == LRN.name
+        assert l['source.ip'] == CLIENT_SOURCE and l['rpc.route'] == LRN.name
 
 
 def test_ntlm_identities(learned):
@@ -343,7 +381,7 @@ def test_status_page_shows_top_interfaces_and_sources(learned):
     top = learned['status_json']['top']
     names = [row['interface'] for row in top['interfaces']]
     assert {'samr', 'lsarpc', 'drsuapi'} <= set(names), top
-    assert [row['source'] for row in top['sources']] == [GATEWAY_HOST], top
+    assert [row['source'] for row in top['sources']] == [CLIENT_SOURCE], top
     assert 'Top interfaces and sources' in learned['status_page'] and 'Interfaces seen' in learned['status_page']
 
 
@@ -369,7 +407,7 @@ def test_suggestion_passes_check_config(suggested):
     assert r.returncode == 0, r.stdout + r.stderr
     text = suggested['text']
     assert '- profile: block-dcsync' in text and 'default: deny' in text
-    assert 'sources: [10.99.0.0/24]' in text
+    assert 'sources: [127.0.0.0/24]' in text
     for name in ('samr', 'lsarpc', 'netlogon', 'drsuapi', 'dssetup'):
         assert 'interfaces: [%s]' % name in text, name
     assert 'dnsserver' not in text
@@ -404,7 +442,7 @@ def test_policy_test_reports_exactly_the_stricter_denials(learned, suggested):
     for line in r.stdout.splitlines():
         m = re.match(r'DENY (\d+)x route lrn: (bind|call) (\S+)(?: opnum (\d+))? \(.*\) from (\S+) by default$', line)
         if m:
-            assert m.group(3) == 'drsuapi' and m.group(5) == GATEWAY_HOST, line
+            assert m.group(3) == 'drsuapi' and m.group(5) == CLIENT_SOURCE, line
             reported[(m.group(2), int(m.group(4)) if m.group(4) else None)] = int(m.group(1))
         else:
             assert not line.startswith('DENY'), line
@@ -417,13 +455,14 @@ def test_enforced_suggestion_passes_the_clients_and_refuses_the_unseen(learned, 
         text = f.read()
     # its own audit file (the learning audit stays as it was) and no syslog (rsyslogd is gone)
     text = text.replace(learned['audit'], os.path.join(learned['work'], 'enforcing-audit.jsonl'))
+    assert 'enforcing-audit.jsonl' in text
     text = re.sub(r'\n  syslog: \{[^\n]*\}', '', text)
     gw = Gateway(BINARY, text, OUT, name='enforcing', log_level=LOG_LEVEL)
 
     def ready():
         status, body = http_get('http://%s/healthz' % ADMIN, timeout=2)
         assert status == 200, body
-        ri.ept_map(GATEWAY_HOST, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
+        ri.ept_map(LRN.host, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
         return True
 
     try:
@@ -431,15 +470,20 @@ def test_enforced_suggestion_passes_the_clients_and_refuses_the_unseen(learned, 
     except GatewayError as e:
         pytest.fail(str(e), pytrace=False)
     try:
-        run_clients(kerberos=not learned['kerberos_error'])
+        outcomes = run_clients(learned['kerberos'])
+        assert outcomes == learned['outcomes']
         # the DNS server interface, never used while learning: the mapper does not reveal it ...
         with pytest.raises(ri.RPCError):
-            ri.ept_map(GATEWAY_HOST, LRN.epm_port, *DNSSERVER, timeout=5)
+            ri.ept_map(LRN.host, LRN.epm_port, *DNSSERVER, timeout=5)
         # ... and a bind of it on an open port is refused
         port = LRN.map('lsarpc', timeout=5)
-        assert ri.bind_then_alter(GATEWAY_HOST, port, 'lsarpc', DNSSERVER) is False
+        assert ri.bind_then_alter(LRN.host, port, 'lsarpc', DNSSERVER) is False
         # a learned interface from a network not seen: refused (explain, same evaluation)
         r = rpcgate('explain', '--config', gw.config_path, '--from', '10.98.0.2', '--interface', 'samr')
         assert r.returncode == 3, r.stdout
     finally:
         gw.stop()
+    # the learned clients were refused nothing; the dnsserver bind was
+    lines = audit_lines(os.path.join(learned['work'], 'enforcing-audit.jsonl'))
+    denied = [l for l in lines if l['rpc.decision'] == 'deny']
+    assert denied and all(l['rpc.interface_uuid'] == DNSSERVER[0] for l in denied), denied

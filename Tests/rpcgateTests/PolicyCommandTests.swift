@@ -132,6 +132,7 @@ struct PolicyCommandTests {
         options.includeOpnums = true
         let text = try Self.suggestedConfig(options: options)
         #expect(text.contains("# The lab."))
+        #expect(!text.contains("# learning: forward and audit everything"))
         #expect(text.contains("# trailing comment of the file"))
         #expect(text.contains("- profile: block-dcsync"))
         #expect(text.contains("interfaces: [samr]"))

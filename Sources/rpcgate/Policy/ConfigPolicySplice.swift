@@ -71,11 +71,17 @@ struct ConfigPolicySplice {
         output += header.map { "\(pad)# \($0)" }
         var cursor = self.section.lowerBound + 1
         for entry in self.entries {
-            // Lines between entries (comments) are kept.
-            output += self.lines[cursor..<entry.lines.lowerBound].map(String.init)
+            // Lines between entries are kept, except the comment lines right above a replaced
+            // entry: they describe the policy being replaced.
+            var between = Array(self.lines[cursor..<entry.lines.lowerBound])
             if let replacement = replacements[entry.name] {
+                while let last = between.last, last.drop(while: { $0 == " " || $0 == "\t" }).hasPrefix("#") {
+                    between.removeLast()
+                }
+                output += between.map(String.init)
                 output += replacement
             } else {
+                output += between.map(String.init)
                 output += self.lines[entry.lines].map(String.init)
             }
             cursor = entry.lines.upperBound
