@@ -210,7 +210,10 @@ final class RouteRuntime: Sendable {
             )
             self.recordAudit(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener, identity: identity)
         case .callAudited(let interface, let opnum, let decision, let level, let type):
-            self.logger.notice(
+            // An audit rule's calls are notable; a learning policy's default audits every call,
+            // which the audit log records: its log lines stay at debug.
+            self.logger.log(
+                level: decision.origin == nil ? .debug : .notice,
                 "call audited",
                 metadata: [
                     "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
