@@ -139,6 +139,11 @@ extension PolicyCommand {
                 printError("note: \(count) records of route \(route), which \(self.config) does not have, were ignored")
             }
             if reader.skippedLines > 0 { printError("note: \(reader.skippedLines) lines were not audit records") }
+            for policy in learned where policy.usage.isEmpty {
+                printError(
+                    "warning: policy \(policy.policy): no record of route \(policy.routes.joined(separator: ", ")) was learned; the suggestion denies everything there"
+                )
+            }
             for (policy, lines) in conflicts.sorted(by: { $0.key < $1.key }) where !lines.isEmpty {
                 for line in lines { printError("warning: policy \(policy): \(line)") }
             }
