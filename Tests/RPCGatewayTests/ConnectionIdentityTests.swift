@@ -47,7 +47,7 @@ struct ConnectionIdentityTests {
     static let policy = Policy(name: "learn", defaultAction: .audit, rules: [])
 
     @Test func auth3NamesTheUserForLaterEvents() {
-        var machine = RPCConnectionStateMachine(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
+        var machine = ConnectionStateMachine.spliced(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
         let negotiateVerifier = AuthVerifier(authType: .ntlm, authLevel: .integrity, contextID: 0, value: Self.negotiate)
         #expect(machine.clientSent(Wire.bind([Wire.samr], auth: negotiateVerifier)) == .forward)
         #expect(machine.identity == nil)
@@ -60,7 +60,7 @@ struct ConnectionIdentityTests {
     }
 
     @Test func malformedTokensAreForwardedAsBefore() {
-        var machine = RPCConnectionStateMachine(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
+        var machine = ConnectionStateMachine.spliced(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
         var truncated = Self.authenticate(user: "alice", domain: "EXAMPLE", workstation: "WS1")
         truncated.moveWriterIndex(to: truncated.writerIndex - 4)
         #expect(machine.clientSent(Self.auth3(truncated)) == .forward)

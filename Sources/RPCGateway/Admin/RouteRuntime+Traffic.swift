@@ -25,7 +25,8 @@ extension RouteRuntime {
         case .callAudited(let called, _, _, _, _):
             interface = called
             denied = false
-        case .unknownContext, .endpointLookupDenied, .protocolError:
+        case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered, .alterContextServedElsewhere,
+            .protocolError:
             return
         }
         let source = client?.ipAddress ?? "unknown"
