@@ -153,7 +153,11 @@ extension ConnectionStateMachine {
             return false
         }
         guard servedElsewhere else {
-            return self.decideBind(held.pdu, contexts: body.contexts)
+            // The alter_context is not the PDU being processed any more (it was held while the
+            // runtime looked its interfaces up): forwarding it means forwarding the held bytes.
+            let action = self.decideBind(held.pdu, contexts: body.contexts)
+            if case .forward = action { return .forward(held: held.raw) }
+            return action
         }
         self.events.append(.alterContextServedElsewhere(interfaces: interfaces))
         guard let rejection = PDU.bindRejection(answering: held.pdu), let bytes = try? rejection.serialized() else {
