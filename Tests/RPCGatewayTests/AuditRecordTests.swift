@@ -212,3 +212,12 @@ struct AuditRecordTests {
         #expect(decoded["user.domain"] as? String == "\"}")
     }
 }
+
+extension AuditRecordTests {
+    @Test("An unknown server port is null, not 0")
+    func unknownServerPort() throws {
+        var record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
+        record.server = TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 0)
+        #expect(record.jsonLine.contains(#""destination.ip":"10.99.0.2","destination.port":null,"#))
+    }
+}

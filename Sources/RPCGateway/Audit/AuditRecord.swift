@@ -182,7 +182,9 @@ package struct AuditRecord: Hashable, Sendable {
         object.field("source.ip", address, &buffer)
         object.field("source.port", address == nil ? nil : self.client?.port.map(Int64.init), &buffer)
         object.field("destination.ip", self.server.address.description, &buffer)
-        object.field("destination.port", Int64(self.server.port), &buffer)
+        // Port 0: the server endpoint is not known yet (a first bind is decided before the
+        // connection it routes is placed); `null` rather than a port that does not exist.
+        object.field("destination.port", self.server.port == 0 ? nil : Int64(self.server.port), &buffer)
         object.field("network.transport", "tcp", &buffer)
         object.field("network.protocol", "dcerpc", &buffer)
         object.field("rule.id", self.decision.origin.map { Int64($0.index) }, &buffer)
