@@ -136,14 +136,6 @@ final class ProxyConnection {
         return (client, self.eventLoop.makeSucceededVoidFuture())
     }
 
-    /// For harnesses whose two channels exist already: installs both glue handlers and splices.
-    func install(client: any Channel, server: any Channel) throws {
-        let (handler, _) = self.start()
-        try client.pipeline.syncOperations.addHandler(handler)
-        try self.attachServer(server)
-        if !self.machine.isSpliced { self.execute(self.machine.connected()) }
-    }
-
     func attachServer(_ channel: any Channel) throws {
         let server = GlueHandler(side: .server, connection: self, limits: self.limits)
         try channel.pipeline.syncOperations.addHandler(server)
