@@ -180,12 +180,15 @@ struct ConnectionRoutingTests {
         #expect(try #require(Wire.parse(bytes)).header.packetType == .alterContextResponse)
         #expect(machine.takeEvents() == [.alterContextServedElsewhere(interfaces: [Wire.lsarpc])])
 
-        #expect(machine.clientSent(Wire.bind([Wire.lsarpc], callID: 3, alter: true)) != .forward)
-        #expect(machine.alterContextChecked { _ in .some(49_152) } == .forward, "same endpoint")
-        #expect(machine.clientSent(Wire.bind([Wire.lsarpc], callID: 4, alter: true)) != .forward)
-        #expect(machine.alterContextChecked { _ in .some(nil) } == .forward, "not registered: the server refuses it itself")
-        #expect(machine.clientSent(Wire.bind([Wire.lsarpc], callID: 5, alter: true)) != .forward)
-        #expect(machine.alterContextChecked { _ in nil } == .forward, "unknown yet")
+        let sameEndpoint = Wire.bind([Wire.lsarpc], callID: 3, alter: true)
+        #expect(machine.clientSent(sameEndpoint) != .forward)
+        #expect(machine.alterContextChecked { _ in .some(49_152) } == .forwardHeld([sameEndpoint]), "same endpoint")
+        let notRegistered = Wire.bind([Wire.lsarpc], callID: 4, alter: true)
+        #expect(machine.clientSent(notRegistered) != .forward)
+        #expect(machine.alterContextChecked { _ in .some(nil) } == .forwardHeld([notRegistered]), "the server refuses it itself")
+        let unknown = Wire.bind([Wire.lsarpc], callID: 5, alter: true)
+        #expect(machine.clientSent(unknown) != .forward)
+        #expect(machine.alterContextChecked { _ in nil } == .forwardHeld([unknown]), "unknown yet")
     }
 
     @Test("Denied interfaces of an alter_context are never looked up")
