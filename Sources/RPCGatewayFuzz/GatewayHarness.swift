@@ -248,11 +248,7 @@ enum GatewayHarness {
                         fatalError("a fragment of call \(header.callID) without FIRST_FRAG reached the server")
                     }
                     if listener == .epm {
-                        let opnum = raw.bytes.getInteger(
-                            at: raw.bytes.readerIndex + WireLimits.commonHeaderLength + 6,
-                            endianness: header.endianness,
-                            as: UInt16.self
-                        )
+                        let opnum = raw.requestHeader?.opnum
                         guard let opnum, [2, 3, 4].contains(opnum) else {
                             fatalError("endpoint-mapper opnum \(opnum.map { "\($0)" } ?? "?") reached the server")
                         }
