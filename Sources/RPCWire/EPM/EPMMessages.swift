@@ -114,6 +114,38 @@ public struct EPMMapResponse: Hashable, Sendable {
     }
 }
 
+extension EPMMapResponse {
+    /// The whole `response` PDU answering an `ept_map` call with ``notRegistered(entryHandle:maxTowers:)``:
+    /// what the gateway sends, without asking the server, for an interface the client may not look up.
+    ///
+    /// - Parameters:
+    ///   - callID: the request's `call_id`.
+    ///   - contextID: the request's `p_cont_id`.
+    ///   - maxTowers: the request's `max_towers`, echoed as the tower array's max_count.
+    ///   - syntax: the transfer syntax of the request's presentation context.
+    ///   - dataRepresentation: the request's `drep`, so the reply is in the client's byte order.
+    /// - Throws: ``RPCWireError`` when the PDU cannot be serialized (an empty reply always can).
+    public static func notRegisteredPDU(
+        callID: UInt32,
+        contextID: UInt16,
+        maxTowers: UInt32,
+        syntax: NDRSyntax,
+        dataRepresentation: DataRepresentation
+    ) throws -> ByteBuffer {
+        var stub = ByteBuffer()
+        stub.writeEPMMapResponse(
+            .notRegistered(maxTowers: maxTowers),
+            syntax: syntax,
+            endianness: dataRepresentation.endianness
+        )
+        let response = PDU(
+            header: PDUHeader(packetType: .response, dataRepresentation: dataRepresentation, callID: callID),
+            body: .response(ResponsePDU(allocationHint: UInt32(stub.readableBytes), contextID: contextID, stub: stub))
+        )
+        return try response.serialized()
+    }
+}
+
 // MARK: - ept_lookup
 
 /// The `[in]` parameters of `ept_lookup` (opnum 2).
