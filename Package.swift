@@ -92,10 +92,13 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
+        // The `@main` every fuzz target has without libFuzzer: replays files through its harness.
+        .target(name: "FuzzReplay"),
         .executableTarget(
             name: "RPCWireFuzz",
             dependencies: [
                 "RPCWire",
+                "FuzzReplay",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
@@ -129,6 +132,7 @@ let package = Package(
             name: "RPCGatewayFuzz",
             dependencies: [
                 "RPCGateway",
+                "FuzzReplay",
                 "RPCPolicy",
                 "RPCWire",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -140,7 +144,7 @@ let package = Package(
         // libFuzzer target: the YAML configuration loader.
         .executableTarget(
             name: "RPCConfigFuzz",
-            dependencies: ["RPCGatewayConfig", "RPCGateway"],
+            dependencies: ["RPCGatewayConfig", "RPCGateway", "FuzzReplay"],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
         ),
         .testTarget(
