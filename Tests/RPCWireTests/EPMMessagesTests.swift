@@ -366,7 +366,12 @@ struct EPMMessagesTests {
     }
 
     // NDR64 is little-endian only (MS-RPCE 2.2.5).
-    @Test(arguments: zip([NDRSyntax.ndr32, .ndr32, .ndr64], [DataRepresentation.littleEndian, .bigEndian, .littleEndian]))
+    @Test(
+        arguments: zip(
+            [NDRSyntax.ndr32, .ndr32, .ndr64],
+            [DataRepresentation.littleEndian, .bigEndian, .littleEndian]
+        )
+    )
     func notRegisteredPDUParsesBack(syntax: NDRSyntax, drep: DataRepresentation) throws {
         var bytes = try EPMMapResponse.notRegisteredPDU(
             callID: 0x0102_0304,

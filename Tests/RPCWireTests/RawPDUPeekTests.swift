@@ -10,7 +10,12 @@ struct RawPDUPeekTests {
     }
 
     private func request(drep: DataRepresentation, auth: AuthVerifier?) -> PDU {
-        var pdu = TestPDUs.request(callID: 0x0102_0304, contextID: 0x0a0b, opnum: 0x0c0d, stub: Array(repeating: 7, count: 21))
+        var pdu = TestPDUs.request(
+            callID: 0x0102_0304,
+            contextID: 0x0a0b,
+            opnum: 0x0c0d,
+            stub: Array(repeating: 7, count: 21)
+        )
         pdu.header.dataRepresentation = drep
         pdu.authVerifier = auth
         return pdu
@@ -112,7 +117,10 @@ struct RawPDUPeekTests {
             header.authLength = 1
             let short = bytes.getSlice(at: 0, length: length) ?? ByteBuffer()
             #expect(RawPDU(header: header, bytes: short).securityTrailer == nil, "length \(length)")
-            #expect(RawPDU(header: header, bytes: short).requestHeader == (length >= 24 ? RequestHeaderFields(allocationHint: 0, contextID: 0, opnum: 0) : nil))
+            #expect(
+                RawPDU(header: header, bytes: short).requestHeader
+                    == (length >= 24 ? RequestHeaderFields(allocationHint: 0, contextID: 0, opnum: 0) : nil)
+            )
         }
     }
 }

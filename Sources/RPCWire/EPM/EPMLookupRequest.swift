@@ -111,8 +111,8 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMLookupRequest {
-        try self.readWholeNDRStub("ept_lookup request", syntax: syntax, endianness: endianness, limits: limits) { reader in
-            try EPMLookupRequest.read(from: &reader)
+        try self.readWholeNDRStub("ept_lookup request", syntax: syntax, endianness: endianness, limits: limits) {
+            try EPMLookupRequest.read(from: &$0)
         }
     }
 

@@ -116,8 +116,8 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMLookupResponse {
-        try self.readWholeNDRStub("ept_lookup response", syntax: syntax, endianness: endianness, limits: limits) { reader in
-            try EPMLookupResponse.read(from: &reader).0
+        try self.readWholeNDRStub("ept_lookup response", syntax: syntax, endianness: endianness, limits: limits) {
+            try EPMLookupResponse.read(from: &$0).0
         }
     }
 

@@ -93,8 +93,8 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMMapRequest {
-        try self.readWholeNDRStub("ept_map request", syntax: syntax, endianness: endianness, limits: limits) { reader in
-            try EPMMapRequest.read(from: &reader)
+        try self.readWholeNDRStub("ept_map request", syntax: syntax, endianness: endianness, limits: limits) {
+            try EPMMapRequest.read(from: &$0)
         }
     }
 

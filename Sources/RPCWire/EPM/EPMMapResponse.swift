@@ -143,8 +143,8 @@ extension ByteBuffer {
         endianness: Endianness = .little,
         limits: WireLimits = WireLimits()
     ) throws -> EPMMapResponse {
-        try self.readWholeNDRStub("ept_map response", syntax: syntax, endianness: endianness, limits: limits) { reader in
-            try EPMMapResponse.read(from: &reader).0
+        try self.readWholeNDRStub("ept_map response", syntax: syntax, endianness: endianness, limits: limits) {
+            try EPMMapResponse.read(from: &$0).0
         }
     }
 

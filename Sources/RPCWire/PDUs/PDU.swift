@@ -67,7 +67,10 @@ extension RawPDU {
             return (bytes.getSlice(at: start + headerLength, length: total - headerLength) ?? ByteBuffer(), nil)
         }
         guard let trailer = self.securityTrailer,
-            let value = bytes.getSlice(at: start + trailer.offset + WireLimits.securityTrailerLength, length: authLength)
+            let value = bytes.getSlice(
+                at: start + trailer.offset + WireLimits.securityTrailerLength,
+                length: authLength
+            )
         else {
             throw RPCWireError(.authLengthTooLong, "auth_length \(authLength) in frag_length \(total)")
         }
