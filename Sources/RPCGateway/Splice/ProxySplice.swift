@@ -44,23 +44,26 @@ package enum ProxySplice {
             metrics: metrics.route(route.name),
             logger: logger
         )
-        let connection = RPCProxyConnection(
+        let connection = ProxyConnection(
             id: 0,
             route: runtime,
             listener: listener,
-            machine: RPCConnectionStateMachine(
+            machine: ConnectionStateMachine(
                 role: listener == .epm ? .endpointMapper : .mapped,
                 policy: route.policy,
                 client: clientAddress,
-                limits: wireLimits
+                limits: wireLimits,
+                server: serverEndpoint
             ),
             clientAddress: nil,
             localAddress: nil,
             clientFacingAddress: clientFacingAddress,
-            serverEndpoint: serverEndpoint,
             eventLoop: client.eventLoop,
             timeouts: timeouts,
             limits: wireLimits,
+            connector: { _, _, eventLoop in
+                eventLoop.makeFailedFuture(GatewayStartError(description: "the harness connects both channels itself"))
+            },
             onClose: onClose
         )
         try connection.install(client: client, server: server)
