@@ -355,7 +355,7 @@ struct EPMMessagesTests {
 
     @Test func notRegisteredPDUIsWhatSambaSends() throws {
         // Samba's whole reply PDU (call_id 1, p_cont_id 0, max_towers 1, NDR32, little-endian).
-        let built = try EPMMapResponse.notRegisteredPDU(
+        let built = EPMMapResponse.notRegisteredPDU(
             callID: 1,
             contextID: 0,
             maxTowers: 1,
@@ -373,12 +373,14 @@ struct EPMMessagesTests {
         )
     )
     func notRegisteredPDUParsesBack(syntax: NDRSyntax, drep: DataRepresentation) throws {
-        var bytes = try EPMMapResponse.notRegisteredPDU(
-            callID: 0x0102_0304,
-            contextID: 5,
-            maxTowers: 4,
-            syntax: syntax,
-            dataRepresentation: drep
+        var bytes = try #require(
+            EPMMapResponse.notRegisteredPDU(
+                callID: 0x0102_0304,
+                contextID: 5,
+                maxTowers: 4,
+                syntax: syntax,
+                dataRepresentation: drep
+            )
         )
         let raw = try #require(try bytes.readRawPDU(limits: WireLimits()))
         #expect(bytes.readableBytes == 0)

@@ -50,14 +50,15 @@ extension EPMMapResponse {
     ///   - maxTowers: the request's `max_towers`, echoed as the tower array's max_count.
     ///   - syntax: the transfer syntax of the request's presentation context.
     ///   - dataRepresentation: the request's `drep`, so the reply is in the client's byte order.
-    /// - Throws: ``RPCWireError`` when the PDU cannot be serialized (an empty reply always can).
+    /// - Returns: the serialized PDU; `nil` only if it could not be serialized, which an empty reply
+    ///   never fails.
     public static func notRegisteredPDU(
         callID: UInt32,
         contextID: UInt16,
         maxTowers: UInt32,
         syntax: NDRSyntax,
         dataRepresentation: DataRepresentation
-    ) throws -> ByteBuffer {
+    ) -> ByteBuffer? {
         var stub = ByteBuffer()
         stub.writeEPMMapResponse(
             .notRegistered(maxTowers: maxTowers),
@@ -68,7 +69,7 @@ extension EPMMapResponse {
             header: PDUHeader(packetType: .response, dataRepresentation: dataRepresentation, callID: callID),
             body: .response(ResponsePDU(allocationHint: UInt32(stub.readableBytes), contextID: contextID, stub: stub))
         )
-        return try response.serialized()
+        return try? response.serialized()
     }
 }
 
