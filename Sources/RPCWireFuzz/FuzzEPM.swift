@@ -28,7 +28,9 @@ func fuzzEndpointMapper(input: ByteBuffer, fragments: [RawPDU], limits: WireLimi
                     zip(result.fragments, fragments).allSatisfy({ $0.bytes.readableBytes == $1.bytes.readableBytes })
                 else { fatalError("the rewriter changed a fragment's length") }
                 guard result.rewrittenTowers + result.redactedTowers == seen else {
-                    fatalError("towers seen \(seen) != rewritten \(result.rewrittenTowers) + redacted \(result.redactedTowers)")
+                    fatalError(
+                        "towers seen \(seen) != rewritten \(result.rewrittenTowers) + redacted \(result.redactedTowers)"
+                    )
                 }
             }
         }

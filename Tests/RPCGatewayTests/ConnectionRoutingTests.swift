@@ -180,17 +180,15 @@ struct ConnectionRoutingTests {
         #expect(try #require(Wire.parse(bytes)).header.packetType == .alterContextResponse)
         #expect(machine.takeEvents() == [.alterContextServedElsewhere(interfaces: [Wire.lsarpc])])
 
-        // An accepted alter_context is the held PDU, forwarded as such (`.forward` would forward
-        // the PDU being processed, and there is none: the alter_context would be lost).
-        let third = Wire.bind([Wire.lsarpc], callID: 3, alter: true)
-        #expect(machine.clientSent(third) != .forward)
-        #expect(machine.alterContextChecked { _ in .some(49_152) } == .forwardHeld([third]), "same endpoint")
-        let fourth = Wire.bind([Wire.lsarpc], callID: 4, alter: true)
-        #expect(machine.clientSent(fourth) != .forward)
-        #expect(machine.alterContextChecked { _ in .some(nil) } == .forwardHeld([fourth]), "not registered: the server refuses it itself")
-        let fifth = Wire.bind([Wire.lsarpc], callID: 5, alter: true)
-        #expect(machine.clientSent(fifth) != .forward)
-        #expect(machine.alterContextChecked { _ in nil } == .forwardHeld([fifth]), "unknown yet")
+        let sameEndpoint = Wire.bind([Wire.lsarpc], callID: 3, alter: true)
+        #expect(machine.clientSent(sameEndpoint) != .forward)
+        #expect(machine.alterContextChecked { _ in .some(49_152) } == .forwardHeld([sameEndpoint]), "same endpoint")
+        let notRegistered = Wire.bind([Wire.lsarpc], callID: 4, alter: true)
+        #expect(machine.clientSent(notRegistered) != .forward)
+        #expect(machine.alterContextChecked { _ in .some(nil) } == .forwardHeld([notRegistered]), "the server refuses it itself")
+        let unknown = Wire.bind([Wire.lsarpc], callID: 5, alter: true)
+        #expect(machine.clientSent(unknown) != .forward)
+        #expect(machine.alterContextChecked { _ in nil } == .forwardHeld([unknown]), "unknown yet")
     }
 
     @Test("Denied interfaces of an alter_context are never looked up")

@@ -141,6 +141,27 @@ struct SplicerTests {
         #expect(rig.route.pool.mappings.first?.activeConnections == 0, "released with the connection")
     }
 
+    @Test("An alter_context on a bind-routed connection reaches the server once placed, or is refused")
+    func alterContextOnARoutedConnection() throws {
+        let rig = Rig(policy: Policy(name: "all", defaultAction: .allow, rules: []))
+        rig.route.resolver.remember(Wire.samr, at: Self.mapper, port: 49_152)
+        rig.route.resolver.remember(Wire.lsarpc, at: Self.mapper, port: 49_152)
+        rig.route.resolver.remember(Wire.drsuapi, at: Self.mapper, port: 49_153)
+        _ = try rig.start(AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.mapper))))
+        try rig.clientWrites(Wire.bind([Wire.samr], callID: 1))
+        try rig.serverWrites(Wire.bindAck(callID: 1, accepting: 1))
+        _ = try rig.outbound(rig.server)
+        _ = try rig.outbound(rig.client)
+        let sameEndpoint = Wire.bind([Wire.lsarpc], callID: 2, alter: true)
+        try rig.clientWrites(sameEndpoint)
+        #expect(try rig.outbound(rig.server) == [sameEndpoint])
+        try rig.serverWrites(Wire.bindAck(callID: 2, accepting: 1, alter: true))
+        _ = try rig.outbound(rig.client)
+        try rig.clientWrites(Wire.bind([Wire.drsuapi], callID: 3, alter: true))
+        #expect(try rig.outbound(rig.server).isEmpty, "drsuapi lives on another endpoint")
+        #expect(try rig.outbound(rig.client).map(\.header.packetType) == [.alterContextResponse])
+    }
+
     @Test("PDUs that arrive behind the first bind wait for the routing and follow it in order")
     func heldBehindTheFirstBind() throws {
         let rig = Rig(policy: Policy(name: "all", defaultAction: .allow, rules: []))

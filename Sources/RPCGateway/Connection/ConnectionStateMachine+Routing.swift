@@ -37,6 +37,16 @@ extension ConnectionStateMachine {
         case unreachable(String)
     }
 
+    /// Where the connection goes, for logs and audit: its server once chosen, else the endpoint
+    /// mapper that will choose it.
+    public var destination: TCPEndpoint? {
+        if let server = self.server { return server }
+        switch self.state {
+        case .awaitingFirstBind(let routing), .resolvingFirstBind(let routing, _): return routing.mapper
+        case .connecting, .spliced, .checkingAlterContext: return self.routedBy
+        }
+    }
+
     mutating func routeFirstPDU(_ raw: RawPDU, _ routing: FirstBindRouting) -> ClientAction {
         guard raw.header.packetType == .bind else {
             return self.notABind(raw, routing, "first PDU is \(raw.header.packetType), not bind")
@@ -153,8 +163,7 @@ extension ConnectionStateMachine {
             return false
         }
         guard servedElsewhere else {
-            // The alter_context is not the PDU being processed any more (it was held while the
-            // runtime looked its interfaces up): forwarding it means forwarding the held bytes.
+            // Decided now; the PDU itself was held with the state, so it is forwarded from there.
             let action = self.decideBind(held.pdu, contexts: body.contexts)
             if case .forward = action { return .forward(held: held.raw) }
             return action

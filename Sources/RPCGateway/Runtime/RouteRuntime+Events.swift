@@ -44,24 +44,14 @@ extension RouteRuntime {
                 ]
             )
             self.recordDecision(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener, identity: identity)
-        case .callDenied(let interface, let opnum, let decision, let level, let type):
-            self.metrics.callDenied(interface: self.interfaceLabel(interface))
-            self.logger.notice(
-                "call denied",
-                metadata: [
-                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
-                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
-                    "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
-                    "rule": "\(decision.origin.map(\.description) ?? "default")",
-                ]
-            )
-            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener, identity: identity)
-        case .callAudited(let interface, let opnum, let decision, let level, let type):
-            // An audit rule's calls are notable; a learning policy's default audits every call,
-            // which the audit log records: its log lines stay at debug.
+        case .callDenied(let interface, let opnum, let decision, let level, let type),
+            .callAudited(let interface, let opnum, let decision, let level, let type):
+            if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
+            // A refusal and an audit rule's call are notable; a learning policy's default audits
+            // every call, which the audit log records: those log lines stay at debug.
             self.logger.log(
-                level: decision.origin == nil ? .debug : .notice,
-                "call audited",
+                level: decision.permits && decision.origin == nil ? .debug : .notice,
+                decision.permits ? "call audited" : "call denied",
                 metadata: [
                     "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
                     "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",

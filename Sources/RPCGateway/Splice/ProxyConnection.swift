@@ -114,7 +114,7 @@ final class ProxyConnection {
     /// The server this connection goes to (the endpoint mapper it asks, before the first bind
     /// chose one).
     var serverEndpoint: TCPEndpoint {
-        self.machine.server ?? self.machine.routedBy ?? TCPEndpoint(address: self.upstreamAddress, port: 0)
+        self.machine.destination ?? TCPEndpoint(address: self.upstreamAddress, port: 0)
     }
 
     /// Creates the client's glue handler and starts the bind and idle timers. A connection whose
@@ -134,14 +134,6 @@ final class ProxyConnection {
             return (client, self.connect(to: server))
         }
         return (client, self.eventLoop.makeSucceededVoidFuture())
-    }
-
-    /// For harnesses whose two channels exist already: installs both glue handlers and splices.
-    func install(client: any Channel, server: any Channel) throws {
-        let (handler, _) = self.start()
-        try client.pipeline.syncOperations.addHandler(handler)
-        try self.attachServer(server)
-        if !self.machine.isSpliced { self.execute(self.machine.connected()) }
     }
 
     func attachServer(_ channel: any Channel) throws {
@@ -268,7 +260,8 @@ final class ProxyConnection {
     // MARK: - Executing actions
 
     func execute(_ action: ConnectionStateMachine.ClientAction, _ pdu: RawPDU? = nil) {
-        self.recordEvents()
+        // A first bind's decision is recorded once its server is chosen (the audit names it).
+        if case .resolve = action {} else { self.recordEvents() }
         switch action {
         case .forward:
             if let pdu { self.serverHandler?.write(pdu.bytes) }
@@ -296,13 +289,12 @@ final class ProxyConnection {
             _ = self.connect(to: server)
         case .refuse(let refusal):
             self.refuse(refusal)
-        case .checkEndpoints(let interfaces, let mapper, let resolvable):
+        case .checkEndpoints(_, let mapper, let resolvable):
             let resolver = self.route.resolver
             let group = self.eventLoop
             for interface in resolvable where resolver.cached(interface, at: mapper) == nil {
                 Task { _ = try? await resolver.resolve(interface, at: mapper, group: group) }
             }
-            _ = interfaces
             self.execute(self.machine.alterContextChecked { resolver.cached($0, at: mapper) })
         }
     }

@@ -33,12 +33,15 @@ public struct EPMRewriteResult: Hashable, Sendable {
     }
 }
 
-/// Rewrites the TCP endpoints in an `ept_map` or `ept_lookup` reply, in place (dcerpc-wire.md §3).
+/// Rewrites the TCP endpoints in an `ept_map` or `ept_lookup` reply, in place.
 ///
-/// The stub bytes of all fragments are concatenated into a virtual stub and parsed as the reply of
-/// `operation`. For every ncacn_ip_tcp tower the caller decides the endpoint the client should see;
-/// ports (2 bytes, big-endian) and IPv4 addresses (4 bytes) keep their size, so no length, hint or
-/// fragment boundary changes, and a patch that straddles two fragments is written byte by byte.
+/// A large reply comes in several response fragments (Samba's `ept_lookup` of its 53 entries takes
+/// four at 2248 bytes), and a tower, even its 2-byte port, may straddle a boundary. So the stub
+/// bytes of all fragments are concatenated into a virtual stub and parsed as the reply of
+/// `operation` (C706 Appendix O; towers as in C706 Appendix L). For every ncacn_ip_tcp tower the
+/// caller decides the endpoint the client should see; ports (2 bytes, big-endian) and IPv4
+/// addresses (4 bytes) keep their size, so no length, hint or fragment boundary changes, and a
+/// patch that straddles two fragments is written byte by byte.
 ///
 /// Only the stub is touched. A caller must not pass replies protected at `packet` level or above:
 /// any change breaks their verifier, and at `privacy` the stub is encrypted and fails to parse.

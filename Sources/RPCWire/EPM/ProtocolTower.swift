@@ -226,41 +226,28 @@ extension ByteBuffer {
             throw RPCWireError(.invalidTower, "floor count \(floorCount) > limit \(limits.maximumFloors)")
         }
         var position = index + 2
+        // One side of a floor: a u16 little-endian length, then that many bytes, within the tower.
+        func readSide(_ side: String, ofFloor floorNumber: Int) throws -> [UInt8] {
+            guard end - position >= 2,
+                let length = self.getInteger(at: position, endianness: .little, as: UInt16.self)
+            else {
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorNumber) of \(floorCount): \(side) length past the tower end"
+                )
+            }
+            position += 2
+            guard Int(length) <= end - position, let bytes = self.getBytes(at: position, length: Int(length)) else {
+                throw RPCWireError(.invalidTower, "floor \(floorNumber): \(side) of \(length) bytes past the tower end")
+            }
+            position += Int(length)
+            return bytes
+        }
         var floors: [TowerFloor] = []
         floors.reserveCapacity(Int(floorCount))
         for floorIndex in 0..<Int(floorCount) {
-            guard end - position >= 2,
-                let lhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1) of \(floorCount): lhs length past the tower end"
-                )
-            }
-            position += 2
-            guard Int(lhsLength) <= end - position, let lhs = self.getBytes(at: position, length: Int(lhsLength)) else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1): lhs of \(lhsLength) bytes past the tower end"
-                )
-            }
-            position += Int(lhsLength)
-            guard end - position >= 2,
-                let rhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1) of \(floorCount): rhs length past the tower end"
-                )
-            }
-            position += 2
-            guard Int(rhsLength) <= end - position, let rhs = self.getBytes(at: position, length: Int(rhsLength)) else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1): rhs of \(rhsLength) bytes past the tower end"
-                )
-            }
-            position += Int(rhsLength)
+            let lhs = try readSide("lhs", ofFloor: floorIndex + 1)
+            let rhs = try readSide("rhs", ofFloor: floorIndex + 1)
             floors.append(TowerFloor(lhs: lhs, rhs: rhs))
         }
         guard position == end else {
