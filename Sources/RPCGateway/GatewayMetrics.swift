@@ -296,7 +296,8 @@ package final class RouteMetrics: Sendable {
         }
         let label = known ? network : "other"
         let decision = denied ? "deny" : "allow"
-        self.labelledCounter(\.sources, key: SourceKey(network: label, denied: denied), name: Name.sourceDecisionsTotal) {
+        self.labelledCounter(\.sources, key: SourceKey(network: label, denied: denied), name: Name.sourceDecisionsTotal)
+        {
             [("route", self.route), ("source", label), ("decision", decision)]
         }.increment()
     }

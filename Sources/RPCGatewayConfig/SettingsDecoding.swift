@@ -369,7 +369,11 @@ extension ConfigurationDecoder {
         switch ValueParsers.hostAndPort(address) {
         case .success(let parsed):
             if IPAddress(parsed.host) == nil {
-                self.report("\"\(parsed.host)\" is not an IP address; give the syslog receiver's address", at: path.key("address"), node: addressNode)
+                self.report(
+                    "\"\(parsed.host)\" is not an IP address; give the syslog receiver's address",
+                    at: path.key("address"),
+                    node: addressNode
+                )
                 valid = false
             }
             settings.host = parsed.host
@@ -400,7 +404,11 @@ extension ConfigurationDecoder {
             if !text.isEmpty, text.utf8.count <= 48, text.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) {
                 settings.appName = text
             } else {
-                self.report("app_name must be 1-48 printable ASCII characters without spaces", at: path.key("app_name"), node: node)
+                self.report(
+                    "app_name must be 1-48 printable ASCII characters without spaces",
+                    at: path.key("app_name"),
+                    node: node
+                )
                 valid = false
             }
         }

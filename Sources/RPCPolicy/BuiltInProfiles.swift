@@ -38,7 +38,10 @@ public struct AttackTechnique: Hashable, Sendable, CustomStringConvertible {
     public static let at = AttackTechnique("T1053.002", "Scheduled Task/Job: At")
     public static let scheduledTask = AttackTechnique("T1053.005", "Scheduled Task/Job: Scheduled Task")
     public static let windowsManagementInstrumentation = AttackTechnique("T1047", "Windows Management Instrumentation")
-    public static let distributedComponentObjectModel = AttackTechnique("T1021.003", "Remote Services: Distributed Component Object Model")
+    public static let distributedComponentObjectModel = AttackTechnique(
+        "T1021.003",
+        "Remote Services: Distributed Component Object Model"
+    )
 }
 
 /// One deny rule of a built-in profile, as data.

@@ -56,7 +56,8 @@ private func fuzzAuthIdentity(_ token: ByteBuffer, limits: WireLimits) {
         switch identity {
         case .ntlm(let ntlm):
             // UTF-16 never grows beyond 3 UTF-8 bytes per 2 input bytes; OEM stays 1:1.
-            for name in [ntlm.user, ntlm.domain, ntlm.workstation] where name.utf8.count > limits.maximumIdentityNameLength * 3 / 2 {
+            for name in [ntlm.user, ntlm.domain, ntlm.workstation]
+            where name.utf8.count > limits.maximumIdentityNameLength * 3 / 2 {
                 fatalError("NTLM name of \(name.utf8.count) bytes over the limit")
             }
         case .kerberos(let service):

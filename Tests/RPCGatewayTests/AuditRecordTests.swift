@@ -117,7 +117,9 @@ struct AuditRecordTests {
     @Test("Kerberos identities: the ticket's service principal and realm, never a user")
     func kerberosIdentity() throws {
         var record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
-        record.identity = .kerberos(KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1.example.test"]))
+        record.identity = .kerberos(
+            KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1.example.test"])
+        )
         #expect(
             record.jsonLine.hasSuffix(
                 #""rpc.auth.identity":"kerberos_ticket","rpc.auth.service_principal":"host/dc1.example.test","#
@@ -138,8 +140,16 @@ struct AuditRecordTests {
             ("block-remote-exec", "taskscheduler", 1, ["T1053"], ["T1053.005"]),
         ] as [(String, String, UInt16?, [String], [String])]
     )
-    func attackTechniques(profile: String, interface: String, opnum: UInt16?, ids: [String], subtechniques: [String]) throws {
-        var record = try Self.bind(decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 0, profile: profile)))
+    func attackTechniques(
+        profile: String,
+        interface: String,
+        opnum: UInt16?,
+        ids: [String],
+        subtechniques: [String]
+    ) throws {
+        var record = try Self.bind(
+            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 0, profile: profile))
+        )
         record.interface = try #require(InterfaceCatalog.named(interface)).syntax
         record.opnum = opnum
         record.event = opnum == nil ? .bind : .call

@@ -17,7 +17,9 @@ struct ConnectionIdentityTests {
 
     /// An NTLM AUTHENTICATE (MS-NLMP 2.2.1.3) with Unicode names and a filler NT response.
     static func authenticate(user: String, domain: String, workstation: String) -> ByteBuffer {
-        let payloads: [[UInt8]] = [[], [UInt8](repeating: 0x5A, count: 24), utf16(domain), utf16(user), utf16(workstation), []]
+        let payloads: [[UInt8]] = [
+            [], [UInt8](repeating: 0x5A, count: 24), utf16(domain), utf16(user), utf16(workstation), [],
+        ]
         var header: [UInt8] = Array("NTLMSSP".utf8)
         header += [0]
         header += le32(3)
@@ -32,7 +34,9 @@ struct ConnectionIdentityTests {
         return ByteBuffer(bytes: header + body)
     }
 
-    static let negotiate = ByteBuffer(bytes: Array("NTLMSSP".utf8) + [0] + le32(1) + le32(1) + [UInt8](repeating: 0, count: 16))
+    static let negotiate = ByteBuffer(
+        bytes: Array("NTLMSSP".utf8) + [0] + le32(1) + le32(1) + [UInt8](repeating: 0, count: 16)
+    )
 
     static func auth3(_ token: ByteBuffer) -> RawPDU {
         Wire.raw(
@@ -47,12 +51,25 @@ struct ConnectionIdentityTests {
     static let policy = Policy(name: "learn", defaultAction: .audit, rules: [])
 
     @Test func auth3NamesTheUserForLaterEvents() {
-        var machine = ConnectionStateMachine.spliced(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
-        let negotiateVerifier = AuthVerifier(authType: .ntlm, authLevel: .integrity, contextID: 0, value: Self.negotiate)
+        var machine = ConnectionStateMachine.spliced(
+            role: .mapped,
+            policy: Self.policy,
+            client: IPAddress("10.1.2.3")!,
+            limits: WireLimits()
+        )
+        let negotiateVerifier = AuthVerifier(
+            authType: .ntlm,
+            authLevel: .integrity,
+            contextID: 0,
+            value: Self.negotiate
+        )
         #expect(machine.clientSent(Wire.bind([Wire.samr], auth: negotiateVerifier)) == .forward)
         #expect(machine.identity == nil)
         #expect(machine.serverSent(Wire.bindAck(accepting: 1)) == .forward)
-        #expect(machine.clientSent(Self.auth3(Self.authenticate(user: "alice", domain: "EXAMPLE", workstation: "WS1"))) == .forward)
+        #expect(
+            machine.clientSent(Self.auth3(Self.authenticate(user: "alice", domain: "EXAMPLE", workstation: "WS1")))
+                == .forward
+        )
         #expect(machine.identity == .ntlm(NTLMIdentity(user: "alice", domain: "EXAMPLE", workstation: "WS1")))
         // A token that names nobody, or one that does not parse, keeps the identity.
         _ = machine.clientSent(Wire.bind([Wire.lsarpc], callID: 3, alter: true, auth: Wire.ntlm(.integrity)))
@@ -60,7 +77,12 @@ struct ConnectionIdentityTests {
     }
 
     @Test func malformedTokensAreForwardedAsBefore() {
-        var machine = ConnectionStateMachine.spliced(role: .mapped, policy: Self.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
+        var machine = ConnectionStateMachine.spliced(
+            role: .mapped,
+            policy: Self.policy,
+            client: IPAddress("10.1.2.3")!,
+            limits: WireLimits()
+        )
         var truncated = Self.authenticate(user: "alice", domain: "EXAMPLE", workstation: "WS1")
         truncated.moveWriterIndex(to: truncated.writerIndex - 4)
         #expect(machine.clientSent(Self.auth3(truncated)) == .forward)
@@ -85,9 +107,17 @@ struct ConnectionIdentityTests {
             audit: audit,
             denials: RecentDenials()
         )
-        let identity = AuthIdentity.kerberos(KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1.example.test"]))
+        let identity = AuthIdentity.kerberos(
+            KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1.example.test"])
+        )
         route.record(
-            .callAudited(interface: Wire.samr, opnum: 5, decision: PolicyDecision(action: .audit, origin: nil), authLevel: .privacy, authType: .spnego),
+            .callAudited(
+                interface: Wire.samr,
+                opnum: 5,
+                decision: PolicyDecision(action: .audit, origin: nil),
+                authLevel: .privacy,
+                authType: .spnego
+            ),
             connection: 1,
             client: try SocketAddress(ipAddress: "10.1.2.3", port: 50123),
             server: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 49152),

@@ -33,7 +33,9 @@ private final class ReceivedStream: ChannelInboundHandler, Sendable {
 struct SyslogSenderTests {
     /// `<PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID - MSG` (RFC 5424 section 6).
     static var rfc5424: Regex<AnyRegexOutput> {
-        try! Regex(#"^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([!-~]{1,255}) ([!-~]{1,48}) (\d+) (bind|call) - (\{.*\})$"#)
+        try! Regex(
+            #"^<(\d{1,3})>1 (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([!-~]{1,255}) ([!-~]{1,48}) (\d+) (bind|call) - (\{.*\})$"#
+        )
     }
 
     static func record(_ action: PolicyAction, event: AuditRecord.Event = .bind) throws -> AuditRecord {
@@ -74,7 +76,9 @@ struct SyslogSenderTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let received = Received()
         let channel = try await DatagramBootstrap(group: group)
-            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) } }
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) }
+            }
             .bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(channel.localAddress?.port)
         let audit = AuditLog(
@@ -102,7 +106,9 @@ struct SyslogSenderTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let received = ReceivedStream()
         let server = try await ServerBootstrap(group: group)
-            .childChannelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) } }
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(received) }
+            }
             .bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(server.localAddress?.port)
         let sender = try SyslogSender(settings: SyslogSettings(host: "127.0.0.1", port: UInt16(port), transport: .tcp))

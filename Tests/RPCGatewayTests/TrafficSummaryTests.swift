@@ -25,7 +25,11 @@ struct TrafficSummaryTests {
     @Test func memoryIsBoundedByOthers() {
         let summary = TrafficSummary()
         for index in 0..<(TrafficSummary.maximumKeys + 10) {
-            summary.record(interface: Self.samr, source: "10.\(index / 65536).\(index / 256 % 256).\(index % 256)", denied: index % 2 == 0)
+            summary.record(
+                interface: Self.samr,
+                source: "10.\(index / 65536).\(index / 256 % 256).\(index % 256)",
+                denied: index % 2 == 0
+            )
         }
         let top = summary.snapshot
         #expect(top.sources.count == TrafficSummary.topCount)

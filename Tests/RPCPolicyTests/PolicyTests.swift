@@ -216,7 +216,8 @@ struct PolicyExplanationTests {
         // every request.
         #expect(Policy(name: "learn", defaultAction: .audit, rules: []).inspectsOperations)
         #expect(
-            Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .audit, origin: origin)]).inspectsOperations
+            Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .audit, origin: origin)])
+                .inspectsOperations
         )
         // A call at a lower level than the bind's is decided on its own level.
         let policy = PolicyTests.policy

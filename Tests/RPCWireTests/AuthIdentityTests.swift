@@ -27,10 +27,19 @@ enum TokenBuilder {
             der(
                 0x30,
                 der(0xA0, der(0x02, [5])) + der(0xA1, generalString(realm)) + der(0xA2, principal)
-                    + der(0xA3, der(0x30, der(0xA0, der(0x02, [18])) + der(0xA2, der(0x04, [UInt8](repeating: 0xEE, count: 40)))))
+                    + der(
+                        0xA3,
+                        der(
+                            0x30,
+                            der(0xA0, der(0x02, [18])) + der(0xA2, der(0x04, [UInt8](repeating: 0xEE, count: 40)))
+                        )
+                    )
             )
         )
-        let authenticator = der(0x30, der(0xA0, der(0x02, [18])) + der(0xA2, der(0x04, [UInt8](repeating: 0xAA, count: 32))))
+        let authenticator = der(
+            0x30,
+            der(0xA0, der(0x02, [18])) + der(0xA2, der(0x04, [UInt8](repeating: 0xAA, count: 32)))
+        )
         return der(
             0x6E,
             der(
@@ -99,8 +108,12 @@ struct AuthIdentityTests {
         try AuthIdentity.parse(authType: type, token: ByteBuffer(bytes: bytes), limits: limits)
     }
 
-    private func expectError(_ code: RPCWireError.Code, _ type: AuthType, _ bytes: [UInt8], limits: WireLimits = WireLimits())
-    {
+    private func expectError(
+        _ code: RPCWireError.Code,
+        _ type: AuthType,
+        _ bytes: [UInt8],
+        limits: WireLimits = WireLimits()
+    ) {
         #expect {
             _ = try self.parse(type, bytes, limits: limits)
         } throws: { error in
@@ -122,11 +135,16 @@ struct AuthIdentityTests {
         let oem = TokenBuilder.ntlmAuthenticate(user: "bob", domain: "D", workstation: "W", unicode: false)
         #expect(try parse(.ntlm, oem) == .ntlm(NTLMIdentity(user: "bob", domain: "D", workstation: "W")))
         let anonymous = TokenBuilder.ntlmAuthenticate(user: "", domain: "", workstation: "WS", ntResponse: [])
-        #expect(try parse(.ntlm, anonymous) == .ntlm(NTLMIdentity(user: "", domain: "", workstation: "WS", isAnonymous: true)))
+        #expect(
+            try parse(.ntlm, anonymous)
+                == .ntlm(NTLMIdentity(user: "", domain: "", workstation: "WS", isAnonymous: true))
+        )
     }
 
     @Test func ntlmNegotiateAndChallengeNameNobody() throws {
-        let negotiate = Array("NTLMSSP".utf8) + [0] + TokenBuilder.le32(1) + TokenBuilder.le32(0xE208_8297) + [UInt8](repeating: 0, count: 16)
+        let negotiate =
+            Array("NTLMSSP".utf8) + [0] + TokenBuilder.le32(1) + TokenBuilder.le32(0xE208_8297)
+            + [UInt8](repeating: 0, count: 16)
         #expect(try parse(.ntlm, negotiate) == nil)
         #expect(try parse(.spnego, TokenBuilder.negTokenInit(mechToken: negotiate)) == nil)
         let challenge = Array("NTLMSSP".utf8) + [0] + TokenBuilder.le32(2)
@@ -170,10 +188,14 @@ struct AuthIdentityTests {
 
     @Test func kerberosServicePrincipalInEveryFraming() throws {
         let apRequest = TokenBuilder.apRequest(realm: "EXAMPLE.TEST", sname: ["ldap", "dc1.example.test"])
-        let expected = AuthIdentity.kerberos(KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["ldap", "dc1.example.test"]))
+        let expected = AuthIdentity.kerberos(
+            KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["ldap", "dc1.example.test"])
+        )
         #expect(try parse(.kerberos, apRequest) == expected)
         #expect(try parse(.kerberos, TokenBuilder.gssKerberos(apRequest)) == expected)
-        #expect(try parse(.spnego, TokenBuilder.negTokenInit(mechToken: TokenBuilder.gssKerberos(apRequest))) == expected)
+        #expect(
+            try parse(.spnego, TokenBuilder.negTokenInit(mechToken: TokenBuilder.gssKerberos(apRequest))) == expected
+        )
         if case .kerberos(let service) = expected { #expect(service.servicePrincipal == "ldap/dc1.example.test") }
     }
 
@@ -205,13 +227,21 @@ struct AuthIdentityTests {
         expectError(.invalidKerberosToken, .kerberos, [0x7F, 0x81, 0x01, 0x00])
         expectError(.invalidKerberosToken, .kerberos, [0x6E, 0x85, 0, 0, 0, 0, 1])
         // An AP-REQ without a ticket field.
-        expectError(.invalidKerberosToken, .kerberos, TokenBuilder.der(0x6E, TokenBuilder.der(0x30, TokenBuilder.der(0xA0, TokenBuilder.der(0x02, [5])))))
+        expectError(
+            .invalidKerberosToken,
+            .kerberos,
+            TokenBuilder.der(0x6E, TokenBuilder.der(0x30, TokenBuilder.der(0xA0, TokenBuilder.der(0x02, [5]))))
+        )
         // Too many sname components, a realm over the limit.
         let long = TokenBuilder.apRequest(realm: "R", sname: (0..<9).map { "c\($0)" })
         expectError(.invalidKerberosToken, .kerberos, long)
         expectError(.invalidKerberosToken, .kerberos, apRequest, limits: WireLimits(maximumIdentityNameLength: 4))
         // SPNEGO: another mechanism's wrapper, a choice other than init/resp.
-        expectError(.invalidSPNEGOToken, .spnego, TokenBuilder.der(0x60, TokenBuilder.der(0x06, TokenBuilder.kerberosOID)))
+        expectError(
+            .invalidSPNEGOToken,
+            .spnego,
+            TokenBuilder.der(0x60, TokenBuilder.der(0x06, TokenBuilder.kerberosOID))
+        )
         expectError(.invalidSPNEGOToken, .spnego, TokenBuilder.der(0xA3, TokenBuilder.der(0x30, [])))
         expectError(.invalidSPNEGOToken, .spnego, [])
         // An unknown mechanism token inside SPNEGO (NegoEx) names nobody.

@@ -22,7 +22,9 @@ struct CapturedAuthIdentityTests {
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/captures")
     }
 
-    static let tshark = ["/usr/bin/tshark", "/usr/local/bin/tshark"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    static let tshark = ["/usr/bin/tshark", "/usr/local/bin/tshark"].first {
+        FileManager.default.isExecutableFile(atPath: $0)
+    }
 
     /// Captures with NTLM, SPNEGO/NTLM and SPNEGO/Kerberos binds over TCP (INDEX.md).
     static let captures = [
@@ -53,7 +55,8 @@ struct CapturedAuthIdentityTests {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: tshark)
         process.arguments = [
-            "-r", file.path, "-Y", "dcerpc.auth_type && (dcerpc.pkt_type==11 || dcerpc.pkt_type==14 || dcerpc.pkt_type==16)",
+            "-r", file.path, "-Y",
+            "dcerpc.auth_type && (dcerpc.pkt_type==11 || dcerpc.pkt_type==14 || dcerpc.pkt_type==16)",
             "-T", "fields", "-E", "separator=|", "-E", "occurrence=a", "-E", "aggregator=,",
             "-e", "frame.number", "-e", "tcp.payload", "-e", "ntlmssp.auth.username", "-e", "ntlmssp.auth.domain",
             "-e", "ntlmssp.auth.hostname", "-e", "kerberos.realm", "-e", "kerberos.SNameString",
@@ -66,7 +69,9 @@ struct CapturedAuthIdentityTests {
         process.waitUntilExit()
         return String(decoding: data, as: UTF8.self).split(separator: "\n").compactMap { line in
             let fields = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
-            guard fields.count == 7, let number = Int(fields[0]), let payload = try? hexBytes(fields[1]) else { return nil }
+            guard fields.count == 7, let number = Int(fields[0]), let payload = try? hexBytes(fields[1]) else {
+                return nil
+            }
             // Wireshark shows an empty NTLM name as NULL.
             func name(_ text: String) -> String { text == "NULL" ? "" : text }
             return Frame(
@@ -101,12 +106,16 @@ struct CapturedAuthIdentityTests {
                 // Only segments that hold exactly one whole PDU (DCE/RPC over SMB, or a PDU split
                 // across segments, is skipped).
                 var bytes = ByteBuffer(bytes: frame.payload)
-                guard let raw = try? bytes.readRawPDU(limits: WireLimits(maximumFragmentLength: 65535)), bytes.readableBytes == 0,
-                    let pdu = try? raw.parse(limits: WireLimits(maximumFragmentLength: 65535)), let verifier = pdu.authVerifier
+                guard let raw = try? bytes.readRawPDU(limits: WireLimits(maximumFragmentLength: 65535)),
+                    bytes.readableBytes == 0,
+                    let pdu = try? raw.parse(limits: WireLimits(maximumFragmentLength: 65535)),
+                    let verifier = pdu.authVerifier
                 else { continue }
                 checked += 1
                 if ProcessInfo.processInfo.environment["RPCGATE_DEBUG_IDENTITIES"] != nil {
-                    print("\(name) #\(frame.number): \((try? verifier.identity()).map { "\($0 as Any)" } ?? "error") tshark \(frame)")
+                    print(
+                        "\(name) #\(frame.number): \((try? verifier.identity()).map { "\($0 as Any)" } ?? "error") tshark \(frame)"
+                    )
                 }
                 let identity: AuthIdentity?
                 do {
@@ -124,15 +133,26 @@ struct CapturedAuthIdentityTests {
                 case .kerberos(let service):
                     kerberosNames += 1
                     // tshark lists every realm and name in the frame (ticket first).
-                    #expect(frame.realm.split(separator: ",").first.map(String.init) == service.realm, "\(name) #\(frame.number)")
-                    #expect(frame.serviceName.hasPrefix(service.serviceName.joined(separator: ",")), "\(name) #\(frame.number)")
+                    #expect(
+                        frame.realm.split(separator: ",").first.map(String.init) == service.realm,
+                        "\(name) #\(frame.number)"
+                    )
+                    #expect(
+                        frame.serviceName.hasPrefix(service.serviceName.joined(separator: ",")),
+                        "\(name) #\(frame.number)"
+                    )
                 case nil:
-                    #expect(frame.ntlmUser.isEmpty && frame.ntlmHost.isEmpty, "\(name) #\(frame.number): tshark sees NTLM names")
+                    #expect(
+                        frame.ntlmUser.isEmpty && frame.ntlmHost.isEmpty,
+                        "\(name) #\(frame.number): tshark sees NTLM names"
+                    )
                     #expect(frame.serviceName.isEmpty, "\(name) #\(frame.number): tshark sees a Kerberos service name")
                 }
             }
         }
-        print("captured auth identities: \(checked) verifiers, \(ntlmNames) NTLM and \(kerberosNames) Kerberos identities")
+        print(
+            "captured auth identities: \(checked) verifiers, \(ntlmNames) NTLM and \(kerberosNames) Kerberos identities"
+        )
         if checked > 0 {
             #expect(ntlmNames > 0)
             #expect(kerberosNames > 0)

@@ -90,7 +90,10 @@ struct PolicyCommandTests {
         return path
     }
 
-    static func learn(_ lines: [String], options: PolicyLearner.Options = PolicyLearner.Options()) throws -> (PolicyLearner, AuditReader) {
+    static func learn(
+        _ lines: [String],
+        options: PolicyLearner.Options = PolicyLearner.Options()
+    ) throws -> (PolicyLearner, AuditReader) {
         let path = try write(lines, name: "audit.jsonl")
         var learner = PolicyLearner(options: options, routes: [("dc1", "learn"), ("dc2", "other")])
         var reader = AuditReader()
@@ -103,7 +106,11 @@ struct PolicyCommandTests {
         let splice = try ConfigPolicySplice(text: config)
         var replacements: [String: [String]] = [:]
         for learned in learner.learned.values {
-            replacements[learned.policy] = learner.yaml(for: learned, indent: splice.indent, conflicts: learner.conflictLines(for: learned.policy))
+            replacements[learned.policy] = learner.yaml(
+                for: learned,
+                indent: splice.indent,
+                conflicts: learner.conflictLines(for: learned.policy)
+            )
         }
         return splice.text(replacing: replacements, header: ["learned"])
     }
@@ -121,7 +128,8 @@ struct PolicyCommandTests {
         #expect(samr.binds == 1 && samr.calls == 3 && samr.opnums == [5, 6, 64])
         #expect(samr.users == ["EXAMPLE\\alice"])
 
-        let old = #"{"time":"2024-05-01T12:34:56.789Z","route":"dc1","event":"call","client":"10.1.2.3","client_port":49152,"server":"10.99.0.2:49667","listener":"mapped","interface":"samr","uuid":"12345778-1234-abcd-ef00-0123456789ac","version":"1.0","opnum":7,"auth_type":"ntlm","auth_level":"privacy","decision":"audit","rule":null,"profile":null,"policy":"dc"}"#
+        let old =
+            #"{"time":"2024-05-01T12:34:56.789Z","route":"dc1","event":"call","client":"10.1.2.3","client_port":49152,"server":"10.99.0.2:49667","listener":"mapped","interface":"samr","uuid":"12345778-1234-abcd-ef00-0123456789ac","version":"1.0","opnum":7,"auth_type":"ntlm","auth_level":"privacy","decision":"audit","rule":null,"profile":null,"policy":"dc"}"#
         let entry = try #require(AuditEntry(jsonLine: Data(old.utf8)))
         #expect(entry.opnum == 7 && entry.authLevel == .privacy && entry.event == .call && entry.decision == .audit)
     }
@@ -149,7 +157,9 @@ struct PolicyCommandTests {
         #expect(other.evaluate(PolicyQuery(interface: samrSyntax, client: IPAddress("10.1.2.3")!)).action == .deny)
 
         // Replaying the learning log against it: nothing denied.
-        var replay = PolicyReplay(policies: Dictionary(uniqueKeysWithValues: settings.routes.map { ($0.name, $0.policy) }))
+        var replay = PolicyReplay(
+            policies: Dictionary(uniqueKeysWithValues: settings.routes.map { ($0.name, $0.policy) })
+        )
         var reader = AuditReader()
         try reader.read([try Self.write(try Self.learningLog(), name: "audit.jsonl")]) { entry in
             if entry.decision.permits { replay.add(entry) }
@@ -160,7 +170,10 @@ struct PolicyCommandTests {
         let samr = InterfaceCatalog.named("samr")!.syntax
         #expect(learned.evaluate(PolicyQuery(interface: samr, opnum: 7, client: client)).action == .deny)
         #expect(learned.evaluate(PolicyQuery(interface: samr, client: IPAddress("10.9.0.1")!)).action == .deny)
-        #expect(learned.evaluate(PolicyQuery(interface: InterfaceCatalog.named("spoolss")!.syntax, client: client)).action == .deny)
+        #expect(
+            learned.evaluate(PolicyQuery(interface: InterfaceCatalog.named("spoolss")!.syntax, client: client)).action
+                == .deny
+        )
         #expect(learned.evaluate(PolicyQuery(interface: samr, opnum: 64, client: client)).action == .allow)
     }
 
@@ -172,7 +185,9 @@ struct PolicyCommandTests {
         )
         #expect(strict != Self.config)
         let settings = try ConfigurationLoader.parse(yaml: strict)
-        var replay = PolicyReplay(policies: Dictionary(uniqueKeysWithValues: settings.routes.map { ($0.name, $0.policy) }))
+        var replay = PolicyReplay(
+            policies: Dictionary(uniqueKeysWithValues: settings.routes.map { ($0.name, $0.policy) })
+        )
         var reader = AuditReader()
         try reader.read([try Self.write(try Self.learningLog(), name: "audit.jsonl")]) { replay.add($0) }
         // lsarpc: two binds (two sources) and one call; spoolss: one bind; samr all allowed.
@@ -180,7 +195,13 @@ struct PolicyCommandTests {
         #expect(replay.denials.count == 4)
         let report = replay.report()
         #expect(report.first == "replayed 9 records: 4 would be denied in 4 groups (interface, opnum, source)")
-        #expect(report.contains { $0.hasPrefix("DENY 1x route dc1: call lsarpc opnum 44 (12345778-1234-abcd-ef00-0123456789ab@0.0) from 10.2.0.1 by default") })
+        #expect(
+            report.contains {
+                $0.hasPrefix(
+                    "DENY 1x route dc1: call lsarpc opnum 44 (12345778-1234-abcd-ef00-0123456789ab@0.0) from 10.2.0.1 by default"
+                )
+            }
+        )
         #expect(report.contains { $0.contains("bind spoolss") })
         #expect(report.contains { $0.contains("endpoint-mapper listener records were not replayed") })
     }
@@ -205,7 +226,10 @@ struct PolicyCommandTests {
         try gzip.run()
         gzip.waitUntilExit()
         try #require(gzip.terminationStatus == 0)
-        var reader = AuditReader(since: AuditTime.parse("2026-05-28T20:29:00Z"), until: AuditTime.parse("2026-05-28T20:31:00Z"))
+        var reader = AuditReader(
+            since: AuditTime.parse("2026-05-28T20:29:00Z"),
+            until: AuditTime.parse("2026-05-28T20:31:00Z")
+        )
         var times: [String] = []
         try reader.read([path + ".gz"]) { times.append($0.timeText) }
         #expect(times == ["2026-05-28T20:29:40.000Z", "2026-05-28T20:30:40.000Z"])

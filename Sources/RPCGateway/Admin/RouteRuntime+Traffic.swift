@@ -25,7 +25,8 @@ extension RouteRuntime {
         case .callAudited(let called, _, _, _, _):
             interface = called
             denied = false
-        case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered, .alterContextServedElsewhere,
+        case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered,
+            .alterContextServedElsewhere,
             .protocolError:
             return
         }

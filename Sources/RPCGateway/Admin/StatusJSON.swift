@@ -57,8 +57,19 @@ extension TrafficSummary.Snapshot {
             ("sources", sources(self.sources)),
             ("denied_interfaces", interfaces(self.deniedInterfaces)),
             ("denied_sources", sources(self.deniedSources)),
-            ("other_interfaces", .object([("seen", .int(Int64(self.otherInterfaces.seen))), ("denied", .int(Int64(self.otherInterfaces.denied)))])),
-            ("other_sources", .object([("seen", .int(Int64(self.otherSources.seen))), ("denied", .int(Int64(self.otherSources.denied)))])),
+            (
+                "other_interfaces",
+                .object([
+                    ("seen", .int(Int64(self.otherInterfaces.seen))),
+                    ("denied", .int(Int64(self.otherInterfaces.denied))),
+                ])
+            ),
+            (
+                "other_sources",
+                .object([
+                    ("seen", .int(Int64(self.otherSources.seen))), ("denied", .int(Int64(self.otherSources.denied))),
+                ])
+            ),
         ])
     }
 }

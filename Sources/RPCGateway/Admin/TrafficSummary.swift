@@ -67,7 +67,12 @@ package final class TrafficSummary: Sendable {
         }
     }
 
-    private static func count<Key: Hashable>(_ table: inout [Key: Counts], _ other: inout Counts, _ key: Key, _ denied: Bool) {
+    private static func count<Key: Hashable>(
+        _ table: inout [Key: Counts],
+        _ other: inout Counts,
+        _ key: Key,
+        _ denied: Bool
+    ) {
         if table[key] == nil, table.count >= Self.maximumKeys {
             other.seen += 1
             if denied { other.denied += 1 }
@@ -82,8 +87,18 @@ package final class TrafficSummary: Sendable {
         return Snapshot(
             interfaces: Self.top(state.interfaces, by: \.seen, then: \.denied, order: { "\($0)" }),
             sources: Self.top(state.sources, by: \.seen, then: \.denied, order: { $0 }),
-            deniedInterfaces: Self.top(state.interfaces.filter { $0.value.denied > 0 }, by: \.denied, then: \.seen, order: { "\($0)" }),
-            deniedSources: Self.top(state.sources.filter { $0.value.denied > 0 }, by: \.denied, then: \.seen, order: { $0 }),
+            deniedInterfaces: Self.top(
+                state.interfaces.filter { $0.value.denied > 0 },
+                by: \.denied,
+                then: \.seen,
+                order: { "\($0)" }
+            ),
+            deniedSources: Self.top(
+                state.sources.filter { $0.value.denied > 0 },
+                by: \.denied,
+                then: \.seen,
+                order: { $0 }
+            ),
             otherInterfaces: state.otherInterfaces,
             otherSources: state.otherSources
         )

@@ -221,9 +221,15 @@ package struct AuditRecord: Hashable, Sendable {
         if !techniques.isEmpty {
             object.field("threat.framework", "MITRE ATT&CK", &buffer)
             var parents: [String] = []
-            for technique in techniques where !parents.contains(technique.parentID) { parents.append(technique.parentID) }
+            for technique in techniques where !parents.contains(technique.parentID) {
+                parents.append(technique.parentID)
+            }
             object.field("threat.technique.id", strings: parents, &buffer)
-            object.field("threat.technique.subtechnique.id", strings: techniques.filter(\.isSubtechnique).map(\.id), &buffer)
+            object.field(
+                "threat.technique.subtechnique.id",
+                strings: techniques.filter(\.isSubtechnique).map(\.id),
+                &buffer
+            )
             object.field("threat.technique.name", strings: techniques.map(\.name), &buffer)
         }
         object.end(&buffer)

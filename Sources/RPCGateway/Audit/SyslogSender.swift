@@ -67,7 +67,9 @@ package final class SyslogSender: @unchecked Sendable {
         }
         buffer.writeString("<\(self.settings.facility * 8 + severity)>1 ")
         record.time.writeRFC3339(into: &buffer)
-        buffer.writeString(" \(self.header.hostname) \(self.settings.appName) \(self.header.processID) \(record.event.rawValue) - ")
+        buffer.writeString(
+            " \(self.header.hostname) \(self.settings.appName) \(self.header.processID) \(record.event.rawValue) - "
+        )
         record.writeJSONLine(into: &buffer)
         buffer.moveWriterIndex(to: buffer.writerIndex - 1)  // the newline
         return buffer
@@ -112,7 +114,10 @@ package final class SyslogSender: @unchecked Sendable {
                     if sent < 0 {
                         let code = errno
                         if code == EINTR { continue }
-                        throw AuditLogError.posix("cannot send to syslog \(self.settings.host):\(self.settings.port)", errno: code)
+                        throw AuditLogError.posix(
+                            "cannot send to syslog \(self.settings.host):\(self.settings.port)",
+                            errno: code
+                        )
                     }
                     offset += sent
                 }
@@ -124,17 +129,26 @@ package final class SyslogSender: @unchecked Sendable {
     }
 
     private func connect() throws {
-        let descriptor = socket(self.address.protocol.rawValue, socketType(datagram: self.settings.transport == .udp), 0)
+        let descriptor = socket(
+            self.address.protocol.rawValue,
+            socketType(datagram: self.settings.transport == .udp),
+            0
+        )
         guard descriptor >= 0 else {
             throw AuditLogError.posix("cannot open a syslog socket", errno: errno)
         }
         var timeout = timeval(tv_sec: Self.socketTimeoutSeconds, tv_usec: 0)
         _ = setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let result = self.address.withSockAddr { pointer, length in connectSocket(descriptor, pointer, socklen_t(length)) }
+        let result = self.address.withSockAddr { pointer, length in
+            connectSocket(descriptor, pointer, socklen_t(length))
+        }
         guard result == 0 else {
             let code = errno
             _ = closeSocket(descriptor)
-            throw AuditLogError.posix("cannot connect to syslog \(self.settings.host):\(self.settings.port)", errno: code)
+            throw AuditLogError.posix(
+                "cannot connect to syslog \(self.settings.host):\(self.settings.port)",
+                errno: code
+            )
         }
         self.descriptor = descriptor
     }
@@ -145,7 +159,9 @@ package final class SyslogSender: @unchecked Sendable {
         var bytes = [CChar](repeating: 0, count: 256)
         guard gethostname(&bytes, bytes.count - 1) == 0 else { return "-" }
         let name = String(decoding: bytes.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let printable = String(name.unicodeScalars.filter { $0.value > 32 && $0.value < 127 }.prefix(255).map(Character.init))
+        let printable = String(
+            name.unicodeScalars.filter { $0.value > 32 && $0.value < 127 }.prefix(255).map(Character.init)
+        )
         return printable.isEmpty ? "-" : printable
     }
 }

@@ -43,7 +43,18 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener, identity: identity)
+            self.recordDecision(
+                .bind,
+                interface,
+                nil,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity
+            )
         case .callDenied(let interface, let opnum, let decision, let level, let type),
             .callAudited(let interface, let opnum, let decision, let level, let type):
             if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
@@ -59,7 +70,18 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener, identity: identity)
+            self.recordDecision(
+                .call,
+                interface,
+                opnum,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity
+            )
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(

@@ -19,7 +19,11 @@ public enum AuthIdentity: Hashable, Sendable {
     ///
     /// - Throws: ``RPCWireError`` (`.invalidNTLMMessage`, `.invalidSPNEGOToken`,
     ///   `.invalidKerberosToken`) when the token is malformed or a name is over `limits`.
-    public static func parse(authType: AuthType, token: ByteBuffer, limits: WireLimits = WireLimits()) throws
+    public static func parse(
+        authType: AuthType,
+        token: ByteBuffer,
+        limits: WireLimits = WireLimits()
+    ) throws
         -> AuthIdentity?
     {
         switch authType {

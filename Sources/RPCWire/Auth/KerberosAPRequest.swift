@@ -56,7 +56,10 @@ public enum KerberosToken {
     ///
     /// - Throws: ``RPCWireError`` `.invalidKerberosToken` when the DER is malformed, a field the
     ///   AP-REQ must have is missing, or a name is over `limits`.
-    public static func serviceIdentity(in token: ByteBuffer, limits: WireLimits = WireLimits()) throws
+    public static func serviceIdentity(
+        in token: ByteBuffer,
+        limits: WireLimits = WireLimits()
+    ) throws
         -> KerberosServiceIdentity?
     {
         var bytes = token
@@ -83,7 +86,10 @@ public enum KerberosToken {
     /// `AP-REQ ::= SEQUENCE { pvno [0], msg-type [1], ap-options [2], ticket [3] Ticket,
     /// authenticator [4] }`; `Ticket ::= [APPLICATION 1] SEQUENCE { tkt-vno [0], realm [1],
     /// sname [2] PrincipalName, enc-part [3] }`.
-    private static func serviceIdentity(apRequestContents: ByteBuffer, limits: WireLimits) throws
+    private static func serviceIdentity(
+        apRequestContents: ByteBuffer,
+        limits: WireLimits
+    ) throws
         -> KerberosServiceIdentity
     {
         let code = RPCWireError.Code.invalidKerberosToken
@@ -118,11 +124,15 @@ public enum KerberosToken {
 
     /// A `KerberosString` (`GeneralString` restricted to IA5, RFC 4120 5.2.1). Bytes above 0x7F
     /// become `?`.
-    private static func kerberosString(_ buffer: inout ByteBuffer, limits: WireLimits, _ what: String) throws -> String {
+    private static func kerberosString(_ buffer: inout ByteBuffer, limits: WireLimits, _ what: String) throws -> String
+    {
         let code = RPCWireError.Code.invalidKerberosToken
         let contents = try buffer.readDERElement(DERElement.generalString, code, what)
         guard contents.readableBytes <= limits.maximumIdentityNameLength else {
-            throw RPCWireError(code, "\(what) of \(contents.readableBytes) bytes, limit \(limits.maximumIdentityNameLength)")
+            throw RPCWireError(
+                code,
+                "\(what) of \(contents.readableBytes) bytes, limit \(limits.maximumIdentityNameLength)"
+            )
         }
         return String(decoding: contents.readableBytesView.map { $0 < 0x80 ? $0 : 0x3F }, as: UTF8.self)
     }

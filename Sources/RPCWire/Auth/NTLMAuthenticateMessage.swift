@@ -81,7 +81,13 @@ public enum NTLMMessage {
         // 44 Workstation. MaximumLength is ignored, as MS-NLMP 2.2.1.3 lets receivers do.
         let domain = try self.name(in: token, descriptorAt: 28, unicode: unicode, field: "DomainName", limits: limits)
         let user = try self.name(in: token, descriptorAt: 36, unicode: unicode, field: "UserName", limits: limits)
-        let workstation = try self.name(in: token, descriptorAt: 44, unicode: unicode, field: "Workstation", limits: limits)
+        let workstation = try self.name(
+            in: token,
+            descriptorAt: 44,
+            unicode: unicode,
+            field: "Workstation",
+            limits: limits
+        )
         return NTLMIdentity(
             user: user,
             domain: domain,

@@ -33,7 +33,8 @@ struct AuditEntry: Hashable, Sendable {
     var isEndpointMapperListener: Bool { self.listener == "epm" }
 
     static let authLevels: [String: AuthLevel] = [
-        "none": .none, "connect": .connect, "call": .call, "packet": .packet, "integrity": .integrity, "privacy": .privacy,
+        "none": .none, "connect": .connect, "call": .call, "packet": .packet, "integrity": .integrity,
+        "privacy": .privacy,
     ]
 
     /// Parses one JSON line; `nil` when it is not an audit record.
@@ -174,7 +175,9 @@ struct AuditReader {
             guard let process = self.process else { return }
             process.waitUntilExit()
             guard process.terminationStatus == 0 else {
-                throw AuditInputError("\(source): \(process.executableURL?.lastPathComponent ?? "decompressor") exited with status \(process.terminationStatus)")
+                throw AuditInputError(
+                    "\(source): \(process.executableURL?.lastPathComponent ?? "decompressor") exited with status \(process.terminationStatus)"
+                )
             }
         }
     }

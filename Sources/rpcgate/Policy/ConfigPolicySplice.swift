@@ -26,11 +26,13 @@ struct ConfigPolicySplice {
             throw SpliceError(description: "the configuration is not a YAML mapping")
         }
         let keys = Array(mapping.keys)
-        guard let position = keys.firstIndex(where: { $0.string == "policies" }), let keyLine = keys[position].mark?.line
+        guard let position = keys.firstIndex(where: { $0.string == "policies" }),
+            let keyLine = keys[position].mark?.line
         else {
             throw SpliceError(description: "the configuration has no policies section")
         }
-        let end = position + 1 < keys.count ? (keys[position + 1].mark?.line ?? self.lines.count + 1) - 1 : self.lines.count
+        let end =
+            position + 1 < keys.count ? (keys[position + 1].mark?.line ?? self.lines.count + 1) - 1 : self.lines.count
         let start = keyLine - 1
         self.section = start..<Self.trimmed(self.lines, start..<end)
         guard let policies = mapping["policies"], let entries = policies.mapping else {
@@ -43,7 +45,8 @@ struct ConfigPolicySplice {
         var located: [(String, Range<Int>)] = []
         for (index, key) in entryKeys.enumerated() {
             guard let name = key.string, let line = key.mark?.line else { continue }
-            let next = index + 1 < entryKeys.count ? (entryKeys[index + 1].mark?.line ?? 0) - 1 : self.section.upperBound
+            let next =
+                index + 1 < entryKeys.count ? (entryKeys[index + 1].mark?.line ?? 0) - 1 : self.section.upperBound
             located.append((name, (line - 1)..<Self.trimmed(self.lines, (line - 1)..<next)))
         }
         self.entries = located

@@ -27,7 +27,9 @@ struct AuditSourceOptions: ParsableArguments {
     var until: String?
 
     func validate() throws {
-        guard !self.audit.isEmpty else { throw ValidationError("give at least one audit file, or - for standard input") }
+        guard !self.audit.isEmpty else {
+            throw ValidationError("give at least one audit file, or - for standard input")
+        }
         for (name, value) in [("since", self.since), ("until", self.until)] {
             if let value, AuditTime.parse(value) == nil {
                 throw ValidationError("--\(name) \(value) is not an RFC 3339 time or a date")
@@ -89,7 +91,9 @@ extension PolicyCommand {
             if profiles.lowercased() == "none" { return [] }
             return try profiles.split(separator: ",").map { name in
                 guard let profile = BuiltInProfiles.named(name.trimmingCharacters(in: .whitespaces)) else {
-                    throw ValidationError("unknown profile \(name); known: \(BuiltInProfiles.names.joined(separator: ", "))")
+                    throw ValidationError(
+                        "unknown profile \(name); known: \(BuiltInProfiles.names.joined(separator: ", "))"
+                    )
                 }
                 return profile
             }
@@ -112,7 +116,9 @@ extension PolicyCommand {
                 throw ExitCode(2)
             }
             let learned = learner.learned.values.sorted { $0.policy < $1.policy }
-            let conflicts = Dictionary(uniqueKeysWithValues: learned.map { ($0.policy, learner.conflictLines(for: $0.policy)) })
+            let conflicts = Dictionary(
+                uniqueKeysWithValues: learned.map { ($0.policy, learner.conflictLines(for: $0.policy)) }
+            )
             switch self.format {
             case .table:
                 for line in Self.table(learned) { print(line) }
@@ -126,14 +132,21 @@ extension PolicyCommand {
                 }
                 var replacements: [String: [String]] = [:]
                 for policy in learned {
-                    replacements[policy.policy] = learner.yaml(for: policy, indent: splice.indent, conflicts: conflicts[policy.policy] ?? [])
+                    replacements[policy.policy] = learner.yaml(
+                        for: policy,
+                        indent: splice.indent,
+                        conflicts: conflicts[policy.policy] ?? []
+                    )
                 }
                 let header = [
                     "Policies of the routes learned by `rpcgate policy suggest` from \(self.sources.audit.joined(separator: " "))"
                         + " (sources aggregated to /\(self.prefix), IPv6 /\(self.prefix6)\(self.opnums ? ", opnums listed" : "")).",
                     "Check them with `rpcgate policy test --config FILE AUDIT...` before enforcing.",
                 ]
-                print(splice.text(replacing: replacements, header: header), terminator: text.hasSuffix("\n") ? "" : "\n")
+                print(
+                    splice.text(replacing: replacements, header: header),
+                    terminator: text.hasSuffix("\n") ? "" : "\n"
+                )
             }
             for (route, count) in learner.unknownRoutes.sorted(by: { $0.key < $1.key }) {
                 printError("note: \(count) records of route \(route), which \(self.config) does not have, were ignored")
@@ -150,7 +163,12 @@ extension PolicyCommand {
         }
 
         static func table(_ learned: [PolicyLearner.Learned]) -> [String] {
-            var rows: [[String]] = [["ROUTES", "POLICY", "INTERFACE", "UUID@VERSION", "BINDS", "CALLS", "SOURCES", "NETWORKS", "OPNUMS", "FIRST SEEN", "LAST SEEN"]]
+            var rows: [[String]] = [
+                [
+                    "ROUTES", "POLICY", "INTERFACE", "UUID@VERSION", "BINDS", "CALLS", "SOURCES", "NETWORKS", "OPNUMS",
+                    "FIRST SEEN", "LAST SEEN",
+                ]
+            ]
             for policy in learned {
                 for usage in policy.interfaces {
                     let opnums = usage.opnums.sorted()
@@ -159,7 +177,10 @@ extension PolicyCommand {
                         "\(usage.interface.uuid)@\(usage.interface.majorVersion).\(usage.interface.minorVersion)",
                         "\(usage.binds)", "\(usage.calls)", "\(usage.sources.count)",
                         PolicyLearner.sortedNetworks(usage.networks).map(\.description).joined(separator: ","),
-                        opnums.isEmpty ? "-" : opnums.prefix(12).map(String.init).joined(separator: ",") + (opnums.count > 12 ? ",..." : ""),
+                        opnums.isEmpty
+                            ? "-"
+                            : opnums.prefix(12).map(String.init).joined(separator: ",")
+                                + (opnums.count > 12 ? ",..." : ""),
                         AuditTime.text(usage.first), AuditTime.text(usage.last),
                     ])
                 }
@@ -191,7 +212,12 @@ extension PolicyCommand {
 
         func run() throws {
             let settings = try loadSettingsOrExit(self.config)
-            var replay = PolicyReplay(policies: Dictionary(settings.routes.map { ($0.name, $0.policy) }, uniquingKeysWith: { first, _ in first }))
+            var replay = PolicyReplay(
+                policies: Dictionary(
+                    settings.routes.map { ($0.name, $0.policy) },
+                    uniquingKeysWith: { first, _ in first }
+                )
+            )
             var reader = self.sources.reader()
             do {
                 try reader.read(self.sources.audit) { replay.add($0) }

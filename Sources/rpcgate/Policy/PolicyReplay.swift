@@ -91,21 +91,28 @@ struct PolicyReplay {
         }
         lines.append(
             "replayed \(self.replayed) records: \(self.denied) would be denied"
-                + (groups.isEmpty ? "" : " in \(groups.count) group\(groups.count == 1 ? "" : "s") (interface, opnum, source)")
+                + (groups.isEmpty
+                    ? "" : " in \(groups.count) group\(groups.count == 1 ? "" : "s") (interface, opnum, source)")
         )
         for (key, denial) in groups {
             let version = "\(key.interface.uuid)@\(key.interface.majorVersion).\(key.interface.minorVersion)"
             let what = key.opnum.map { "call \(key.interfaceLabel) opnum \($0)" } ?? "bind \(key.interfaceLabel)"
-            lines.append("DENY \(denial.count)x route \(key.route): \(what) (\(version)) from \(key.source) by \(denial.rule)")
+            lines.append(
+                "DENY \(denial.count)x route \(key.route): \(what) (\(version)) from \(key.source) by \(denial.rule)"
+            )
             for example in denial.examples {
                 lines.append("    e.g. \(example)")
             }
         }
         for (route, count) in self.unknownRoutes.sorted(by: { $0.key < $1.key }) {
-            lines.append("note: \(count) records of route \(route), which the configuration does not have, were not replayed")
+            lines.append(
+                "note: \(count) records of route \(route), which the configuration does not have, were not replayed"
+            )
         }
         if self.endpointMapperRecords > 0 {
-            lines.append("note: \(self.endpointMapperRecords) endpoint-mapper listener records were not replayed (the listener, not the policy, decides them)")
+            lines.append(
+                "note: \(self.endpointMapperRecords) endpoint-mapper listener records were not replayed (the listener, not the policy, decides them)"
+            )
         }
         return lines
     }

@@ -61,7 +61,9 @@ struct PolicyLearner {
 
         /// Interfaces in label order.
         var interfaces: [InterfaceUsage] {
-            self.usage.values.sorted { ($0.label, $0.interface.uuid.description) < ($1.label, $1.interface.uuid.description) }
+            self.usage.values.sorted {
+                ($0.label, $0.interface.uuid.description) < ($1.label, $1.interface.uuid.description)
+            }
         }
     }
 
@@ -91,7 +93,9 @@ struct PolicyLearner {
         }
         for (policy, learned) in self.learned {
             let profilesOnly = Policy(name: policy, defaultAction: .allow, rules: profileRules)
-            self.conflicts[policy] = PolicyReplay(policies: Dictionary(uniqueKeysWithValues: learned.routes.map { ($0, profilesOnly) }))
+            self.conflicts[policy] = PolicyReplay(
+                policies: Dictionary(uniqueKeysWithValues: learned.routes.map { ($0, profilesOnly) })
+            )
         }
     }
 
@@ -158,7 +162,10 @@ struct PolicyLearner {
             rules.append(
                 PolicyRule(
                     action: .allow,
-                    interfaces: [InterfaceMatcher(parsing: usage.label) ?? InterfaceMatcher(uuid: usage.interface.uuid, label: usage.label)],
+                    interfaces: [
+                        InterfaceMatcher(parsing: usage.label)
+                            ?? InterfaceMatcher(uuid: usage.interface.uuid, label: usage.label)
+                    ],
                     opnums: self.opnumSet(usage),
                     sources: Self.sortedNetworks(usage.networks),
                     origin: RuleOrigin(index: index)
@@ -202,11 +209,13 @@ struct PolicyLearner {
         let inner = pad + "  "
         var lines: [String] = []
         lines.append("\(pad)\(Self.yamlKey(learned.policy)):")
-        let window = learned.first.map { "\(AuditTime.text($0)) to \(AuditTime.text(learned.last ?? $0))" } ?? "no records"
+        let window =
+            learned.first.map { "\(AuditTime.text($0)) to \(AuditTime.text(learned.last ?? $0))" } ?? "no records"
         lines.append(
             "\(inner)# learned from \(learned.records) audit records of route\(learned.routes.count == 1 ? "" : "s") "
                 + "\(learned.routes.joined(separator: ", ")) (\(window))"
-                + (learned.deniedRecords > 0 ? "; \(learned.deniedRecords) records refused while learning were not learned" : "")
+                + (learned.deniedRecords > 0
+                    ? "; \(learned.deniedRecords) records refused while learning were not learned" : "")
         )
         if learned.usage.isEmpty {
             lines.append("\(inner)# no interface was seen: everything is denied")
@@ -220,18 +229,23 @@ struct PolicyLearner {
             lines.append("\(inner)  - profile: \(profile.name)")
         }
         for usage in learned.interfaces {
-            var summary = "\(usage.label) (\(usage.interface.uuid)@\(usage.interface.majorVersion).\(usage.interface.minorVersion)): "
-            summary += "\(usage.binds) bind\(usage.binds == 1 ? "" : "s"), \(usage.calls) call\(usage.calls == 1 ? "" : "s")"
+            var summary =
+                "\(usage.label) (\(usage.interface.uuid)@\(usage.interface.majorVersion).\(usage.interface.minorVersion)): "
+            summary +=
+                "\(usage.binds) bind\(usage.binds == 1 ? "" : "s"), \(usage.calls) call\(usage.calls == 1 ? "" : "s")"
             summary += " from \(usage.sources.count) source\(usage.sources.count == 1 ? "" : "s")"
             summary += ", auth \(usage.authLevels.sorted().map(\.description).joined(separator: "/"))"
             if !usage.users.isEmpty {
-                summary += ", users \(usage.users.sorted().prefix(5).joined(separator: " "))\(usage.users.count > 5 ? " ..." : "")"
+                summary +=
+                    ", users \(usage.users.sorted().prefix(5).joined(separator: " "))\(usage.users.count > 5 ? " ..." : "")"
             }
             summary += "; first \(AuditTime.text(usage.first)), last \(AuditTime.text(usage.last))"
             lines.append("\(inner)  # \(summary)")
             lines.append("\(inner)  - action: allow")
             lines.append("\(inner)    interfaces: [\(Self.yamlScalar(usage.label))]")
-            lines.append("\(inner)    sources: [\(Self.sortedNetworks(usage.networks).map { Self.yamlScalar($0.description) }.joined(separator: ", "))]")
+            lines.append(
+                "\(inner)    sources: [\(Self.sortedNetworks(usage.networks).map { Self.yamlScalar($0.description) }.joined(separator: ", "))]"
+            )
             if let opnums = self.opnumSet(usage) {
                 lines.append("\(inner)    opnums: \(opnums)")
             } else if self.options.includeOpnums {
@@ -246,10 +260,13 @@ struct PolicyLearner {
 
     /// Plain when made only of characters that never need quoting, else a double-quoted string.
     static func yamlScalar(_ text: String) -> String {
-        let plain = !text.isEmpty && text.unicodeScalars.allSatisfy { scalar in
-            (scalar.value >= 0x30 && scalar.value <= 0x39) || (scalar.value >= 0x41 && scalar.value <= 0x5A)
-                || (scalar.value >= 0x61 && scalar.value <= 0x7A) || "-_./@".unicodeScalars.contains(scalar)
-        } && !text.hasPrefix("-") && !["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"].contains(text.lowercased())
+        let plain =
+            !text.isEmpty
+            && text.unicodeScalars.allSatisfy { scalar in
+                (scalar.value >= 0x30 && scalar.value <= 0x39) || (scalar.value >= 0x41 && scalar.value <= 0x5A)
+                    || (scalar.value >= 0x61 && scalar.value <= 0x7A) || "-_./@".unicodeScalars.contains(scalar)
+            } && !text.hasPrefix("-")
+            && !["true", "false", "null", "yes", "no", "on", "off", "y", "n", "~"].contains(text.lowercased())
         if plain && !text.contains(":") { return text }
         var quoted = "\""
         for scalar in text.unicodeScalars {
