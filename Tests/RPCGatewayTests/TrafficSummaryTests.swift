@@ -54,3 +54,21 @@ struct TrafficSummaryTests {
         #expect(first["denied"] as? Int == 1)
     }
 }
+
+extension TrafficSummaryTests {
+    @Test func refusalsShowWhoWasRefused() throws {
+        var status = StatusFixtures.status()
+        try #require(!status.denials.isEmpty)
+        status.denials[0].identity = .ntlm(NTLMIdentity(user: "eve", domain: "EXAMPLE", workstation: "<WS>"))
+        status.denials[1].identity = .kerberos(
+            KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1"])
+        )
+        let page = StatusPage.render(status)
+        #expect(page.contains("<th>Identity</th>"))
+        #expect(page.contains("<td>EXAMPLE\\eve</td>"))
+        #expect(page.contains("<td>ticket for host/dc1@EXAMPLE.TEST</td>"))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(status.json.text.utf8)) as? [String: Any])
+        let denials = try #require(json["denials"] as? [[String: Any]])
+        #expect(denials.first?["identity"] as? String == "EXAMPLE\\eve")
+    }
+}

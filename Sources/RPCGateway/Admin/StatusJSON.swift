@@ -147,6 +147,7 @@ extension AuditRecord {
             ("route", .string(self.route)),
             ("event", .string(self.event.rawValue)),
             ("client", .string(self.clientText)),
+            ("identity", .string(orNull: self.identity == nil ? nil : self.identityText)),
             ("listener", .string(self.listener.rawValue)),
             ("server", .string("\(self.server)")),
             ("interface", .string(self.interfaceName)),

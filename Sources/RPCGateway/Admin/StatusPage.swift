@@ -257,7 +257,7 @@ package enum StatusPage {
             return
         }
         html.tableHead([
-            "Time (UTC)", "Route", "Event", "Client", "Interface", "UUID", "Opnum", "Auth", "Decision", "Rule",
+            "Time (UTC)", "Route", "Event", "Client", "Identity", "Interface", "UUID", "Opnum", "Auth", "Decision", "Rule",
         ])
         for denial in status.denials {
             html.raw("<tr>")
@@ -265,6 +265,7 @@ package enum StatusPage {
             html.cell(denial.route, className: "name")
             html.cell(denial.event.rawValue)
             html.cell(denial.clientText, className: "mono")
+            html.cell(denial.identityText)
             html.cell(denial.interfaceName, className: "interface")
             html.cell(
                 "\(denial.interface.uuid) v\(denial.interface.majorVersion).\(denial.interface.minorVersion)",

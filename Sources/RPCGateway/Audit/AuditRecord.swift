@@ -159,6 +159,20 @@ package struct AuditRecord: Hashable, Sendable {
         return BuiltInProfiles.techniques(profile: profile, interface: self.interface, opnum: self.opnum)
     }
 
+    /// Who the client said it was, for a person: `DOMAIN\user` (NTLM), `ticket for
+    /// SERVICE@REALM` (Kerberos), or `-`.
+    package var identityText: String {
+        switch self.identity {
+        case .ntlm(let ntlm):
+            if ntlm.isAnonymous { return "anonymous" }
+            return ntlm.domain.isEmpty ? ntlm.user : "\(ntlm.domain)\\\(ntlm.user)"
+        case .kerberos(let service):
+            return "ticket for \(service.servicePrincipal)@\(service.realm)"
+        case nil:
+            return "-"
+        }
+    }
+
     /// `rule 3 (profile block-dcsync)`, or `default` when the policy's default decided.
     package var ruleName: String { self.decision.origin?.description ?? "default" }
 
