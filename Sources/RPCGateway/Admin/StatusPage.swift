@@ -257,7 +257,8 @@ package enum StatusPage {
             return
         }
         html.tableHead([
-            "Time (UTC)", "Route", "Event", "Client", "Identity", "Interface", "UUID", "Opnum", "Auth", "Decision", "Rule",
+            "Time (UTC)", "Route", "Event", "Client", "Identity", "Interface", "UUID", "Opnum", "Auth", "Decision",
+            "Rule",
         ])
         for denial in status.denials {
             html.raw("<tr>")
