@@ -41,11 +41,22 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
-        case .callDenied(let interface, let opnum, let decision, let level, let type):
-            self.metrics.callDenied(interface: self.interfaceLabel(interface))
+            self.recordDecision(
+                .bind,
+                interface,
+                nil,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener
+            )
+        case .callDenied(let interface, let opnum, let decision, let level, let type),
+            .callAudited(let interface, let opnum, let decision, let level, let type):
+            if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
             self.logger.notice(
-                "call denied",
+                decision.permits ? "call audited" : "call denied",
                 metadata: [
                     "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
                     "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
@@ -53,18 +64,17 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
-        case .callAudited(let interface, let opnum, let decision, let level, let type):
-            self.logger.notice(
-                "call audited",
-                metadata: [
-                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
-                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
-                    "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
-                    "rule": "\(decision.origin.map(\.description) ?? "default")",
-                ]
+            self.recordDecision(
+                .call,
+                interface,
+                opnum,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener
             )
-            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(

@@ -42,7 +42,8 @@ struct Splicer: Sendable {
         client: Client,
         eventLoop: any EventLoop,
         upstream: @escaping UpstreamConnector,
-        endpointMapperMode: ProxyConnection.EndpointMapperMode = .rewrite
+        endpointMapperMode: ProxyConnection.EndpointMapperMode = .rewrite,
+        onClose: (@Sendable () -> Void)? = nil
     ) -> (handler: GlueHandler, spliced: EventLoopFuture<Void>) {
         let route = admitted.route
         // The pool mapping is counted only if it is still there.
@@ -67,6 +68,7 @@ struct Splicer: Sendable {
             admission.release(ticket)
             route.metrics.connectionClosed()
             if let mappedPort { route.pool.connectionClosed(port: mappedPort) }
+            onClose?()
         }
         let routing = !machine.isSpliced && machine.server == nil
         if routing { connection.onSpliced = { admission.spliced(ticket) } }
