@@ -214,7 +214,9 @@ struct StarterConfiguration {
         let tcpEntries = self.entries.filter { $0.tower?.isNCACNIPTCP ?? false }.count
         var lines: [String] = []
         lines += [
-            "# rpcgate configuration for \(self.server) (\(self.serverAddress)), written by `rpcgate init` \(self.version)",
+            "# rpcgate configuration for \(self.server)"
+                + (self.server == self.serverAddress ? "" : " (\(self.serverAddress))")
+                + ", written by `rpcgate init` \(self.version)",
             "# from what its endpoint mapper (port \(self.serverPort)) registered: \(self.entries.count) entries, "
                 + "\(tcpEntries) over TCP, \(self.interfaces.count) distinct interfaces over TCP"
                 + (self.truncated ? " (the listing was cut short: the server has more)." : "."),
