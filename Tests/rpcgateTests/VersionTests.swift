@@ -11,9 +11,8 @@ struct VersionTests {
         let commit = try #require(full.split(separator: "(").last?.dropLast())
         if commit != "unknown commit" {
             #expect(commit.hasPrefix("commit "))
-            let hash = commit.dropFirst("commit ".count).replacingOccurrences(of: "-dirty", with: "")
+            let hash = commit.dropFirst("commit ".count).split(separator: "-").first ?? ""
             #expect(hash.count >= 7 && hash.allSatisfy(\.isHexDigit), "\(full)")
         }
-        #expect(RPCGateCommand.configuration.version == full)
     }
 }
