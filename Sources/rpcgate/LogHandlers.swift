@@ -155,15 +155,26 @@ struct LogRecord {
     }
 }
 
-/// What the logfmt and JSON handlers share: each log event becomes one ``LogRecord`` (handler,
-/// provider and call metadata merged) and one line on the output; a format only formats.
-protocol LineLogHandler: LogHandler {
-    var label: String { get }
-    var output: LogOutput { get }
+/// How a log line looks: the logfmt and JSON formats differ only here.
+protocol LogLineFormat {
     static func format(_ record: LogRecord) -> String
 }
 
-extension LineLogHandler {
+/// The handler behind both formats: each log event becomes one ``LogRecord`` (handler, provider
+/// and call metadata merged) and one line on the output, formatted by `Format`.
+struct LineLogHandler<Format: LogLineFormat>: LogHandler {
+    let label: String
+    let output: LogOutput
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+    var metadataProvider: Logger.MetadataProvider?
+
+    init(label: String, output: LogOutput = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
+        self.label = label
+        self.output = output
+        self.metadataProvider = metadataProvider
+    }
+
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { self.metadata[key] }
         set { self.metadata[key] = newValue }
@@ -178,9 +189,12 @@ extension LineLogHandler {
             provider: self.metadataProvider,
             callMetadata: event.metadata
         )
-        self.output.write(Self.format(record))
+        self.output.write(Format.format(record))
     }
 }
+
+typealias LogfmtLogHandler = LineLogHandler<LogfmtFormat>
+typealias JSONLogHandler = LineLogHandler<JSONLinesFormat>
 
 // MARK: - logfmt
 
@@ -189,19 +203,7 @@ extension LineLogHandler {
 /// Values are quoted when empty or when they contain a space, `=`, `"` or a control character;
 /// inside quotes `\` and `"` are escaped and control characters written as `\n`, `\r`, `\t` or
 /// `\u00XX`. Keys keep letters, digits and `_ . - /`; anything else becomes `_`.
-struct LogfmtLogHandler: LineLogHandler {
-    let label: String
-    let output: LogOutput
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String, output: LogOutput = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.label = label
-        self.output = output
-        self.metadataProvider = metadataProvider
-    }
-
+enum LogfmtFormat: LogLineFormat {
     static func format(_ record: LogRecord) -> String {
         var line =
             "time=\(record.time) level=\(record.level.rawValue) label=\(Self.value(record.label)) msg=\(Self.value(record.message))"
@@ -260,19 +262,7 @@ struct LogfmtLogHandler: LineLogHandler {
 ///
 /// One JSON object per line; metadata values are strings (lists are arrays of strings), keys in
 /// sorted order after the fixed fields.
-struct JSONLogHandler: LineLogHandler {
-    let label: String
-    let output: LogOutput
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-    var metadataProvider: Logger.MetadataProvider?
-
-    init(label: String, output: LogOutput = .standardError, metadataProvider: Logger.MetadataProvider? = nil) {
-        self.label = label
-        self.output = output
-        self.metadataProvider = metadataProvider
-    }
-
+enum JSONLinesFormat: LogLineFormat {
     static func format(_ record: LogRecord) -> String {
         var pairs: [(String, JSONValue)] = [
             ("time", .string(record.time)),

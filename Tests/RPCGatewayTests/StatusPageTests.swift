@@ -29,16 +29,20 @@ enum StatusFixtures {
         interface: SyntaxID = InterfaceCatalog.named("wkssvc")!.syntax,
         opnum: UInt16? = nil,
         origin: RuleOrigin? = nil
-    ) -> DenialRecord {
-        DenialRecord(
+    ) -> AuditRecord {
+        // The client is a socket address now: text that is none (a hostile string) becomes none.
+        let parts = client.split(separator: ":")
+        let address = parts.count == 2 ? Int(parts[1]).flatMap { try? SocketAddress(ipAddress: String(parts[0]), port: $0) } : nil
+        return AuditRecord(
             time: AuditTimestamp(millisecondsSinceEpoch: 1_795_000_000_123),
             route: route,
-            kind: opnum == nil ? .bind : .call,
-            client: client,
-            listener: .mapped,
+            event: opnum == nil ? .bind : .call,
+            client: address,
             server: TCPEndpoint(address: IPv4Address("10.0.0.2")!, port: 49667),
+            listener: .mapped,
             interface: interface,
             opnum: opnum,
+            authType: .none,
             authLevel: .none,
             decision: PolicyDecision(action: .deny, origin: origin),
             policy: "dc"
@@ -76,7 +80,7 @@ enum StatusFixtures {
 
     static func status(
         routeName: String = "dc1",
-        denials: [DenialRecord] = [
+        denials: [AuditRecord] = [
             denial(),
             denial(
                 interface: InterfaceCatalog.named("drsuapi")!.syntax,
@@ -166,8 +170,8 @@ struct StatusPageTests {
         let hostile = "<script>alert('x')</script>&\""
         let status = StatusFixtures.status(
             routeName: hostile,
-            denials: [StatusFixtures.denial(route: hostile, client: "\"><img src=x onerror=alert(1)>")],
-            error: "</td><script>bad()</script>"
+            denials: [StatusFixtures.denial(route: hostile)],
+            error: "</td><script>bad()</script>\"><img src=x onerror=alert(1)>"
         )
         let html = StatusPage.render(status)
         #expect(!html.contains("<script"))

@@ -38,7 +38,7 @@ struct LogHandlersTests {
             call: ["client": "10.0.0.5:50123", "reason": "client_closed", "decision": "allow by default", "empty": ""]
         )
         #expect(
-            LogfmtLogHandler.format(record)
+            LogfmtFormat.format(record)
                 == "time=2026-11-22T01:55:47.123Z level=info label=rpcgate msg=\"connection closed\" client=10.0.0.5:50123 "
                 + "decision=\"allow by default\" empty=\"\" reason=client_closed route=dc1"
         )
@@ -46,13 +46,13 @@ struct LogHandlersTests {
 
     @Test("logfmt escapes quotes, backslashes, newlines and control characters; cleans keys")
     func logfmtEscaping() {
-        #expect(LogfmtLogHandler.value("a\"b\\c") == "\"a\\\"b\\\\c\"")
-        #expect(LogfmtLogHandler.value("line1\nline2\r\tx") == "\"line1\\nline2\\r\\tx\"")
-        #expect(LogfmtLogHandler.value("bell\u{7}") == "\"bell\\u0007\"")
-        #expect(LogfmtLogHandler.value("k=v") == "\"k=v\"")
-        #expect(LogfmtLogHandler.value("plain") == "plain")
-        #expect(LogfmtLogHandler.key("a key=x\"") == "a_key_x_")
-        #expect(LogfmtLogHandler.key("") == "_")
+        #expect(LogfmtFormat.value("a\"b\\c") == "\"a\\\"b\\\\c\"")
+        #expect(LogfmtFormat.value("line1\nline2\r\tx") == "\"line1\\nline2\\r\\tx\"")
+        #expect(LogfmtFormat.value("bell\u{7}") == "\"bell\\u0007\"")
+        #expect(LogfmtFormat.value("k=v") == "\"k=v\"")
+        #expect(LogfmtFormat.value("plain") == "plain")
+        #expect(LogfmtFormat.key("a key=x\"") == "a_key_x_")
+        #expect(LogfmtFormat.key("") == "_")
     }
 
     @Test("JSON: one object per line, nested metadata flattened with dots, arrays kept")
@@ -68,7 +68,7 @@ struct LogHandlersTests {
             ]
         )
         #expect(
-            JSONLogHandler.format(record)
+            JSONLinesFormat.format(record)
                 == #"{"time":"2026-11-22T01:55:47.123Z","level":"notice","label":"rpcgate","message":"bind denied","#
                 + #""interfaces":["samr","lsarpc"],"metadata.message":"collides","peer.address":"10.0.0.5","#
                 + #""peer.port":"50123","route":"dc1"}"#
@@ -79,7 +79,7 @@ struct LogHandlersTests {
     func jsonEscaping() {
         let record = Self.record(message: "quote \" backslash \\ newline \n tab \t nul \u{0}", call: ["k": "<é>"])
         #expect(
-            JSONLogHandler.format(record)
+            JSONLinesFormat.format(record)
                 == #"{"time":"2026-11-22T01:55:47.123Z","level":"info","label":"rpcgate","#
                 + #""message":"quote \" backslash \\ newline \n tab \t nul \u0000","k":"<é>"}"#
         )

@@ -334,8 +334,8 @@ enum Inputs {
         return Policy(name: "bench", defaultAction: .deny, rules: rules)
     }
 
-    static func boundMachine(policy: Policy) -> RPCConnectionStateMachine {
-        var machine = RPCConnectionStateMachine(
+    static func boundMachine(policy: Policy) -> ConnectionStateMachine {
+        var machine = ConnectionStateMachine.spliced(
             role: .mapped,
             policy: policy,
             client: IPAddress("127.0.0.1") ?? .v4(0x7f00_0001),

@@ -91,13 +91,13 @@ extension ConnectionStatus {
     }
 }
 
-extension DenialRecord {
+extension AuditRecord {
     var json: JSONValue {
         .object([
             ("time", .string(self.time.rfc3339)),
             ("route", .string(self.route)),
-            ("event", .string(self.kind.rawValue)),
-            ("client", .string(self.client)),
+            ("event", .string(self.event.rawValue)),
+            ("client", .string(self.clientText)),
             ("listener", .string(self.listener.rawValue)),
             ("server", .string("\(self.server)")),
             ("interface", .string(self.interfaceName)),

@@ -204,8 +204,8 @@ package enum StatusPage {
             html.raw("<tr>")
             html.cell(denial.time.rfc3339, className: "mono")
             html.cell(denial.route, className: "name")
-            html.cell(denial.kind.rawValue)
-            html.cell(denial.client, className: "mono")
+            html.cell(denial.event.rawValue)
+            html.cell(denial.clientText, className: "mono")
             html.cell(denial.interfaceName, className: "interface")
             html.cell(
                 "\(denial.interface.uuid) v\(denial.interface.majorVersion).\(denial.interface.minorVersion)",

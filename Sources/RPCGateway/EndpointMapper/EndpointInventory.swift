@@ -66,7 +66,7 @@ package struct EndpointInventory: Sendable {
         package var host: IPv4Address?
         package var gateway: GatewayView
         /// The policy's answer for a bind at `privacy` level from the client
-        /// (``RPCConnectionStateMachine/lookUpDecision(_:)``); `nil` when the tower names no interface.
+        /// (``ConnectionStateMachine/lookUpDecision(_:)``); `nil` when the tower names no interface.
         package var verdict: PolicyDecision?
         /// The entry is the endpoint mapper itself (always allowed; no rule decides it).
         package var isEndpointMapper: Bool
@@ -87,7 +87,7 @@ package struct EndpointInventory: Sendable {
         client: IPAddress,
         limits: WireLimits = WireLimits()
     ) {
-        let machine = RPCConnectionStateMachine(
+        let machine = ConnectionStateMachine(
             role: .endpointMapper,
             policy: route.policy,
             client: client,

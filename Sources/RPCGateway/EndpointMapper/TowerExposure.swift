@@ -16,7 +16,7 @@ package enum TowerExposure: Hashable, Sendable {
     /// Classifies `tower` for a route whose server resolved to `upstreamAddress`.
     ///
     /// - Parameter mayLookUp: whether the client may learn the endpoint of an interface
-    ///   (``RPCConnectionStateMachine/mayLookUp(_:)``). Towers without a readable interface are not
+    ///   (``ConnectionStateMachine/mayLookUp(_:)``). Towers without a readable interface are not
     ///   subject to it.
     package static func classify(
         _ tower: EPMTowerEndpoint,

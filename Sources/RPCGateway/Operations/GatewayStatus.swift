@@ -24,7 +24,7 @@ package struct GatewayStatus: Sendable {
     /// Connections waiting for their first bind, to be routed by its interface (not listed).
     package var connectionsAwaitingBind: Int
     /// The last refused binds and calls, newest first.
-    package var denials: [DenialRecord]
+    package var denials: [AuditRecord]
     /// Refusals recorded since start, including those no longer kept.
     package var denialsTotal: Int
     package var readiness: ReadinessReport
@@ -41,7 +41,7 @@ package struct GatewayStatus: Sendable {
         connections: [ConnectionStatus],
         connectionsOmitted: Int,
         connectionsAwaitingBind: Int = 0,
-        denials: [DenialRecord],
+        denials: [AuditRecord],
         denialsTotal: Int,
         readiness: ReadinessReport
     ) {

@@ -15,6 +15,13 @@ public enum ConnectionEvent: Hashable, Sendable {
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
     case endpointLookupDenied(interface: SyntaxID)
+    /// The first bind chose the server: resolved at the endpoint mapper, or (with `handedOutFor`)
+    /// on another endpoint than the one this gateway port was handed out for.
+    case firstBindRouted(server: TCPEndpoint, handedOutFor: TCPEndpoint?)
+    /// The first bind's interface is not registered at the server: refused as the server would.
+    case firstBindNotRegistered(interface: SyntaxID)
+    /// An alter_context on a bind-routed connection named interfaces served on another endpoint.
+    case alterContextServedElsewhere(interfaces: [SyntaxID])
     /// A PDU broke the protocol; `reason` is a stable short code.
     case protocolError(reason: String, detail: String)
 }

@@ -1,6 +1,6 @@
 import NIOConcurrencyHelpers
-package import RPCPolicy
-package import RPCWire
+import RPCPolicy
+import RPCWire
 
 /// A fixed-capacity buffer that keeps the last `capacity` elements appended. No I/O, no locking
 /// (see ``RecentDenials``).
@@ -38,59 +38,16 @@ package struct RingBuffer<Element> {
 
 extension RingBuffer: Sendable where Element: Sendable {}
 
-/// One refused bind or call, as the status page lists it.
-package struct DenialRecord: Hashable, Sendable {
-    package enum Kind: String, Hashable, Sendable {
-        case bind
-        case call
-    }
-
-    package var time: AuditTimestamp
-    package var route: String
-    package var kind: Kind
-    /// `address:port` of the client.
-    package var client: String
-    package var listener: GatewayMetrics.Listener
-    /// The server endpoint the connection was spliced to.
-    package var server: TCPEndpoint
-    package var interface: SyntaxID
-    /// Calls only.
-    package var opnum: UInt16?
-    package var authLevel: AuthLevel
-    package var decision: PolicyDecision
-    package var policy: String
-
-    package init(
-        time: AuditTimestamp,
-        route: String,
-        kind: Kind,
-        client: String,
-        listener: GatewayMetrics.Listener,
-        server: TCPEndpoint,
-        interface: SyntaxID,
-        opnum: UInt16?,
-        authLevel: AuthLevel,
-        decision: PolicyDecision,
-        policy: String
-    ) {
-        self.time = time
-        self.route = route
-        self.kind = kind
-        self.client = client
-        self.listener = listener
-        self.server = server
-        self.interface = interface
-        self.opnum = opnum
-        self.authLevel = authLevel
-        self.decision = decision
-        self.policy = policy
-    }
-
+/// What the status page shows of a refused bind or call: its ``AuditRecord``.
+extension AuditRecord {
     /// The catalog name of ``interface``, or `unknown`.
     package var interfaceName: String { InterfaceCatalog.name(of: self.interface) ?? "unknown" }
 
     /// `rule 3`, `rule 1 (profile block-coercion)` or `default`.
     package var ruleDescription: String { self.decision.origin.map(\.description) ?? "default" }
+
+    /// `address:port` of the client.
+    package var clientText: String { HostPort.text(self.client) }
 }
 
 /// The last refused binds and calls over all routes, for the status page. Appending takes a lock
@@ -99,18 +56,18 @@ package final class RecentDenials: Sendable {
     /// How many refusals the status page keeps by default.
     package static let defaultCapacity = 50
 
-    private let buffer: NIOLockedValueBox<RingBuffer<DenialRecord>>
+    private let buffer: NIOLockedValueBox<RingBuffer<AuditRecord>>
 
     package init(capacity: Int = RecentDenials.defaultCapacity) {
         self.buffer = NIOLockedValueBox(RingBuffer(capacity: capacity))
     }
 
-    package func record(_ denial: DenialRecord) {
+    package func record(_ denial: AuditRecord) {
         self.buffer.withLockedValue { $0.append(denial) }
     }
 
     /// The kept refusals, newest first, and how many were ever recorded.
-    package var snapshot: (denials: [DenialRecord], total: Int) {
+    package var snapshot: (denials: [AuditRecord], total: Int) {
         self.buffer.withLockedValue { (Array($0.elements.reversed()), $0.totalAppended) }
     }
 }

@@ -19,7 +19,7 @@ import Darwin
 /// writes and what reaches the server (and back), through the real framer, glue handlers,
 /// state machine, port pool and metrics.
 @Suite("Proxied connection (EmbeddedChannel)")
-struct RPCProxyConnectionTests {
+struct ProxyConnectionTests {
     struct Harness {
         let loop = EmbeddedEventLoop()
         let client: EmbeddedChannel
@@ -28,7 +28,7 @@ struct RPCProxyConnectionTests {
         let metrics: TestMetrics
         let closed: NIOLockedBoxCount
         let denials = RecentDenials(capacity: 10)
-        let connection: RPCProxyConnection
+        let connection: ProxyConnection
 
         init(
             listener: GatewayMetrics.Listener,
@@ -59,28 +59,31 @@ struct RPCProxyConnectionTests {
             self.server = EmbeddedChannel(loop: self.loop)
             let counter = NIOLockedBoxCount()
             self.closed = counter
-            let connection = RPCProxyConnection(
+            let server = self.server
+            let connection = ProxyConnection(
                 id: 1,
                 route: self.route,
                 listener: listener,
-                machine: RPCConnectionStateMachine(
+                machine: ConnectionStateMachine(
                     role: listener == .epm ? .endpointMapper : .mapped,
                     policy: policy,
                     client: IPAddress("10.1.2.3")!,
-                    limits: WireLimits()
+                    limits: WireLimits(),
+                    server: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135)
                 ),
                 clientAddress: clientAddress,
                 localAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 50000),
                 clientFacingAddress: IPv4Address("127.0.0.1"),
-                serverEndpoint: TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 135),
                 eventLoop: self.loop,
                 timeouts: Timeouts(),
-                limits: WireLimits()
-            ) { counter.increment() }
+                limits: WireLimits(),
+                connector: { _, _, loop in loop.makeSucceededFuture(server) },
+                onClose: { counter.increment() }
+            )
             self.connection = connection
-            let handlers = connection.makeHandlers()
-            try self.client.pipeline.syncOperations.addHandler(handlers.client)
-            try self.server.pipeline.syncOperations.addHandler(handlers.server)
+            let (handler, spliced) = connection.start()
+            try self.client.pipeline.syncOperations.addHandler(handler)
+            try spliced.wait()
             let address = try SocketAddress(ipAddress: "127.0.0.1", port: 1)
             try self.client.connect(to: address).wait()
             try self.server.connect(to: address).wait()
@@ -167,11 +170,11 @@ struct RPCProxyConnectionTests {
         // Newest first: the refused call, then the refused bind. The allowed ones are not kept.
         let (denials, total) = harness.denials.snapshot
         #expect(total == 2)
-        #expect(denials.map(\.kind) == [.call, .bind])
+        #expect(denials.map(\.event) == [.call, .bind])
         #expect(denials.map(\.interfaceName) == ["samr", "drsuapi"])
         #expect(denials.map(\.opnum) == [5, nil])
         #expect(denials.map(\.ruleDescription) == ["rule 0 (profile no-samr-5)", "default"])
-        #expect(denials.map(\.client) == ["10.1.2.3:50123", "10.1.2.3:50123"])
+        #expect(denials.map(\.clientText) == ["10.1.2.3:50123", "10.1.2.3:50123"])
         #expect(denials.allSatisfy { $0.route == "dc1" && $0.policy == "dc" && $0.decision.action == .deny })
         #expect(denials.first?.authLevel == AuthLevel.none)
 

@@ -3,8 +3,8 @@ package import NIOCore
 package import RPCPolicy
 package import RPCWire
 
-/// The splice of one proxied connection on two channels the caller already has: what
-/// ``GatewayServer`` installs once the upstream connection is up (framers, glue handlers, the
+/// The splice of one proxied connection on two channels the caller already has, assembled by
+/// ``Splicer`` as for every listener (framers, glue handlers, the
 /// connection state machine, the route's port pool and metrics, bind and half-close timers),
 /// without sockets. Every timer (bind, idle, half-close) runs on the event loop's clock, so a
 /// harness drives them by advancing an `EmbeddedEventLoop`.
@@ -44,25 +44,22 @@ package enum ProxySplice {
             metrics: metrics.route(route.name),
             logger: logger
         )
-        let connection = RPCProxyConnection(
-            id: 0,
-            route: runtime,
-            listener: listener,
-            machine: RPCConnectionStateMachine(
-                role: listener == .epm ? .endpointMapper : .mapped,
-                policy: route.policy,
-                client: clientAddress,
-                limits: wireLimits
-            ),
-            clientAddress: nil,
-            localAddress: nil,
-            clientFacingAddress: clientFacingAddress,
-            serverEndpoint: serverEndpoint,
+        let admission = Admission(ids: ConnectionIDs())
+        guard let ticket = admission.admit(route: route.name, routeLimit: .max, globalLimit: .max) else {
+            throw GatewayStartError(description: "not admitted")
+        }
+        runtime.metrics.connectionOpened(listener: listener)
+        let role: ConnectionStateMachine.Role = listener == .epm ? .endpointMapper : .mapped
+        let (handler, _) = Splicer(tlsMetrics: TLSMetrics(factory: metrics.factory)).start(
+            AcceptPlan(action: .splice(role: role, server: serverEndpoint)),
+            machine: ConnectionStateMachine(role: role, policy: route.policy, client: clientAddress, limits: wireLimits, server: serverEndpoint),
+            Splicer.Admitted(ticket: ticket, admission: admission, route: runtime, listener: listener, timeouts: timeouts, limits: wireLimits),
+            client: Splicer.Client(address: nil, ip: clientAddress, localAddress: nil, facingAddress: clientFacingAddress),
             eventLoop: client.eventLoop,
-            timeouts: timeouts,
-            limits: wireLimits,
+            // The server channel exists already: "connecting" hands it over.
+            upstream: { _, _, eventLoop in eventLoop.makeSucceededFuture(server) },
             onClose: onClose
         )
-        try connection.install(client: client, server: server)
+        try client.pipeline.syncOperations.addHandler(handler)
     }
 }

@@ -71,7 +71,7 @@ enum Wire {
 }
 
 @Suite("Connection state machine")
-struct RPCConnectionStateMachineTests {
+struct ConnectionStateMachineTests {
     static let client = IPAddress("10.1.2.3")!
     static let policy = Policy(
         name: "dc",
@@ -83,8 +83,8 @@ struct RPCConnectionStateMachineTests {
         ]
     )
 
-    func machine(_ role: RPCConnectionStateMachine.Role = .mapped) -> RPCConnectionStateMachine {
-        RPCConnectionStateMachine(role: role, policy: Self.policy, client: Self.client, limits: WireLimits())
+    func machine(_ role: ConnectionStateMachine.Role = .mapped) -> ConnectionStateMachine {
+        ConnectionStateMachine.spliced(role: role, policy: Self.policy, client: Self.client, limits: WireLimits())
     }
 
     @Test func allowedBindIsForwardedAndItsContextsBecomeUsable() {
@@ -218,7 +218,7 @@ struct RPCConnectionStateMachineTests {
         return stub
     }
 
-    func boundEndpointMapper() -> RPCConnectionStateMachine {
+    func boundEndpointMapper() -> ConnectionStateMachine {
         var machine = self.machine(.endpointMapper)
         #expect(machine.clientSent(Wire.bind([SyntaxID.endpointMapper])) == .forward)
         #expect(machine.serverSent(Wire.bindAck(accepting: 1)) == .forward)
@@ -315,8 +315,8 @@ struct RPCConnectionStateMachineTests {
         #expect(Self.hasProtocolError(machine.takeEvents(), "fragment_sequence"))
     }
 
-    @Test(arguments: [RPCConnectionStateMachine.Role.mapped, .endpointMapper])
-    func middleFragmentOfACallNeverStartedIsAProtocolError(role: RPCConnectionStateMachine.Role) {
+    @Test(arguments: [ConnectionStateMachine.Role.mapped, .endpointMapper])
+    func middleFragmentOfACallNeverStartedIsAProtocolError(role: ConnectionStateMachine.Role) {
         var machine = self.machine(role)
         _ = machine.clientSent(Wire.bind([role == .mapped ? Wire.samr : SyntaxID.endpointMapper]))
         _ = machine.serverSent(Wire.bindAck(accepting: 1))

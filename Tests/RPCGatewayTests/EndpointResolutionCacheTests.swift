@@ -4,74 +4,8 @@ import RPCPolicy
 import RPCWire
 import Testing
 
-@Suite("Routing by the first bind")
-struct BindRoutingTests {
-    let limits = WireLimits()
-
-    @Test("A bind is routed by its first interface context")
-    func routesByInterface() {
-        let decision = BindRouting.decide(firstPDU: Wire.bind([Wire.samr]), servesEndpointMapper: false, limits: limits)
-        #expect(decision == .resolve(Wire.samr))
-    }
-
-    @Test("Bind-time feature negotiation elements are not interfaces")
-    func skipsFeatureNegotiation() {
-        let body = BindPDU(
-            maxTransmitFragment: 4280,
-            maxReceiveFragment: 4280,
-            associationGroupID: 0,
-            contexts: [
-                PresentationContext(
-                    contextID: 0,
-                    abstractSyntax: Wire.samr,
-                    transferSyntaxes: [Wire.featureNegotiation]
-                ),
-                PresentationContext(contextID: 1, abstractSyntax: Wire.lsarpc, transferSyntaxes: [.ndr]),
-            ]
-        )
-        let pdu = Wire.raw(PDU(header: PDUHeader(packetType: .bind, callID: 1), body: .bind(body)))
-        #expect(BindRouting.decide(firstPDU: pdu, servesEndpointMapper: false, limits: limits) == .resolve(Wire.lsarpc))
-    }
-
-    @Test("An endpoint-mapper bind on the EPM port behaves as the EPM listener")
-    func endpointMapperOnSharedPort() {
-        let bind = Wire.bind([.endpointMapper])
-        #expect(BindRouting.decide(firstPDU: bind, servesEndpointMapper: true, limits: limits) == .endpointMapper)
-        #expect(
-            BindRouting.decide(firstPDU: bind, servesEndpointMapper: false, limits: limits) == .resolve(.endpointMapper)
-        )
-    }
-
-    @Test("A first PDU that is not a bind is rejected")
-    func notABind() {
-        let request = Wire.request(callID: 1, opnum: 0)
-        guard case .reject = BindRouting.decide(firstPDU: request, servesEndpointMapper: false, limits: limits) else {
-            Issue.record("a request was routed")
-            return
-        }
-        let alter = Wire.bind([Wire.samr], alter: true)
-        guard case .reject = BindRouting.decide(firstPDU: alter, servesEndpointMapper: false, limits: limits) else {
-            Issue.record("an alter_context was routed")
-            return
-        }
-    }
-
-    @Test("alter_context is refused only for an interface resolved to another port")
-    func alterContext() {
-        let resolved: [SyntaxID: UInt16?] = [Wire.samr: 49154, Wire.lsarpc: 49153, Wire.drsuapi: nil]
-        let lookup: (SyntaxID) -> UInt16?? = { resolved[$0] }
-        #expect(BindRouting.alterContext(interfaces: [Wire.samr], serverPort: 49154, resolved: lookup) == .forward)
-        #expect(BindRouting.alterContext(interfaces: [Wire.lsarpc], serverPort: 49154, resolved: lookup) == .refuse)
-        // Not registered, or not known yet: the server decides.
-        #expect(BindRouting.alterContext(interfaces: [Wire.drsuapi], serverPort: 49154, resolved: lookup) == .forward)
-        let unknown = InterfaceCatalog.named("wkssvc")!.syntax
-        #expect(BindRouting.alterContext(interfaces: [unknown], serverPort: 49154, resolved: lookup) == .forward)
-        #expect(
-            BindRouting.alterContext(interfaces: [Wire.samr, Wire.lsarpc], serverPort: 49154, resolved: lookup)
-                == .refuse
-        )
-    }
-
+@Suite("Transparent route servers")
+struct TransparentServersTests {
     @Test("Transparent routes admit only servers inside their networks")
     func transparentServers() throws {
         var route = RouteSettings(

@@ -1,0 +1,105 @@
+import RPCPolicy
+import RPCWire
+
+/// What to do with a connection a gateway listener accepted: a pure decision from the route's
+/// mode, the listener and what the port pool and the socket say, testable without sockets.
+struct AcceptPlan: Hashable, Sendable {
+    enum Action: Hashable, Sendable {
+        /// Connect to `server` at once and splice (the endpoint-mapper listener, or a gateway port
+        /// whose server is known for certain).
+        case splice(role: ConnectionStateMachine.Role, server: TCPEndpoint)
+        /// Wait for the first bind and go where it says.
+        case routeByBind(FirstBindRouting)
+        /// Close the connection, counted under `reason`.
+        case refuse(GatewayMetrics.RefusalReason, String)
+    }
+
+    var action: Action
+    /// The gateway port whose pool mapping the connection counts against while open.
+    var mappedPort: UInt16?
+    /// The server's address when it differs per connection (transparent mode: the original
+    /// destination); `nil`: the route's upstream.
+    var upstreamAddress: IPv4Address?
+
+    /// What the accepting socket says about where the client wanted to go (transparent mode).
+    enum Destination: Hashable, Sendable {
+        /// Not a transparent route: the destination does not matter.
+        case notAsked
+        /// SO_ORIGINAL_DST (REDIRECT/DNAT), or the local address under TPROXY.
+        case original(TCPEndpoint)
+        /// The connection was not redirected.
+        case unknown
+    }
+
+    /// - Parameters:
+    ///   - listenerPort: the gateway port the client connected to.
+    ///   - upstream: the route's server address (unused in transparent mode).
+    ///   - mapping: the server this gateway port was handed out for, if the pool has it.
+    ///   - admitsServer: whether a transparent route's `servers` contain an address.
+    static func plan(
+        mode: RouteMode,
+        listener: GatewayMetrics.Listener,
+        listenerPort: UInt16,
+        epmPort: UInt16,
+        upstream: IPv4Address,
+        upstreamEPMPort: UInt16,
+        mapping: TCPEndpoint?,
+        destination: Destination,
+        admitsServer: (IPv4Address) -> Bool
+    ) -> AcceptPlan {
+        let upstreamEPM = TCPEndpoint(address: upstream, port: upstreamEPMPort)
+        switch mode {
+        case .mapped:
+            if listener == .epm {
+                return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
+            }
+            // Replicas share no state, so another instance may have handed this port out for
+            // another endpoint, or none (this one restarted): the first bind routes it, with this
+            // instance's mapping preferred when there is one.
+            return AcceptPlan(
+                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, preferred: mapping)),
+                mappedPort: mapping == nil ? nil : listenerPort
+            )
+        case .singlePort:
+            if listener == .epm {
+                return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
+            }
+            return AcceptPlan(
+                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort))
+            )
+        case .transparent:
+            guard case .original(let destination) = destination else {
+                return AcceptPlan(action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)"))
+            }
+            guard admitsServer(destination.address) else {
+                return AcceptPlan(
+                    action: .refuse(.destinationNotAllowed, "original destination \(destination) is outside the route's servers")
+                )
+            }
+            if listener == .epm {
+                return AcceptPlan(action: .splice(role: .endpointMapper, server: destination), upstreamAddress: destination.address)
+            }
+            if let mapping, mapping.address == destination.address {
+                return AcceptPlan(
+                    action: .splice(role: .mapped, server: mapping),
+                    mappedPort: listenerPort,
+                    upstreamAddress: destination.address
+                )
+            }
+            let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
+            return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: mapper)), upstreamAddress: destination.address)
+        }
+    }
+
+    /// The state machine for the planned connection; `nil` for a refusal.
+    func machine(policy: Policy, client: IPAddress, limits: WireLimits) -> ConnectionStateMachine? {
+        switch self.action {
+        case .splice(let role, let server):
+            return ConnectionStateMachine(role: role, policy: policy, client: client, limits: limits, server: server)
+        case .routeByBind(let routing):
+            return ConnectionStateMachine(routing: routing, policy: policy, client: client, limits: limits)
+        case .refuse:
+            return nil
+        }
+    }
+}

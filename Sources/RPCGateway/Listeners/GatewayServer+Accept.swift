@@ -1,0 +1,124 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import RPCPolicy
+import RPCWire
+
+/// Listening and accepting: each listener's connections are admitted (``Admission``), planned
+/// (``AcceptPlan``) and started (``Splicer``).
+extension GatewayServer {
+    func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener, reusePort: Bool) async throws -> any Channel {
+        do {
+            return try await ServerBootstrap.proxiedConnections(group: self.group)
+                .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
+                .childChannelInitializer { [self] channel in
+                    self.accept(channel, routeName: route, listenerPort: key.port, listener: kind)
+                }
+                .bind(host: key.host, port: Int(key.port))
+                .get()
+        } catch {
+            throw GatewayStartError(description: "route \(route): cannot listen on \(key.host):\(key.port): \(error)")
+        }
+    }
+
+    /// Admits a client connection (caps), plans it (``AcceptPlan``) and starts it (``Splicer``).
+    /// Returning the splice future delays reads until a connection whose server is known is
+    /// spliced.
+    private func accept(_ client: any Channel, routeName: String, listenerPort: UInt16, listener: GatewayMetrics.Listener)
+        -> EventLoopFuture<Void>
+    {
+        let (route, settings, peers) = self.state.withLockedValue { ($0.routes[routeName], $0.settings, $0.peers) }
+        guard let route,
+            let ticket = self.admission.admit(
+                route: routeName,
+                routeLimit: route.settings.maximumConnections,
+                globalLimit: settings.limits.maximumConnections
+            )
+        else {
+            let route = self.state.withLockedValue { $0.routes[routeName] }
+            route?.metrics.connectionRefused(reason: .cap)
+            route?.logger.warning(
+                "connection refused: connection cap reached or draining",
+                metadata: ["client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))"]
+            )
+            return client.close()
+        }
+        route.metrics.connectionOpened(listener: listener)
+        let admitted = Splicer.Admitted(
+            ticket: ticket,
+            admission: self.admission,
+            route: route,
+            listener: listener,
+            timeouts: settings.timeouts,
+            limits: settings.wireLimits
+        )
+        let destination: EventLoopFuture<AcceptPlan.Destination>
+        if case .transparent = route.identity.mode {
+            // REDIRECT/DNAT: SO_ORIGINAL_DST. TPROXY: the socket's local address already is the
+            // original destination (and a direct connection to the gateway names the gateway
+            // itself, which is not in `servers`).
+            destination = originalDestination(of: client).map { redirected in
+                (redirected ?? localDestination(of: client)).map(AcceptPlan.Destination.original) ?? .unknown
+            }
+        } else {
+            destination = client.eventLoop.makeSucceededFuture(.notAsked)
+        }
+        return destination.assumeIsolated().flatMap { [self] destination in
+            let current = route.settings
+            let plan = AcceptPlan.plan(
+                mode: route.identity.mode,
+                listener: listener,
+                listenerPort: listenerPort,
+                epmPort: route.identity.epmPort,
+                upstream: route.upstreamAddress,
+                upstreamEPMPort: route.identity.upstreamEPMPort,
+                mapping: listener == .mapped ? route.pool.server(forPort: listenerPort) : nil,
+                destination: destination,
+                admitsServer: current.admitsServer
+            )
+            let clientIP = IPAddress(client.remoteAddress) ?? .v4(0)
+            guard let machine = plan.machine(policy: route.policy.policy, client: clientIP, limits: admitted.limits) else {
+                if case .refuse(let reason, let message) = plan.action {
+                    Splicer.refuse(reason, message, admitted, client: client.remoteAddress)
+                }
+                return client.close()
+            }
+            let upstream: UpstreamConnector
+            if let via = current.via {
+                upstream = UpstreamConnection.tunnel(
+                    via: via,
+                    peer: peers[via],
+                    client: client.remoteAddress,
+                    gateway: client.localAddress,
+                    timeouts: admitted.timeouts,
+                    tlsMetrics: self.tlsMetrics,
+                    logger: route.logger
+                )
+            } else {
+                upstream = UpstreamConnection.direct(timeouts: admitted.timeouts)
+            }
+            let (handler, spliced) = self.splicer.start(
+                plan,
+                machine: machine,
+                admitted,
+                client: Splicer.Client(
+                    address: client.remoteAddress,
+                    ip: clientIP,
+                    localAddress: client.localAddress,
+                    facingAddress: IPv4Address(client.localAddress)
+                ),
+                eventLoop: client.eventLoop,
+                upstream: upstream
+            )
+            do {
+                try client.pipeline.syncOperations.addHandler(handler)
+            } catch {
+                handler.abandon()
+                return client.eventLoop.makeFailedFuture(error)
+            }
+            // A failed upstream has closed the connection (and so the client) already.
+            return spliced.recover { _ in }
+        }.nonisolated()
+    }
+}

@@ -1,0 +1,137 @@
+import Logging
+import NIOCore
+import RPCPolicy
+import RPCWire
+
+/// Connection events become metrics, log lines, audit records and, for refusals, the status page's
+/// list of recent denials.
+extension RouteRuntime {
+    /// The label for an interface: its catalog name, or `unknown`, so clients cannot grow the
+    /// metric's label set.
+    func interfaceLabel(_ interface: SyntaxID) -> String {
+        InterfaceCatalog.name(of: interface) ?? "unknown"
+    }
+
+    /// Turns a connection event into metrics, a log line and, for decisions, an audit record;
+    /// refusals are also kept for the status page.
+    func record(
+        _ event: ConnectionEvent,
+        connection: Int,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        let clientText = HostPort.text(client)
+        switch event {
+        case .bindDecision(let interface, let decision, let level, let type):
+            self.metrics.bind(interface: self.interfaceLabel(interface), decision: decision.permits ? .allow : .deny)
+            self.logger.log(
+                level: decision.permits ? .info : .notice,
+                "bind \(decision.permits ? "allowed" : "denied")",
+                metadata: [
+                    "conn": "\(connection)",
+                    "listener": "\(listener.rawValue)",
+                    "client": "\(clientText)",
+                    "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))",
+                    "uuid": "\(interface)",
+                    "auth_type": "\(type)",
+                    "auth_level": "\(level)",
+                    "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
+                ]
+            )
+            self.recordDecision(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
+        case .callDenied(let interface, let opnum, let decision, let level, let type),
+            .callAudited(let interface, let opnum, let decision, let level, let type):
+            if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
+            self.logger.notice(
+                decision.permits ? "call audited" : "call denied",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
+                    "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
+                ]
+            )
+            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+        case .unknownContext(let contextID):
+            self.metrics.pduError(reason: "unknown_context")
+            self.logger.notice(
+                "request on a context never accepted",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "context_id": "\(contextID)"]
+            )
+        case .endpointLookupDenied(let interface):
+            self.logger.info(
+                "endpoint lookup denied",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)",
+                ]
+            )
+        case .firstBindRouted(let server, let handedOutFor):
+            self.metrics.bindRouted()
+            if let handedOutFor {
+                self.logger.notice(
+                    "gateway port mapped to another endpoint than the bind's interface; routed by the bind",
+                    metadata: ["conn": "\(connection)", "mapping": "\(handedOutFor)", "server": "\(server)"]
+                )
+            }
+        case .firstBindNotRegistered(let interface):
+            self.logger.info(
+                "bind to an interface the server does not register refused",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "uuid": "\(interface)"]
+            )
+        case .alterContextServedElsewhere(let interfaces):
+            for interface in interfaces {
+                self.metrics.bind(interface: self.interfaceLabel(interface), decision: .deny)
+            }
+            self.logger.notice(
+                "alter_context to an interface served by another endpoint refused",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "server": "\(server)"]
+            )
+        case .protocolError(let reason, let detail):
+            self.metrics.pduError(reason: reason)
+            self.logger.notice(
+                "protocol error",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)",
+                ]
+            )
+        }
+    }
+
+    /// One record per decision: queued for the audit log (the JSON is built on the audit writer
+    /// thread) and, for a refusal, kept for the status page.
+    private func recordDecision(
+        _ event: AuditRecord.Event,
+        _ interface: SyntaxID,
+        _ opnum: UInt16?,
+        _ decision: PolicyDecision,
+        _ level: AuthLevel,
+        _ type: AuthType,
+        client: SocketAddress?,
+        server: TCPEndpoint,
+        listener: GatewayMetrics.Listener
+    ) {
+        let refused = !decision.permits
+        guard self.audit != nil || (refused && self.denials != nil) else { return }
+        let settings = self.settings
+        let record = AuditRecord(
+            time: .now(),
+            route: settings.name,
+            event: event,
+            client: client,
+            server: server,
+            listener: listener,
+            interface: interface,
+            opnum: opnum,
+            authType: type,
+            authLevel: level,
+            decision: decision,
+            policy: settings.policy.name
+        )
+        self.audit?.record(record)
+        if refused { self.denials?.record(record) }
+    }
+}

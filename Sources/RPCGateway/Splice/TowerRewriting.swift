@@ -1,0 +1,94 @@
+import Logging
+import NIOCore
+import RPCWire
+
+/// Endpoint-mapper replies on their way to the client: every ncacn_ip_tcp tower of the route's
+/// server gets a gateway port (allocated from the route's pool here); towers of denied interfaces,
+/// of other hosts, or that cannot be mapped are redacted (port 0, 0.0.0.0). An `ept_map` that ends
+/// up advertising nothing is answered "not registered" instead.
+extension ProxyConnection {
+    func rewrite(_ reply: ConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
+        let route = self.route
+        let settings = route.settings
+        let upstreamAddress = self.upstreamAddress
+        let advertised: IPv4Address
+        if case .transparent = settings.mode {
+            // The client keeps talking to the server's own address; nftables sends it back here.
+            advertised = upstreamAddress
+        } else {
+            advertised = settings.advertiseAddress ?? self.clientFacingAddress ?? .any
+        }
+        let singlePort = settings.singlePort
+        // This connection's server is the endpoint mapper that bind routing asks.
+        let mapper = self.serverEndpoint
+        let machine = self.machine
+        let mode = self.endpointMapperMode
+        var exhausted = false
+        do {
+            let result = try EPMReplyRewriter.rewrite(
+                fragments: reply.fragments,
+                operation: reply.operation,
+                syntax: reply.syntax,
+                limits: self.limits
+            ) { tower -> TCPEndpoint? in
+                let exposure = TowerExposure.classify(
+                    tower,
+                    route: settings,
+                    upstreamAddress: upstreamAddress,
+                    mayLookUp: machine.mayLookUp
+                )
+                if mode == .redactOnly {
+                    switch exposure {
+                    case .hidden, .foreignHost: return nil
+                    case .endpointMapper, .mapped: return tower.endpoint
+                    }
+                }
+                switch exposure {
+                case .hidden, .foreignHost:
+                    // Never an open relay: only the configured server, whatever the reply says.
+                    return nil
+                case .endpointMapper:
+                    return TCPEndpoint(address: advertised, port: settings.epmPort)
+                case .mapped(let server):
+                    if let interface = tower.interface {
+                        route.resolver.remember(interface, at: mapper, port: server.port)
+                    }
+                    if let singlePort { return TCPEndpoint(address: advertised, port: singlePort) }
+                    switch route.pool.allocate(for: server) {
+                    case .existing(let port), .allocated(let port):
+                        return TCPEndpoint(address: advertised, port: port)
+                    case .exhausted:
+                        exhausted = true
+                        return nil
+                    }
+                }
+            }
+            if exhausted {
+                route.metrics.portPoolExhausted()
+                route.logger.warning(
+                    "port range exhausted: endpoint-mapper answer redacted",
+                    metadata: ["conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
+                )
+            }
+            route.metrics.towersRewritten(result.rewrittenTowers)
+            if result.redactedTowers > 0 { route.metrics.towersRedacted(result.redactedTowers) }
+            if reply.operation == .map, result.redactedTowers > 0,
+                let notRegistered = EPMMapResponse.notRegisteredPDU(
+                    callID: reply.callID,
+                    contextID: reply.contextID,
+                    maxTowers: reply.maxTowers,
+                    syntax: reply.syntax,
+                    dataRepresentation: reply.dataRepresentation
+                )
+            {
+                return [notRegistered]
+            }
+            return result.fragments.map(\.bytes)
+        } catch {
+            route.metrics.pduError(reason: (error as? RPCWireError)?.code.description ?? "epm_rewrite")
+            route.logger.notice("endpoint-mapper reply not rewritable; connection closed", metadata: ["error": "\(error)"])
+            self.close(.protocolError)
+            return []
+        }
+    }
+}
