@@ -41,8 +41,10 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/n
 RELEASE=(-c release --static-swift-stdlib --product rpcgate --scratch-path "$SCRATCH" -Xlinker -z -Xlinker now)
 log "swift build ${RELEASE[*]}"
 start=$(date +%s)
-swift build "${RELEASE[@]}" 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
-[[ ${PIPESTATUS[0]} -eq 0 ]] || { log "release build failed"; exit 1; }
+if ! swift build "${RELEASE[@]}" >"$OUT/build.log" 2>&1; then
+    grep -vE '^\[[0-9]+/[0-9]+\]' "$OUT/build.log" | tail -n 40 >&2
+    log "release build failed (log: $OUT/build.log)"; exit 1
+fi
 BIN=$(swift build "${RELEASE[@]}" --show-bin-path)/rpcgate
 log "release build: $(( $(date +%s) - start )) s"
 VERSION=$("$BIN" --version | awk '{print $1}')
@@ -53,9 +55,11 @@ ARCH=$(dpkg --print-architecture)
 PARSER=$SCRATCH/checkouts/swift-argument-parser
 [[ -f $PARSER/Package.swift ]] || { log "$PARSER missing: the release build did not resolve swift-argument-parser"; exit 1; }
 log "swift build --product generate-manual (swift-argument-parser)"
-swift build --package-path "$PARSER" --scratch-path "$SCRATCH/generate-manual" --product generate-manual \
-    --disable-automatic-resolution 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' >&2 || true
-[[ ${PIPESTATUS[0]} -eq 0 ]] || { log "generate-manual build failed"; exit 1; }
+if ! swift build --package-path "$PARSER" --scratch-path "$SCRATCH/generate-manual" --product generate-manual \
+    --disable-automatic-resolution >"$OUT/generate-manual.log" 2>&1; then
+    tail -n 40 "$OUT/generate-manual.log" >&2
+    log "generate-manual build failed (log: $OUT/generate-manual.log)"; exit 1
+fi
 GENERATE_MANUAL=$(swift build --package-path "$PARSER" --scratch-path "$SCRATCH/generate-manual" --show-bin-path)/generate-manual
 
 # 3. the tree
