@@ -86,6 +86,7 @@ echo /etc/rpcgate/rpcgate.yaml >"$ROOT/DEBIAN/conffiles"
 
 # man page: one page, every subcommand a section; dated by the commit
 MAN=$STAGE/man
+mkdir -p "$MAN"
 "$GENERATE_MANUAL" "$BIN" --output-directory "$MAN" --date "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)" \
     --authors "The RPCGate authors" >&2
 [[ -s $MAN/rpcgate.1 ]] || { log "generate-manual wrote no rpcgate.1"; exit 1; }
