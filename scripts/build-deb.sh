@@ -92,7 +92,8 @@ mkdir -p "$MAN"
 [[ -s $MAN/rpcgate.1 ]] || { log "generate-manual wrote no rpcgate.1"; exit 1; }
 gzip -9n <"$MAN/rpcgate.1" >"$ROOT/usr/share/man/man1/rpcgate.1.gz"
 
-"$BIN" --generate-completion-script bash >"$ROOT/usr/share/bash-completion/completions/rpcgate"
+# bash-completion sources the file: no #! line (lintian: bash-completion-with-hashbang).
+"$BIN" --generate-completion-script bash | sed '1{/^#!/d}' >"$ROOT/usr/share/bash-completion/completions/rpcgate"
 "$BIN" --generate-completion-script zsh >"$ROOT/usr/share/zsh/vendor-completions/_rpcgate"
 "$BIN" --generate-completion-script fish >"$ROOT/usr/share/fish/vendor_completions.d/rpcgate.fish"
 
@@ -103,8 +104,8 @@ gzip -9n <docs/DEPLOYMENT.md >"$DOC/DEPLOYMENT.md.gz"
 install -m 0644 config/rpcgate.example.yaml config/rpcgate.dc-hardened.yaml "$DOC/examples/"
 {
     printf 'rpcgate (%s) unstable; urgency=medium\n\n' "$VERSION"
-    printf '  * Release %s (commit %s). What changed for users: CHANGELOG.md.gz in this\n' "$VERSION" "${RPCGATE_GIT_COMMIT:-unknown}"
-    printf '    directory.\n\n'
+    printf '  * Release %s, commit %s.\n' "$VERSION" "${RPCGATE_GIT_COMMIT:-unknown}"
+    printf '  * What changed for users: CHANGELOG.md.gz in this directory.\n\n'
     printf ' -- %s  %s\n' "$MAINTAINER" "$(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$DOC/changelog.gz"
 install -m 0644 deploy/debian/lintian-overrides "$ROOT/usr/share/lintian/overrides/rpcgate"
@@ -145,9 +146,11 @@ Description: gateway for Microsoft RPC (DCE/RPC over TCP)
  .
  The package installs the rpcgate command, a hardened systemd unit (not
  started or enabled), the service user rpcgate, and an example configuration
- in /etc/rpcgate/rpcgate.yaml. `rpcgate demo` shows the gateway working on
- loopback; `rpcgate init --server DC` writes a configuration for a real server.
+ in /etc/rpcgate/rpcgate.yaml. "rpcgate demo" shows the gateway working on
+ loopback; "rpcgate init --server DC" writes a configuration for a real server.
 EOF
+
+(cd "$ROOT" && find . -type f ! -path './DEBIAN/*' -printf '%P\n' | LC_ALL=C sort | xargs md5sum) >"$ROOT/DEBIAN/md5sums"
 
 # Reproducible ownership and times: root:root, every mtime the commit's.
 find "$ROOT" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
