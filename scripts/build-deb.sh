@@ -114,10 +114,11 @@ install -m 0755 deploy/debian/postinst deploy/debian/prerm deploy/debian/postrm 
 # Depends: the package of every shared library the binary needs, with the glibc it was linked for.
 depends=()
 for lib in $(objdump -p "$ROOT/usr/bin/rpcgate" | awk '/NEEDED/ {print $2}'); do
-    path=$(ldconfig -p | awk -v lib="$lib" '$1 == lib && /x86-64|x86_64/ {print $NF; exit}')
+    # (no early exit in these pipelines: with pipefail a writer killed by SIGPIPE fails the script)
+    path=$(ldconfig -p | awk -v lib="$lib" '$1 == lib && /x86-64|x86_64/ && !found {print $NF; found = 1}')
     [[ -n $path ]] || { log "cannot find $lib"; exit 1; }
-    pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | head -1 | cut -d: -f1) || pkg=
-    [[ -n $pkg ]] || pkg=$(dpkg -S "$path" 2>/dev/null | head -1 | cut -d: -f1)
+    pkg=$(dpkg -S "$(readlink -f "$path")" 2>/dev/null | sed -n '1s/:.*//p') || pkg=
+    [[ -n $pkg ]] || pkg=$(dpkg -S "$path" 2>/dev/null | sed -n '1s/:.*//p') || pkg=
     [[ -n $pkg ]] || { log "no package owns $path"; exit 1; }
     depends+=("$pkg")
 done
