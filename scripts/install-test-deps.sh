@@ -2,8 +2,9 @@
 # Install the Debian packages RPCGate's interop tests and fixture capture need:
 # a real Samba AD DC, Samba's rpcclient, impacket, pytest, tshark, Kerberos tools,
 # iproute2/nftables and haproxy; chromium (headless screenshot of the status page), python3-yaml
-# and systemd-analyze for the operations and deploy tests; rsyslog (a real syslog receiver for the
-# audit log's RFC 5424 output; the tests run their own rsyslogd on loopback).
+# and systemd-analyze for the operations and deploy tests; lintian for the Debian package test;
+# rsyslog (a real syslog receiver for the audit log's RFC 5424 output; the tests run their own
+# rsyslogd on loopback).
 #
 # Idempotent: returns quickly when everything is already installed.
 # Non-interactive; no daemon is left running on the host afterwards.
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 PKGS=(samba-ad-dc samba-ad-provision smbclient python3-impacket python3-pytest tshark
-      krb5-user iproute2 nftables haproxy chromium python3-yaml rsyslog)
+      krb5-user iproute2 nftables haproxy chromium python3-yaml lintian rsyslog)
 # systemd-analyze (deploy tests) only if absent: naming systemd would upgrade an installed one.
 command -v systemd-analyze >/dev/null || PKGS+=(systemd)
 # Daemons that package scripts could start on the host.
