@@ -257,35 +257,38 @@ def learned(samba, tmp_path_factory):
     audit_path = os.path.join(work, 'audit.jsonl')
     syslog = Rsyslog(work, free_udp_port())
     syslog.start()
-    gw = Gateway(BINARY, config(LEARNING_POLICIES, audit_path, syslog.port), OUT, name='learning', log_level=LOG_LEVEL)
-
-    def ready():
-        status, body = http_get('http://%s/healthz' % ADMIN, timeout=2)
-        assert status == 200, body
-        ri.ept_map(LRN.host, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
-        return True
-
-    kerberos = Kerberos(work)
-    kerberos_error = None
     try:
-        kerberos.kinit()
-    except Exception as e:  # reported by test_kerberos_identity, which needs it
-        kerberos_error = '%s: %s' % (type(e).__name__, e)
-        kerberos = None
-    try:
+        gw = Gateway(BINARY, config(LEARNING_POLICIES, audit_path, syslog.port), OUT, name='learning', log_level=LOG_LEVEL)
+
+        def ready():
+            status, body = http_get('http://%s/healthz' % ADMIN, timeout=2)
+            assert status == 200, body
+            ri.ept_map(LRN.host, LRN.epm_port, *ri.IFACES['samr'], timeout=3)
+            return True
+
+        kerberos = Kerberos(work)
+        kerberos_error = None
         try:
-            gw.start(ready, deadline_s=30)
-        except GatewayError as e:
-            pytest.fail(str(e), pytrace=False)
-        outcomes = run_clients(kerberos)
-        status, page = http_get('http://%s/' % ADMIN, timeout=5)
-        status_json = json.loads(http_get('http://%s/status.json' % ADMIN, timeout=5)[1])
+            kerberos.kinit()
+        except Exception as e:  # reported by test_kerberos_identity, which needs it
+            kerberos_error = '%s: %s' % (type(e).__name__, e)
+            kerberos = None
+        try:
+            try:
+                gw.start(ready, deadline_s=30)
+            except GatewayError as e:
+                pytest.fail(str(e), pytrace=False)
+            outcomes = run_clients(kerberos)
+            status, page = http_get('http://%s/' % ADMIN, timeout=5)
+            status_json = json.loads(http_get('http://%s/status.json' % ADMIN, timeout=5)[1])
+        finally:
+            gw.stop()
+        # the audit writer flushes on shutdown; rsyslog may still be writing
+        count = len(audit_lines(audit_path))
+        wait_for(lambda: len(syslog.records()) >= count)
     finally:
-        gw.stop()
-    # the audit writer flushes on shutdown; rsyslog may still be writing
-    count = len(audit_lines(audit_path))
-    wait_for(lambda: len(syslog.records()) >= count)
-    syslog.stop()
+        # rsyslogd is ours: stopped by its PID whatever happened above
+        syslog.stop()
     shutil.copyfile(audit_path, os.path.join(OUT, 'learning-audit.jsonl'))
     with open(os.path.join(OUT, 'learning-syslog.txt'), 'w') as f:
         f.write('\n'.join(syslog.records()) + '\n')
