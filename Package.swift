@@ -56,7 +56,6 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
@@ -94,12 +93,15 @@ let package = Package(
             ],
             plugins: ["BuildInfoPlugin"]
         ),
+        // The `@main` every fuzz target has without libFuzzer: replays files through its harness.
+        .target(name: "FuzzReplay"),
         // Writes the git commit into the rpcgate target before each build (`rpcgate --version`).
         .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         .executableTarget(
             name: "RPCWireFuzz",
             dependencies: [
                 "RPCWire",
+                "FuzzReplay",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
@@ -144,6 +146,7 @@ let package = Package(
             name: "RPCGatewayFuzz",
             dependencies: [
                 "RPCGateway",
+                "FuzzReplay",
                 "RPCPolicy",
                 "RPCWire",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -155,7 +158,7 @@ let package = Package(
         // libFuzzer target: the YAML configuration loader.
         .executableTarget(
             name: "RPCConfigFuzz",
-            dependencies: ["RPCGatewayConfig", "RPCGateway"],
+            dependencies: ["RPCGatewayConfig", "RPCGateway", "FuzzReplay"],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
         ),
         .testTarget(

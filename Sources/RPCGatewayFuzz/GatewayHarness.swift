@@ -1,14 +1,15 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import NIOCore
 import NIOEmbedded
 import RPCGateway
 import RPCPolicy
 import RPCWire
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The whole per-connection pipeline (framers, glue handlers, ``RPCConnectionStateMachine``,
 /// endpoint-mapper rewriting, port pool, timers) in two `EmbeddedChannel`s on one
@@ -47,7 +48,12 @@ enum GatewayHarness {
         name: "inspecting",
         defaultAction: .deny,
         rules: [
-            PolicyRule(action: .deny, interfaces: matcher("drsuapi"), opnums: OpnumSet([3...3]), origin: RuleOrigin(index: 0)),
+            PolicyRule(
+                action: .deny,
+                interfaces: matcher("drsuapi"),
+                opnums: OpnumSet([3...3]),
+                origin: RuleOrigin(index: 0)
+            ),
             PolicyRule(
                 action: .allow,
                 interfaces: matcher("samr") + matcher("lsarpc") + matcher("drsuapi"),
@@ -248,11 +254,7 @@ enum GatewayHarness {
                         fatalError("a fragment of call \(header.callID) without FIRST_FRAG reached the server")
                     }
                     if listener == .epm {
-                        let opnum = raw.bytes.getInteger(
-                            at: raw.bytes.readerIndex + WireLimits.commonHeaderLength + 6,
-                            endianness: header.endianness,
-                            as: UInt16.self
-                        )
+                        let opnum = raw.requestHeader?.opnum
                         guard let opnum, [2, 3, 4].contains(opnum) else {
                             fatalError("endpoint-mapper opnum \(opnum.map { "\($0)" } ?? "?") reached the server")
                         }

@@ -68,7 +68,9 @@ private func checkStream(_ input: ByteBuffer, expected: [RawPDU], framerFailed: 
         fatalError("PDUStream framed \(framed.count) PDUs where the framer framed \(expected.count)")
     }
     guard failed == framerFailed else {
-        fatalError("PDUStream \(failed ? "failed" : "did not fail") where the framer \(framerFailed ? "failed" : "did not")")
+        fatalError(
+            "PDUStream \(failed ? "failed" : "did not fail") where the framer \(framerFailed ? "failed" : "did not")"
+        )
     }
     if !failed {
         let consumed = expected.reduce(0) { $0 + $1.bytes.readableBytes }

@@ -1,42 +1,12 @@
 #if !FUZZING
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+import FuzzReplay
 import NIOCore
 
-/// Without libFuzzer: replays the files named on the command line (crash reproducers, corpus
-/// entries) through the same code, so a plain `swift build` links and regressions can be rerun.
+/// Without libFuzzer: replays the files named on the command line through ``fuzzOneInput(_:)``.
 @main
-struct ReplayFuzzInputs {
-    static func main() {
-        let paths = CommandLine.arguments.dropFirst()
-        guard !paths.isEmpty else {
-            print("usage: RPCWireFuzz FILE... (replays fuzz inputs; build with RPCGATE_FUZZ=1 --sanitize=fuzzer to fuzz)")
-            return
-        }
-        for path in paths {
-            guard let bytes = readFile(path) else {
-                print("cannot read \(path)")
-                continue
-            }
-            fuzzOneInput(ByteBuffer(bytes: bytes))
-            print("ok \(path) (\(bytes.count) bytes)")
-        }
-    }
-
-    private static func readFile(_ path: String) -> [UInt8]? {
-        guard let file = fopen(path, "rb") else { return nil }
-        defer { fclose(file) }
-        var result: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let count = fread(&chunk, 1, chunk.count, file)
-            if count <= 0 { break }
-            result.append(contentsOf: chunk[0..<count])
-        }
-        return result
+enum ReplayFuzzInputs: FuzzInputReplayer {
+    static func replay(_ input: [UInt8]) {
+        fuzzOneInput(ByteBuffer(bytes: input))
     }
 }
 #endif

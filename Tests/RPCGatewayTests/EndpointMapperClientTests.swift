@@ -271,7 +271,9 @@ struct EndpointMapperClientTests {
                 group: MultiThreadedEventLoopGroup.singleton
             )
         }
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Only catches a hang: the error above is the timeout's. (A 5-s bound failed on a
+        // machine loaded by parallel builds, 13 s: wall-clock bounds do not belong in unit tests.)
+        #expect(ContinuousClock.now - started < .seconds(60))
     }
 
     @Test("A refused connection is an error that says so")

@@ -53,13 +53,27 @@ struct SplicerTests {
         func start(_ plan: AcceptPlan) throws -> Admission.Ticket {
             let ticket = try #require(self.admission.admit(route: "dc1", routeLimit: 10, globalLimit: 10))
             self.route.metrics.connectionOpened(listener: .mapped)
-            let machine = try #require(plan.machine(policy: self.route.policy.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits()))
+            let machine = try #require(
+                plan.machine(policy: self.route.policy.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
+            )
             let server = self.server
             let (handler, spliced) = Splicer(tlsMetrics: TLSMetrics(factory: self.metrics)).start(
                 plan,
                 machine: machine,
-                Splicer.Admitted(ticket: ticket, admission: self.admission, route: self.route, listener: .mapped, timeouts: Timeouts(), limits: WireLimits()),
-                client: Splicer.Client(address: nil, ip: IPAddress("10.1.2.3")!, localAddress: nil, facingAddress: IPv4Address("127.0.0.1")),
+                Splicer.Admitted(
+                    ticket: ticket,
+                    admission: self.admission,
+                    route: self.route,
+                    listener: .mapped,
+                    timeouts: Timeouts(),
+                    limits: WireLimits()
+                ),
+                client: Splicer.Client(
+                    address: nil,
+                    ip: IPAddress("10.1.2.3")!,
+                    localAddress: nil,
+                    facingAddress: IPv4Address("127.0.0.1")
+                ),
                 eventLoop: self.loop,
                 upstream: { [self] endpoint, _, loop in
                     self.connects.append(endpoint)
@@ -121,7 +135,10 @@ struct SplicerTests {
         rig.route.resolver.remember(Wire.samr, at: Self.mapper, port: 49_152)
         let handedOut = TCPEndpoint(address: Self.upstream, port: 49_152)
         _ = rig.route.pool.allocate(for: handedOut)
-        let plan = AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.mapper, preferred: handedOut)), mappedPort: 50_000)
+        let plan = AcceptPlan(
+            action: .routeByBind(FirstBindRouting(mapper: Self.mapper, preferred: handedOut)),
+            mappedPort: 50_000
+        )
         _ = try rig.start(plan)
         #expect(rig.connects.isEmpty, "no upstream before the bind")
         #expect(rig.admission.awaitingBind == 1)
@@ -139,6 +156,27 @@ struct SplicerTests {
         try rig.client.close().wait()
         rig.loop.run()
         #expect(rig.route.pool.mappings.first?.activeConnections == 0, "released with the connection")
+    }
+
+    @Test("An alter_context on a bind-routed connection reaches the server once placed, or is refused")
+    func alterContextOnARoutedConnection() throws {
+        let rig = Rig(policy: Policy(name: "all", defaultAction: .allow, rules: []))
+        rig.route.resolver.remember(Wire.samr, at: Self.mapper, port: 49_152)
+        rig.route.resolver.remember(Wire.lsarpc, at: Self.mapper, port: 49_152)
+        rig.route.resolver.remember(Wire.drsuapi, at: Self.mapper, port: 49_153)
+        _ = try rig.start(AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.mapper))))
+        try rig.clientWrites(Wire.bind([Wire.samr], callID: 1))
+        try rig.serverWrites(Wire.bindAck(callID: 1, accepting: 1))
+        _ = try rig.outbound(rig.server)
+        _ = try rig.outbound(rig.client)
+        let sameEndpoint = Wire.bind([Wire.lsarpc], callID: 2, alter: true)
+        try rig.clientWrites(sameEndpoint)
+        #expect(try rig.outbound(rig.server) == [sameEndpoint])
+        try rig.serverWrites(Wire.bindAck(callID: 2, accepting: 1, alter: true))
+        _ = try rig.outbound(rig.client)
+        try rig.clientWrites(Wire.bind([Wire.drsuapi], callID: 3, alter: true))
+        #expect(try rig.outbound(rig.server).isEmpty, "drsuapi lives on another endpoint")
+        #expect(try rig.outbound(rig.client).map(\.header.packetType) == [.alterContextResponse])
     }
 
     @Test("PDUs that arrive behind the first bind wait for the routing and follow it in order")
@@ -167,7 +205,10 @@ struct SplicerTests {
         rig.client.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         rig.loop.run()
         #expect(rig.admission.active == 0)
-        let closed = try rig.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "client_closed")])
+        let closed = try rig.metrics.expectCounter(
+            "rpcgate_connections_closed_total",
+            [("route", "dc1"), ("reason", "client_closed")]
+        )
         #expect(closed.lastValue == 1)
     }
 
@@ -179,7 +220,10 @@ struct SplicerTests {
         rig.loop.run()
         #expect(rig.admission.active == 0)
         #expect(rig.connects.isEmpty)
-        let refused = try rig.metrics.expectCounter("rpcgate_connections_refused_total", [("route", "dc1"), ("reason", "no_bind")])
+        let refused = try rig.metrics.expectCounter(
+            "rpcgate_connections_refused_total",
+            [("route", "dc1"), ("reason", "no_bind")]
+        )
         #expect(refused.lastValue == 1)
     }
 

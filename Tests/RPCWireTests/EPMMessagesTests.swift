@@ -353,6 +353,51 @@ struct EPMMessagesTests {
         #expect(EPMTestData.stub { $0.writeEPMMapResponse(built, syntax: .ndr32) } == stub)
     }
 
+    @Test func notRegisteredPDUIsWhatSambaSends() throws {
+        // Samba's whole reply PDU (call_id 1, p_cont_id 0, max_towers 1, NDR32, little-endian).
+        let built = EPMMapResponse.notRegisteredPDU(
+            callID: 1,
+            contextID: 0,
+            maxTowers: 1,
+            syntax: .ndr32,
+            dataRepresentation: .littleEndian
+        )
+        #expect(built == (try Fixture.buffer("ept_map_not_registered_response")))
+    }
+
+    // NDR64 is little-endian only (MS-RPCE 2.2.5).
+    @Test(
+        arguments: zip(
+            [NDRSyntax.ndr32, .ndr32, .ndr64],
+            [DataRepresentation.littleEndian, .bigEndian, .littleEndian]
+        )
+    )
+    func notRegisteredPDUParsesBack(syntax: NDRSyntax, drep: DataRepresentation) throws {
+        var bytes = try #require(
+            EPMMapResponse.notRegisteredPDU(
+                callID: 0x0102_0304,
+                contextID: 5,
+                maxTowers: 4,
+                syntax: syntax,
+                dataRepresentation: drep
+            )
+        )
+        let raw = try #require(try bytes.readRawPDU(limits: WireLimits()))
+        #expect(bytes.readableBytes == 0)
+        #expect(raw.header.packetType == .response)
+        #expect(raw.header.flags == .singleFragment)
+        #expect(raw.header.callID == 0x0102_0304)
+        #expect(raw.header.dataRepresentation == drep)
+        guard case .response(var response) = try raw.parse().body else {
+            Issue.record("not a response")
+            return
+        }
+        #expect(response.contextID == 5)
+        #expect(Int(response.allocationHint) == response.stub.readableBytes)
+        let stub = try response.stub.readEPMMapResponse(syntax: syntax, endianness: drep.endianness)
+        #expect(stub == .notRegistered(maxTowers: 4))
+    }
+
     @Test func notRegisteredNDR64Layout() throws {
         let bytes = EPMTestData.stub {
             $0.writeEPMMapResponse(.notRegistered(maxTowers: 4), syntax: .ndr64)

@@ -37,7 +37,7 @@ struct EPMTowerTests {
         #expect(bytes[0...1] == [5, 0])
         // Floor 1 at 2: lhs_len 19, 0x0d, samr UUID little-endian.
         #expect(bytes[2...8] == [19, 0, 0x0d, 0x78, 0x57, 0x34, 0x12])
-        // The TCP+IP pattern of dcerpc-wire.md §3, port at 64-65 and IPv4 at 71-74.
+        // The TCP and IP floors (C706 Appendix L): port big-endian at 64-65, IPv4 in network order at 71-74.
         #expect(bytes[59...74] == [1, 0, 0x07, 2, 0, 0xc0, 0x02, 1, 0, 0x09, 4, 0, 10, 99, 0, 2])
 
         let parsed = try buffer.readProtocolTower(length: 75, limits: WireLimits())

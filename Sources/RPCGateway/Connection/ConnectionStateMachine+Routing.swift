@@ -37,6 +37,16 @@ extension ConnectionStateMachine {
         case unreachable(String)
     }
 
+    /// Where the connection goes, for logs and audit: its server once chosen, else the endpoint
+    /// mapper that will choose it.
+    public var destination: TCPEndpoint? {
+        if let server = self.server { return server }
+        switch self.state {
+        case .awaitingFirstBind(let routing), .resolvingFirstBind(let routing, _): return routing.mapper
+        case .connecting, .spliced, .checkingAlterContext: return self.routedBy
+        }
+    }
+
     mutating func routeFirstPDU(_ raw: RawPDU, _ routing: FirstBindRouting) -> ClientAction {
         guard raw.header.packetType == .bind else {
             return self.notABind(raw, routing, "first PDU is \(raw.header.packetType), not bind")
@@ -153,7 +163,10 @@ extension ConnectionStateMachine {
             return false
         }
         guard servedElsewhere else {
-            return self.decideBind(held.pdu, contexts: body.contexts)
+            // Decided now; the PDU itself was held with the state, so it is forwarded from there.
+            let action = self.decideBind(held.pdu, contexts: body.contexts)
+            if case .forward = action { return .forward(held: held.raw) }
+            return action
         }
         self.events.append(.alterContextServedElsewhere(interfaces: interfaces))
         guard let rejection = PDU.bindRejection(answering: held.pdu), let bytes = try? rejection.serialized() else {

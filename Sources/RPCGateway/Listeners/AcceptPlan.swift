@@ -65,19 +65,29 @@ struct AcceptPlan: Hashable, Sendable {
                 return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
             }
             return AcceptPlan(
-                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort))
+                action: .routeByBind(
+                    FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)
+                )
             )
         case .transparent:
             guard case .original(let destination) = destination else {
-                return AcceptPlan(action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)"))
+                return AcceptPlan(
+                    action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)")
+                )
             }
             guard admitsServer(destination.address) else {
                 return AcceptPlan(
-                    action: .refuse(.destinationNotAllowed, "original destination \(destination) is outside the route's servers")
+                    action: .refuse(
+                        .destinationNotAllowed,
+                        "original destination \(destination) is outside the route's servers"
+                    )
                 )
             }
             if listener == .epm {
-                return AcceptPlan(action: .splice(role: .endpointMapper, server: destination), upstreamAddress: destination.address)
+                return AcceptPlan(
+                    action: .splice(role: .endpointMapper, server: destination),
+                    upstreamAddress: destination.address
+                )
             }
             if let mapping, mapping.address == destination.address {
                 return AcceptPlan(
@@ -87,7 +97,10 @@ struct AcceptPlan: Hashable, Sendable {
                 )
             }
             let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
-            return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: mapper)), upstreamAddress: destination.address)
+            return AcceptPlan(
+                action: .routeByBind(FirstBindRouting(mapper: mapper)),
+                upstreamAddress: destination.address
+            )
         }
     }
 

@@ -35,7 +35,8 @@ final class Admission: Sendable {
     /// A ticket, or `nil` when draining or a cap is reached.
     func admit(route: String, routeLimit: Int, globalLimit: Int) -> Ticket? {
         let admitted = self.state.withLockedValue { state -> Bool in
-            guard !state.draining, state.active < globalLimit, state.activeByRoute[route, default: 0] < routeLimit else {
+            guard !state.draining, state.active < globalLimit, state.activeByRoute[route, default: 0] < routeLimit
+            else {
                 return false
             }
             state.active += 1

@@ -5,7 +5,8 @@ import RPCWire
 
 /// Opens the upstream side of a connection: a TCP connection to the server, or a TLS tunnel to a
 /// core gateway that connects there (``Splicer`` chooses).
-typealias UpstreamConnector = (_ server: TCPEndpoint, _ role: ConnectionStateMachine.Role, _ eventLoop: any EventLoop) ->
+typealias UpstreamConnector = (_ server: TCPEndpoint, _ role: ConnectionStateMachine.Role, _ eventLoop: any EventLoop)
+    ->
     EventLoopFuture<any Channel>
 
 /// One proxied connection, from accept to close: the client channel, the server channel once
@@ -114,7 +115,7 @@ final class ProxyConnection {
     /// The server this connection goes to (the endpoint mapper it asks, before the first bind
     /// chose one).
     var serverEndpoint: TCPEndpoint {
-        self.machine.server ?? self.machine.routedBy ?? TCPEndpoint(address: self.upstreamAddress, port: 0)
+        self.machine.destination ?? TCPEndpoint(address: self.upstreamAddress, port: 0)
     }
 
     /// Creates the client's glue handler and starts the bind and idle timers. A connection whose
@@ -124,7 +125,8 @@ final class ProxyConnection {
     func start() -> (handler: GlueHandler, spliced: EventLoopFuture<Void>) {
         let client = GlueHandler(side: .client, connection: self, limits: self.limits)
         self.clientHandler = client
-        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) { [self] in
+        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) {
+            [self] in
             if !self.machine.isBound { self.close(.bindTimeout) }
         }
         self.timers.append(bindTimer)
@@ -227,7 +229,8 @@ final class ProxyConnection {
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) { [self] in
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) {
+            [self] in
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)
@@ -249,7 +252,9 @@ final class ProxyConnection {
             self.route.metrics.pduError(wire.code)
             self.route.logger.notice(
                 "malformed PDU",
-                metadata: ["conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
+                metadata: [
+                    "conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)",
+                ]
             )
             self.close(.protocolError)
         } else {
@@ -260,7 +265,8 @@ final class ProxyConnection {
     // MARK: - Executing actions
 
     func execute(_ action: ConnectionStateMachine.ClientAction, _ pdu: RawPDU? = nil) {
-        self.recordEvents()
+        // A first bind's decision is recorded once its server is chosen (the audit names it).
+        if case .resolve = action {} else { self.recordEvents() }
         switch action {
         case .forward:
             if let pdu { self.serverHandler?.write(pdu.bytes) }
@@ -288,13 +294,12 @@ final class ProxyConnection {
             _ = self.connect(to: server)
         case .refuse(let refusal):
             self.refuse(refusal)
-        case .checkEndpoints(let interfaces, let mapper, let resolvable):
+        case .checkEndpoints(_, let mapper, let resolvable):
             let resolver = self.route.resolver
             let group = self.eventLoop
             for interface in resolvable where resolver.cached(interface, at: mapper) == nil {
                 Task { _ = try? await resolver.resolve(interface, at: mapper, group: group) }
             }
-            _ = interfaces
             self.execute(self.machine.alterContextChecked { resolver.cached($0, at: mapper) })
         }
     }

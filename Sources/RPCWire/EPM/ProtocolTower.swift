@@ -20,6 +20,23 @@ public struct TowerFloor: Hashable, Sendable {
 
     /// Encoded size: two 16-bit lengths and both sides.
     public var encodedLength: Int { 4 + self.lhs.count + self.rhs.count }
+
+    /// Whether the right-hand side may say where the server is reached: a port, an address, a pipe,
+    /// host or local endpoint name, or the data of any protocol not listed here.
+    ///
+    /// Only three kinds of floor are known to carry none: UUID floors (interface and transfer
+    /// syntax; their right-hand side is the minor version) and the connection-oriented and
+    /// connectionless RPC floors (minor version). 0x0c is ncalrpc in Samba but SPX, whose right-hand
+    /// side is a port, in Wireshark's and impacket's tables (after the DCOM specification), so it
+    /// counts as revealing.
+    public var revealsEndpoint: Bool {
+        switch self.protocolIdentifier {
+        case TowerProtocol.uuid, TowerProtocol.rpcConnectionOriented, TowerProtocol.rpcConnectionless:
+            return false
+        default:
+            return true
+        }
+    }
 }
 
 /// Protocol identifiers of tower floors (C706 Appendix I and L; MS-RPCE 2.1.1.2).
@@ -226,41 +243,28 @@ extension ByteBuffer {
             throw RPCWireError(.invalidTower, "floor count \(floorCount) > limit \(limits.maximumFloors)")
         }
         var position = index + 2
+        // One side of a floor: a u16 little-endian length, then that many bytes, within the tower.
+        func readSide(_ side: String, ofFloor floorNumber: Int) throws -> [UInt8] {
+            guard end - position >= 2,
+                let length = self.getInteger(at: position, endianness: .little, as: UInt16.self)
+            else {
+                throw RPCWireError(
+                    .invalidTower,
+                    "floor \(floorNumber) of \(floorCount): \(side) length past the tower end"
+                )
+            }
+            position += 2
+            guard Int(length) <= end - position, let bytes = self.getBytes(at: position, length: Int(length)) else {
+                throw RPCWireError(.invalidTower, "floor \(floorNumber): \(side) of \(length) bytes past the tower end")
+            }
+            position += Int(length)
+            return bytes
+        }
         var floors: [TowerFloor] = []
         floors.reserveCapacity(Int(floorCount))
         for floorIndex in 0..<Int(floorCount) {
-            guard end - position >= 2,
-                let lhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1) of \(floorCount): lhs length past the tower end"
-                )
-            }
-            position += 2
-            guard Int(lhsLength) <= end - position, let lhs = self.getBytes(at: position, length: Int(lhsLength)) else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1): lhs of \(lhsLength) bytes past the tower end"
-                )
-            }
-            position += Int(lhsLength)
-            guard end - position >= 2,
-                let rhsLength = self.getInteger(at: position, endianness: .little, as: UInt16.self)
-            else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1) of \(floorCount): rhs length past the tower end"
-                )
-            }
-            position += 2
-            guard Int(rhsLength) <= end - position, let rhs = self.getBytes(at: position, length: Int(rhsLength)) else {
-                throw RPCWireError(
-                    .invalidTower,
-                    "floor \(floorIndex + 1): rhs of \(rhsLength) bytes past the tower end"
-                )
-            }
-            position += Int(rhsLength)
+            let lhs = try readSide("lhs", ofFloor: floorIndex + 1)
+            let rhs = try readSide("rhs", ofFloor: floorIndex + 1)
             floors.append(TowerFloor(lhs: lhs, rhs: rhs))
         }
         guard position == end else {

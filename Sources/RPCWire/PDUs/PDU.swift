@@ -66,37 +66,30 @@ extension RawPDU {
         guard authLength > 0 else {
             return (bytes.getSlice(at: start + headerLength, length: total - headerLength) ?? ByteBuffer(), nil)
         }
-        let trailerOffset = total - authLength - WireLimits.securityTrailerLength
-        guard trailerOffset >= headerLength,
-            let (type, level, padLength, reserved) = bytes.getMultipleIntegers(
-                at: start + trailerOffset,
-                as: (UInt8, UInt8, UInt8, UInt8).self
-            ),
-            let contextID = bytes.getInteger(
-                at: start + trailerOffset + 4,
-                endianness: self.header.endianness,
-                as: UInt32.self
-            ),
-            let value = bytes.getSlice(at: start + trailerOffset + WireLimits.securityTrailerLength, length: authLength)
+        guard let trailer = self.securityTrailer,
+            let value = bytes.getSlice(
+                at: start + trailer.offset + WireLimits.securityTrailerLength,
+                length: authLength
+            )
         else {
             throw RPCWireError(.authLengthTooLong, "auth_length \(authLength) in frag_length \(total)")
         }
-        let bodyLength = trailerOffset - headerLength - Int(padLength)
+        let bodyLength = trailer.offset - headerLength - Int(trailer.padLength)
         guard bodyLength >= 0,
             let body = bytes.getSlice(at: start + headerLength, length: bodyLength),
-            let padding = bytes.getSlice(at: start + headerLength + bodyLength, length: Int(padLength))
+            let padding = bytes.getSlice(at: start + headerLength + bodyLength, length: Int(trailer.padLength))
         else {
             throw RPCWireError(
                 .authPaddingTooLong,
-                "auth_pad_length \(padLength) > body \(trailerOffset - headerLength)"
+                "auth_pad_length \(trailer.padLength) > body \(trailer.offset - headerLength)"
             )
         }
         let verifier = AuthVerifier(
-            authType: AuthType(rawValue: type),
-            authLevel: AuthLevel(rawValue: level),
+            authType: trailer.authType,
+            authLevel: trailer.authLevel,
             padding: padding,
-            reserved: reserved,
-            contextID: contextID,
+            reserved: trailer.reserved,
+            contextID: trailer.contextID,
             value: value
         )
         return (body, verifier)
