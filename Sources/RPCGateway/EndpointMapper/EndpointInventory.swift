@@ -47,6 +47,8 @@ package struct EndpointInventory: Sendable {
         case hidden
         /// Redacted: the tower names a host other than the route's server.
         case foreignHost
+        /// Redacted: a server port outside the route's `server_ports`.
+        case portNotAllowed
         /// Redacted: the route's port range is used up.
         case exhausted
         /// Not ncacn_ip_tcp: the gateway passes the tower through unchanged.
@@ -122,6 +124,7 @@ package struct EndpointInventory: Sendable {
                 switch exposure {
                 case .hidden: gateway = .hidden
                 case .foreignHost: gateway = .foreignHost
+                case .portNotAllowed: gateway = .portNotAllowed
                 case .endpointMapper: gateway = .endpointMapper(route.epmPort)
                 case .mapped(let server):
                     gateway = allocator.allocate(for: server, now: now).port.map { .mapped($0) } ?? .exhausted

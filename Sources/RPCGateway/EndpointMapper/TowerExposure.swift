@@ -8,6 +8,8 @@ package enum TowerExposure: Hashable, Sendable {
     case hidden
     /// The tower names a host other than the route's server: redacted, never an open relay.
     case foreignHost
+    /// The tower names a port of the server outside the route's `server_ports`: redacted.
+    case portNotAllowed
     /// The server's own endpoint mapper: advertised as the route's EPM listener.
     case endpointMapper
     /// A dynamic endpoint of the route's server: advertised as a gateway port from the pool.
@@ -28,6 +30,7 @@ package enum TowerExposure: Hashable, Sendable {
         let server = tower.endpoint
         guard server.address == .any || server.address == upstreamAddress else { return .foreignHost }
         if server.port == route.upstreamEPMPort { return .endpointMapper }
+        guard route.allowsServerPort(server.port) else { return .portNotAllowed }
         return .mapped(TCPEndpoint(address: upstreamAddress, port: server.port))
     }
 }

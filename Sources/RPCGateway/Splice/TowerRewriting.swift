@@ -4,7 +4,8 @@ import RPCWire
 
 /// Endpoint-mapper replies on their way to the client: every ncacn_ip_tcp tower of the route's
 /// server gets a gateway port (allocated from the route's pool here); towers of denied interfaces,
-/// of other hosts, or that cannot be mapped are redacted (port 0, 0.0.0.0). An `ept_map` that ends
+/// of other hosts, of server ports outside the route's `server_ports`, or that cannot be mapped
+/// are redacted (port 0, 0.0.0.0). An `ept_map` that ends
 /// up advertising nothing is answered "not registered" instead.
 extension ProxyConnection {
     func rewrite(_ reply: ConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
@@ -24,6 +25,7 @@ extension ProxyConnection {
         let machine = self.machine
         let mode = self.endpointMapperMode
         var exhausted = false
+        var portsNotAllowed: [UInt16] = []
         do {
             let result = try EPMReplyRewriter.rewrite(
                 fragments: reply.fragments,
@@ -37,15 +39,17 @@ extension ProxyConnection {
                     upstreamAddress: upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
+                if case .portNotAllowed = exposure { portsNotAllowed.append(tower.endpoint.port) }
                 if mode == .redactOnly {
                     switch exposure {
-                    case .hidden, .foreignHost: return nil
+                    case .hidden, .foreignHost, .portNotAllowed: return nil
                     case .endpointMapper, .mapped: return tower.endpoint
                     }
                 }
                 switch exposure {
-                case .hidden, .foreignHost:
-                    // Never an open relay: only the configured server, whatever the reply says.
+                case .hidden, .foreignHost, .portNotAllowed:
+                    // Never an open relay: only the configured server and ports, whatever the
+                    // reply says.
                     return nil
                 case .endpointMapper:
                     return TCPEndpoint(address: advertised, port: settings.epmPort)
@@ -68,6 +72,15 @@ extension ProxyConnection {
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
                     metadata: ["conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
+                )
+            }
+            if !portsNotAllowed.isEmpty {
+                route.logger.warning(
+                    "endpoint-mapper reply named server ports outside server_ports: redacted",
+                    metadata: [
+                        "conn": "\(self.id)", "server_ports": "\(portsNotAllowed.prefix(8).map(String.init).joined(separator: ","))",
+                        "towers": "\(portsNotAllowed.count)",
+                    ]
                 )
             }
             route.metrics.towersRewritten(result.rewrittenTowers)
