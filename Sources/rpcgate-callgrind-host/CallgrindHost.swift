@@ -7,10 +7,10 @@
 //
 //   rpcgate-callgrind-host CONFIG [THREADS] [LOG-LEVEL]      (SIGTERM or SIGINT stop it)
 import Dispatch
-import NIOConcurrencyHelpers
 import Foundation
 import Logging
 import Metrics
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Prometheus

@@ -73,14 +73,19 @@ struct AcceptPlanTests {
             return
         }
         let outside = TCPEndpoint(address: IPv4Address("10.99.0.3")!, port: 49_152)
-        guard case .refuse(.destinationNotAllowed, _) = self.plan(mode, .mapped, destination: .original(outside)).action else {
+        guard case .refuse(.destinationNotAllowed, _) = self.plan(mode, .mapped, destination: .original(outside)).action
+        else {
             Issue.record("expected a refusal")
             return
         }
         let server = TCPEndpoint(address: Self.upstream, port: 49_152)
         #expect(
             self.plan(mode, .mapped, mapping: server, destination: .original(server))
-                == AcceptPlan(action: .splice(role: .mapped, server: server), mappedPort: 50_000, upstreamAddress: Self.upstream)
+                == AcceptPlan(
+                    action: .splice(role: .mapped, server: server),
+                    mappedPort: 50_000,
+                    upstreamAddress: Self.upstream
+                )
         )
         let otherServer = TCPEndpoint(address: IPv4Address("10.99.0.9")!, port: 49_152)
         #expect(
@@ -100,6 +105,12 @@ struct AcceptPlanTests {
         #expect(splice?.acceptsClientPDUs == false)
         let routed = self.plan(.mapped, .mapped).machine(policy: policy, client: client, limits: WireLimits())
         #expect(routed?.isAwaitingFirstBind == true)
-        #expect(self.plan(.transparent(servers: []), .mapped, destination: .unknown).machine(policy: policy, client: client, limits: WireLimits()) == nil)
+        #expect(
+            self.plan(.transparent(servers: []), .mapped, destination: .unknown).machine(
+                policy: policy,
+                client: client,
+                limits: WireLimits()
+            ) == nil
+        )
     }
 }

@@ -15,10 +15,15 @@ struct ConnectionRoutingTests {
     static let samrOnly = Policy(
         name: "p",
         defaultAction: .deny,
-        rules: [PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 0))]
+        rules: [
+            PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 0))
+        ]
     )
 
-    func machine(_ routing: FirstBindRouting = FirstBindRouting(mapper: Self.mapper), policy: Policy = Self.samrOnly) -> ConnectionStateMachine {
+    func machine(
+        _ routing: FirstBindRouting = FirstBindRouting(mapper: Self.mapper),
+        policy: Policy = Self.samrOnly
+    ) -> ConnectionStateMachine {
         ConnectionStateMachine(routing: routing, policy: policy, client: Self.client, limits: WireLimits())
     }
 
@@ -59,7 +64,9 @@ struct ConnectionRoutingTests {
     @Test("A first PDU that is not a bind is refused, or goes to the port's known server")
     func notABind() {
         var machine = self.machine()
-        #expect(machine.clientSent(Wire.request(callID: 1, opnum: 0)) == .refuse(.noBind("first PDU is request, not bind")))
+        #expect(
+            machine.clientSent(Wire.request(callID: 1, opnum: 0)) == .refuse(.noBind("first PDU is request, not bind"))
+        )
         let preferred = TCPEndpoint(address: Self.mapper.address, port: 49_200)
         var mapped = self.machine(FirstBindRouting(mapper: Self.mapper, preferred: preferred))
         let request = Wire.request(callID: 1, opnum: 0)
@@ -78,7 +85,13 @@ struct ConnectionRoutingTests {
             maxTransmitFragment: 4280,
             maxReceiveFragment: 4280,
             associationGroupID: 0,
-            contexts: [PresentationContext(contextID: 0, abstractSyntax: Wire.samr, transferSyntaxes: [Wire.featureNegotiation])]
+            contexts: [
+                PresentationContext(
+                    contextID: 0,
+                    abstractSyntax: Wire.samr,
+                    transferSyntaxes: [Wire.featureNegotiation]
+                )
+            ]
         )
         let onlyNegotiation = Wire.raw(PDU(header: PDUHeader(packetType: .bind, callID: 1), body: .bind(body)))
         guard case .refuse(.noBind) = machine.clientSent(onlyNegotiation) else {
@@ -142,7 +155,10 @@ struct ConnectionRoutingTests {
         #expect(shared.role == .endpointMapper)
         #expect(shared.connected() == .forwardHeld([bind]))
 
-        var notShared = self.machine(FirstBindRouting(mapper: Self.mapper), policy: Policy(name: "all", defaultAction: .allow, rules: []))
+        var notShared = self.machine(
+            FirstBindRouting(mapper: Self.mapper),
+            policy: Policy(name: "all", defaultAction: .allow, rules: [])
+        )
         #expect(notShared.clientSent(Wire.bind([.endpointMapper])) == .resolve(.endpointMapper, at: Self.mapper))
         #expect(notShared.role == .mapped)
     }
@@ -157,7 +173,9 @@ struct ConnectionRoutingTests {
     }
 
     /// A machine routed to port 49152 by its first bind (samr), spliced and bound.
-    func routedAndBound(policy: Policy = Policy(name: "all", defaultAction: .allow, rules: [])) -> ConnectionStateMachine {
+    func routedAndBound(
+        policy: Policy = Policy(name: "all", defaultAction: .allow, rules: [])
+    ) -> ConnectionStateMachine {
         var machine = self.machine(policy: policy)
         _ = machine.clientSent(Wire.bind([Wire.samr], callID: 1))
         _ = machine.firstBindResolved(.port(49_152))
@@ -185,7 +203,10 @@ struct ConnectionRoutingTests {
         #expect(machine.alterContextChecked { _ in .some(49_152) } == .forwardHeld([sameEndpoint]), "same endpoint")
         let notRegistered = Wire.bind([Wire.lsarpc], callID: 4, alter: true)
         #expect(machine.clientSent(notRegistered) != .forward)
-        #expect(machine.alterContextChecked { _ in .some(nil) } == .forwardHeld([notRegistered]), "the server refuses it itself")
+        #expect(
+            machine.alterContextChecked { _ in .some(nil) } == .forwardHeld([notRegistered]),
+            "the server refuses it itself"
+        )
         let unknown = Wire.bind([Wire.lsarpc], callID: 5, alter: true)
         #expect(machine.clientSent(unknown) != .forward)
         #expect(machine.alterContextChecked { _ in nil } == .forwardHeld([unknown]), "unknown yet")
@@ -195,7 +216,10 @@ struct ConnectionRoutingTests {
     func deniedInterfacesAreNotResolvable() {
         var machine = self.routedAndBound(policy: Self.samrOnly)
         let alter = Wire.bind([Wire.samr, Wire.drsuapi], callID: 2, alter: true)
-        #expect(machine.clientSent(alter) == .checkEndpoints([Wire.samr, Wire.drsuapi], at: Self.mapper, resolvable: [Wire.samr]))
+        #expect(
+            machine.clientSent(alter)
+                == .checkEndpoints([Wire.samr, Wire.drsuapi], at: Self.mapper, resolvable: [Wire.samr])
+        )
         guard case .respond = machine.alterContextChecked({ _ in nil }) else {
             Issue.record("the policy still refuses drsuapi")
             return
@@ -205,7 +229,13 @@ struct ConnectionRoutingTests {
     @Test("A connection to a known server waits for the upstream, then takes PDUs")
     func knownServer() {
         let server = TCPEndpoint(address: Self.mapper.address, port: 49_152)
-        var machine = ConnectionStateMachine(role: .mapped, policy: Self.samrOnly, client: Self.client, limits: WireLimits(), server: server)
+        var machine = ConnectionStateMachine(
+            role: .mapped,
+            policy: Self.samrOnly,
+            client: Self.client,
+            limits: WireLimits(),
+            server: server
+        )
         #expect(!machine.acceptsClientPDUs)
         #expect(machine.connected() == .hold)
         #expect(machine.acceptsClientPDUs)

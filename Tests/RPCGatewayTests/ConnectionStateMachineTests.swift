@@ -9,7 +9,11 @@ enum Wire {
     static let samr = InterfaceCatalog.named("samr")!.syntax
     static let drsuapi = InterfaceCatalog.named("drsuapi")!.syntax
     static let lsarpc = InterfaceCatalog.named("lsarpc")!.syntax
-    static let featureNegotiation = SyntaxID(uuid: DCEUUID("6cb71c2c-9812-4540-0300-000000000000")!, majorVersion: 1, minorVersion: 0)
+    static let featureNegotiation = SyntaxID(
+        uuid: DCEUUID("6cb71c2c-9812-4540-0300-000000000000")!,
+        majorVersion: 1,
+        minorVersion: 0
+    )
 
     static func raw(_ pdu: PDU) -> RawPDU {
         var bytes = try! pdu.serialized()
@@ -25,33 +29,85 @@ enum Wire {
     ) -> RawPDU {
         var contexts: [PresentationContext] = []
         for (index, interface) in interfaces.enumerated() {
-            contexts.append(PresentationContext(contextID: UInt16(index), abstractSyntax: interface, transferSyntaxes: [.ndr]))
+            contexts.append(
+                PresentationContext(contextID: UInt16(index), abstractSyntax: interface, transferSyntaxes: [.ndr])
+            )
         }
         if windowsStyle, let interface = interfaces.first {
-            contexts.append(PresentationContext(contextID: UInt16(contexts.count), abstractSyntax: interface, transferSyntaxes: [.ndr64]))
-            contexts.append(PresentationContext(contextID: UInt16(contexts.count), abstractSyntax: interface, transferSyntaxes: [featureNegotiation]))
+            contexts.append(
+                PresentationContext(
+                    contextID: UInt16(contexts.count),
+                    abstractSyntax: interface,
+                    transferSyntaxes: [.ndr64]
+                )
+            )
+            contexts.append(
+                PresentationContext(
+                    contextID: UInt16(contexts.count),
+                    abstractSyntax: interface,
+                    transferSyntaxes: [featureNegotiation]
+                )
+            )
         }
-        let body = BindPDU(maxTransmitFragment: 4280, maxReceiveFragment: 4280, associationGroupID: 0, contexts: contexts)
-        return raw(PDU(header: PDUHeader(packetType: alter ? .alterContext : .bind, callID: callID), body: alter ? .alterContext(body) : .bind(body), authVerifier: auth))
-    }
-
-    static func bindAck(callID: UInt32 = 1, accepting count: Int, alter: Bool = false) -> RawPDU {
-        let results = (0..<count).map { _ in PresentationResult(result: .acceptance, reason: .notSpecified, transferSyntax: .ndr) }
-        let body = BindAckPDU(maxTransmitFragment: 4280, maxReceiveFragment: 4280, associationGroupID: 0x1234, secondaryAddress: BindAckPDU.secondaryAddress(port: 49154), results: results)
-        return raw(PDU(header: PDUHeader(packetType: alter ? .alterContextResponse : .bindAck, callID: callID), body: alter ? .alterContextResponse(body) : .bindAck(body)))
-    }
-
-    static func request(callID: UInt32, context: UInt16 = 0, opnum: UInt16, stub: ByteBuffer = ByteBuffer(bytes: [0, 0, 0, 0]), flags: PFCFlags = .singleFragment, auth: AuthVerifier? = nil) -> RawPDU {
-        raw(
+        let body = BindPDU(
+            maxTransmitFragment: 4280,
+            maxReceiveFragment: 4280,
+            associationGroupID: 0,
+            contexts: contexts
+        )
+        return raw(
             PDU(
-                header: PDUHeader(packetType: .request, flags: flags, callID: callID),
-                body: .request(RequestPDU(allocationHint: UInt32(stub.readableBytes), contextID: context, opnum: opnum, stub: stub)),
+                header: PDUHeader(packetType: alter ? .alterContext : .bind, callID: callID),
+                body: alter ? .alterContext(body) : .bind(body),
                 authVerifier: auth
             )
         )
     }
 
-    static func response(callID: UInt32, context: UInt16 = 0, stub: ByteBuffer, flags: PFCFlags = .singleFragment) -> RawPDU {
+    static func bindAck(callID: UInt32 = 1, accepting count: Int, alter: Bool = false) -> RawPDU {
+        let results = (0..<count).map { _ in
+            PresentationResult(result: .acceptance, reason: .notSpecified, transferSyntax: .ndr)
+        }
+        let body = BindAckPDU(
+            maxTransmitFragment: 4280,
+            maxReceiveFragment: 4280,
+            associationGroupID: 0x1234,
+            secondaryAddress: BindAckPDU.secondaryAddress(port: 49154),
+            results: results
+        )
+        return raw(
+            PDU(
+                header: PDUHeader(packetType: alter ? .alterContextResponse : .bindAck, callID: callID),
+                body: alter ? .alterContextResponse(body) : .bindAck(body)
+            )
+        )
+    }
+
+    static func request(
+        callID: UInt32,
+        context: UInt16 = 0,
+        opnum: UInt16,
+        stub: ByteBuffer = ByteBuffer(bytes: [0, 0, 0, 0]),
+        flags: PFCFlags = .singleFragment,
+        auth: AuthVerifier? = nil
+    ) -> RawPDU {
+        raw(
+            PDU(
+                header: PDUHeader(packetType: .request, flags: flags, callID: callID),
+                body: .request(
+                    RequestPDU(allocationHint: UInt32(stub.readableBytes), contextID: context, opnum: opnum, stub: stub)
+                ),
+                authVerifier: auth
+            )
+        )
+    }
+
+    static func response(
+        callID: UInt32,
+        context: UInt16 = 0,
+        stub: ByteBuffer,
+        flags: PFCFlags = .singleFragment
+    ) -> RawPDU {
         raw(
             PDU(
                 header: PDUHeader(packetType: .response, flags: flags, callID: callID),
@@ -77,9 +133,23 @@ struct ConnectionStateMachineTests {
         name: "dc",
         defaultAction: .deny,
         rules: [
-            PolicyRule(action: .deny, interfaces: [InterfaceMatcher(parsing: "drsuapi")!], opnums: OpnumSet([3...3]), origin: RuleOrigin(index: 0)),
-            PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!, InterfaceMatcher(parsing: "drsuapi")!], origin: RuleOrigin(index: 1)),
-            PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "spoolss")!], minimumAuthLevel: .privacy, origin: RuleOrigin(index: 2)),
+            PolicyRule(
+                action: .deny,
+                interfaces: [InterfaceMatcher(parsing: "drsuapi")!],
+                opnums: OpnumSet([3...3]),
+                origin: RuleOrigin(index: 0)
+            ),
+            PolicyRule(
+                action: .allow,
+                interfaces: [InterfaceMatcher(parsing: "samr")!, InterfaceMatcher(parsing: "drsuapi")!],
+                origin: RuleOrigin(index: 1)
+            ),
+            PolicyRule(
+                action: .allow,
+                interfaces: [InterfaceMatcher(parsing: "spoolss")!],
+                minimumAuthLevel: .privacy,
+                origin: RuleOrigin(index: 2)
+            ),
         ]
     )
 
@@ -116,7 +186,11 @@ struct ConnectionStateMachineTests {
         #expect(ack.results.count == 1)
         #expect(ack.results[0].result == .providerRejection)
         #expect(ack.results[0].reason == .abstractSyntaxNotSupported)
-        #expect(machine.takeEvents().contains { if case .bindDecision(_, let decision, _, _) = $0 { return !decision.permits } else { return false } })
+        #expect(
+            machine.takeEvents().contains {
+                if case .bindDecision(_, let decision, _, _) = $0 { return !decision.permits } else { return false }
+            }
+        )
     }
 
     @Test func alterContextToADeniedInterfaceIsRefusedAndItsContextStaysUnusable() throws {
@@ -131,7 +205,11 @@ struct ConnectionStateMachineTests {
         }
         #expect(Wire.parse(bytes)?.packetType == .alterContextResponse)
         // Context 1 was never accepted: a request on it is a fault and the end of the connection.
-        guard case .respondAndClose(let fault, .unknownContext) = machine.clientSent(Wire.request(callID: 3, context: 1, opnum: 0)) else {
+        guard
+            case .respondAndClose(let fault, .unknownContext) = machine.clientSent(
+                Wire.request(callID: 3, context: 1, opnum: 0)
+            )
+        else {
             Issue.record("expected fault and close")
             return
         }
@@ -146,7 +224,8 @@ struct ConnectionStateMachineTests {
 
     @Test func requestBeforeAnyBindGetsAFaultAndCloses() {
         var machine = self.machine()
-        guard case .respondAndClose(let bytes, .unknownContext) = machine.clientSent(Wire.request(callID: 1, opnum: 0)) else {
+        guard case .respondAndClose(let bytes, .unknownContext) = machine.clientSent(Wire.request(callID: 1, opnum: 0))
+        else {
             Issue.record("expected fault and close")
             return
         }
@@ -166,7 +245,8 @@ struct ConnectionStateMachineTests {
         _ = machine.serverSent(Wire.bindAck(accepting: 1))
         #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0)) == .forward)
         // DRSGetNCChanges in three fragments: the first gets the fault, the others are dropped.
-        guard case .respond(let fault) = machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: .firstFragment)) else {
+        guard case .respond(let fault) = machine.clientSent(Wire.request(callID: 3, opnum: 3, flags: .firstFragment))
+        else {
             Issue.record("expected a fault")
             return
         }
@@ -187,7 +267,11 @@ struct ConnectionStateMachineTests {
         _ = machine.clientSent(Wire.bind([Wire.drsuapi], auth: Wire.ntlm(level)))
         _ = machine.serverSent(Wire.bindAck(accepting: 1))
         #expect(machine.clientSent(Wire.request(callID: 2, opnum: 0, auth: Wire.ntlm(level))) == .forward)
-        guard case .respondAndClose(let fault, .callDeniedOnProtectedSession) = machine.clientSent(Wire.request(callID: 3, opnum: 3, auth: Wire.ntlm(level))) else {
+        guard
+            case .respondAndClose(let fault, .callDeniedOnProtectedSession) = machine.clientSent(
+                Wire.request(callID: 3, opnum: 3, auth: Wire.ntlm(level))
+            )
+        else {
             Issue.record("a refused call on a \(level) session must end the connection after the fault")
             return
         }
@@ -231,7 +315,11 @@ struct ConnectionStateMachineTests {
             Issue.record("samr on the EPM listener must be refused")
             return
         }
-        guard case .respond = machine.clientSent(Wire.bind([SyntaxID.endpointMapper], callID: 2, auth: Wire.ntlm(.integrity))) else {
+        guard
+            case .respond = machine.clientSent(
+                Wire.bind([SyntaxID.endpointMapper], callID: 2, auth: Wire.ntlm(.integrity))
+            )
+        else {
             Issue.record("an integrity-protected EPM session could not be rewritten, so it is refused")
             return
         }
@@ -239,11 +327,17 @@ struct ConnectionStateMachineTests {
 
     @Test func mapForAnAllowedInterfaceIsForwardedAndItsReplyRewritten() {
         var machine = self.boundEndpointMapper()
-        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 3, stub: self.mapRequestStub(for: Wire.samr))) == .forward)
+        #expect(
+            machine.clientSent(Wire.request(callID: 2, opnum: 3, stub: self.mapRequestStub(for: Wire.samr))) == .forward
+        )
         var reply = ByteBuffer()
         let tower = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 49154))
-        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
-        guard case .rewriteEndpointMapperReply(let pending) = machine.serverSent(Wire.response(callID: 2, stub: reply)) else {
+        reply.writeEPMMapResponse(
+            EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)),
+            syntax: .ndr32
+        )
+        guard case .rewriteEndpointMapperReply(let pending) = machine.serverSent(Wire.response(callID: 2, stub: reply))
+        else {
             Issue.record("expected the reply to be handed over for rewriting")
             return
         }
@@ -253,12 +347,20 @@ struct ConnectionStateMachineTests {
         // A response to a call never asked (or a second answer to one) would reach the client
         // unrewritten: the connection is closed instead.
         #expect(machine.serverSent(Wire.response(callID: 9, stub: reply)) == .close(.protocolError))
-        #expect(machine.takeEvents().contains { if case .protocolError("unsolicited_response", _) = $0 { return true } else { return false } })
+        #expect(
+            machine.takeEvents().contains {
+                if case .protocolError("unsolicited_response", _) = $0 { return true } else { return false }
+            }
+        )
     }
 
     @Test func mapForADeniedInterfaceIsAnsweredNotRegistered() throws {
         var machine = self.boundEndpointMapper()
-        guard case .respond(let bytes) = machine.clientSent(Wire.request(callID: 2, opnum: 3, stub: self.mapRequestStub(for: Wire.lsarpc, maxTowers: 1))) else {
+        guard
+            case .respond(let bytes) = machine.clientSent(
+                Wire.request(callID: 2, opnum: 3, stub: self.mapRequestStub(for: Wire.lsarpc, maxTowers: 1))
+            )
+        else {
             Issue.record("expected a local not-registered answer")
             return
         }
@@ -285,15 +387,29 @@ struct ConnectionStateMachineTests {
             return
         }
         #expect(fault.status == .operationRangeError)
-        #expect(machine.clientSent(Wire.request(callID: 3, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward)
+        #expect(
+            machine.clientSent(Wire.request(callID: 3, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward
+        )
     }
 
     @Test func multiFragmentReplyIsHeldUntilComplete() {
         var machine = self.boundEndpointMapper()
-        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(repeating: 0, count: 40))) == .forward)
-        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: .firstFragment)) == .hold)
-        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: [])) == .hold)
-        guard case .rewriteEndpointMapperReply(let reply) = machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: .lastFragment)) else {
+        #expect(
+            machine.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(repeating: 0, count: 40))) == .forward
+        )
+        #expect(
+            machine.serverSent(
+                Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: .firstFragment)
+            ) == .hold
+        )
+        #expect(
+            machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: [])) == .hold
+        )
+        guard
+            case .rewriteEndpointMapperReply(let reply) = machine.serverSent(
+                Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 8), flags: .lastFragment)
+            )
+        else {
             Issue.record("expected the complete reply")
             return
         }
@@ -358,18 +474,29 @@ struct ConnectionStateMachineTests {
     @Test func endpointMapperResponseToACallNeverAskedClosesTheConnection() {
         var machine = self.boundEndpointMapper()
         var reply = ByteBuffer()
-        let tower = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: IPv4Address("10.1.2.3")!, port: 49154))
-        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        let tower = ProtocolTower.ncacnIPTCP(
+            interface: Wire.samr,
+            endpoint: TCPEndpoint(address: IPv4Address("10.1.2.3")!, port: 49154)
+        )
+        reply.writeEPMMapResponse(
+            EPMMapResponse(entryHandle: .null, maxTowers: 4, towers: [tower], status: RPCStatus(rawValue: 0)),
+            syntax: .ndr32
+        )
         #expect(machine.serverSent(Wire.response(callID: 77, stub: reply)) == .close(.protocolError))
         #expect(Self.hasProtocolError(machine.takeEvents(), "unsolicited_response"))
     }
 
     @Test func endpointMapperLookupHandleFreeIsAnsweredWithoutRewriting() {
         var machine = self.boundEndpointMapper()
-        #expect(machine.clientSent(Wire.request(callID: 2, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward)
+        #expect(
+            machine.clientSent(Wire.request(callID: 2, opnum: 4, stub: ByteBuffer(repeating: 0, count: 20))) == .forward
+        )
         #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .forward)
         // Answered once: a second answer is unsolicited.
-        #expect(machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24))) == .close(.protocolError))
+        #expect(
+            machine.serverSent(Wire.response(callID: 2, stub: ByteBuffer(repeating: 0, count: 24)))
+                == .close(.protocolError)
+        )
     }
 
     /// Hardening: a client fragmenting an endpoint-mapper request could make the connection
@@ -389,7 +516,9 @@ struct ConnectionStateMachineTests {
         for _ in 0..<15 {
             #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .hold)
         }
-        #expect(many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .close(.protocolError))
+        #expect(
+            many.clientSent(Wire.request(callID: 2, opnum: 2, stub: ByteBuffer(), flags: [])) == .close(.protocolError)
+        )
     }
 
     @Test func callsInFlightAreTrackedUntilTheirLastFragmentOrFault() {

@@ -113,7 +113,9 @@ struct ProxyConnectionTests {
     static let samrOnly = Policy(
         name: "p",
         defaultAction: .deny,
-        rules: [PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 0))]
+        rules: [
+            PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 0))
+        ]
     )
 
     @Test func allowedBindReachesTheServerUnchangedAndTheAckComesBack() throws {
@@ -128,7 +130,10 @@ struct ProxyConnectionTests {
         let request = Wire.request(callID: 2, opnum: 0, auth: Wire.ntlm(.integrity))
         try harness.clientWrites(request, chunk: 1)
         #expect(try harness.drain(harness.server) == request.bytes)
-        let binds = try harness.metrics.expectCounter("rpcgate_binds_total", [("route", "dc1"), ("interface", "samr"), ("decision", "allow")])
+        let binds = try harness.metrics.expectCounter(
+            "rpcgate_binds_total",
+            [("route", "dc1"), ("interface", "samr"), ("decision", "allow")]
+        )
         #expect(binds.lastValue == 1)
     }
 
@@ -139,7 +144,10 @@ struct ProxyConnectionTests {
         let answer = try #require(Wire.parse(try harness.drain(harness.client)))
         #expect(answer.packetType == .bindAck)
         #expect(answer.header.callID == 5)
-        let denied = try harness.metrics.expectCounter("rpcgate_binds_total", [("route", "dc1"), ("interface", "drsuapi"), ("decision", "deny")])
+        let denied = try harness.metrics.expectCounter(
+            "rpcgate_binds_total",
+            [("route", "dc1"), ("interface", "drsuapi"), ("decision", "deny")]
+        )
         #expect(denied.lastValue == 1)
         #expect(harness.client.isActive, "a refused bind leaves the connection open for another bind")
     }
@@ -149,8 +157,17 @@ struct ProxyConnectionTests {
             name: "dc",
             defaultAction: .deny,
             rules: [
-                PolicyRule(action: .deny, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([5...5]), origin: RuleOrigin(index: 0, profile: "no-samr-5")),
-                PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 1)),
+                PolicyRule(
+                    action: .deny,
+                    interfaces: [InterfaceMatcher(parsing: "samr")!],
+                    opnums: OpnumSet([5...5]),
+                    origin: RuleOrigin(index: 0, profile: "no-samr-5")
+                ),
+                PolicyRule(
+                    action: .allow,
+                    interfaces: [InterfaceMatcher(parsing: "samr")!],
+                    origin: RuleOrigin(index: 1)
+                ),
             ]
         )
         let client = try SocketAddress(ipAddress: "10.1.2.3", port: 50123)
@@ -193,9 +210,23 @@ struct ProxyConnectionTests {
             name: "dc",
             defaultAction: .deny,
             rules: [
-                PolicyRule(action: .deny, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([5...5]), origin: RuleOrigin(index: 0, profile: "no-samr-5")),
-                PolicyRule(action: .audit, interfaces: [InterfaceMatcher(parsing: "samr")!], opnums: OpnumSet([6...6]), origin: RuleOrigin(index: 1)),
-                PolicyRule(action: .allow, interfaces: [InterfaceMatcher(parsing: "samr")!], origin: RuleOrigin(index: 2)),
+                PolicyRule(
+                    action: .deny,
+                    interfaces: [InterfaceMatcher(parsing: "samr")!],
+                    opnums: OpnumSet([5...5]),
+                    origin: RuleOrigin(index: 0, profile: "no-samr-5")
+                ),
+                PolicyRule(
+                    action: .audit,
+                    interfaces: [InterfaceMatcher(parsing: "samr")!],
+                    opnums: OpnumSet([6...6]),
+                    origin: RuleOrigin(index: 1)
+                ),
+                PolicyRule(
+                    action: .allow,
+                    interfaces: [InterfaceMatcher(parsing: "samr")!],
+                    origin: RuleOrigin(index: 2)
+                ),
             ]
         )
         let client = try SocketAddress(ipAddress: "10.1.2.3", port: 50123)
@@ -258,7 +289,10 @@ struct ProxyConnectionTests {
         harness.loop.run()
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
-        let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_too_short")])
+        let errors = try harness.metrics.expectCounter(
+            "rpcgate_pdu_errors_total",
+            [("route", "dc1"), ("reason", "fragment_too_short")]
+        )
         #expect(errors.lastValue == 1)
     }
 
@@ -271,7 +305,10 @@ struct ProxyConnectionTests {
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
         #expect(try harness.drain(harness.server).readableBytes == 0)
-        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "bind_timeout")])
+        let closed = try harness.metrics.expectCounter(
+            "rpcgate_connections_closed_total",
+            [("route", "dc1"), ("reason", "bind_timeout")]
+        )
         #expect(closed.lastValue == 1)
     }
 
@@ -297,7 +334,10 @@ struct ProxyConnectionTests {
         #expect(!harness.client.isActive)
         #expect(!harness.server.isActive)
         #expect(harness.closed.value == 1)
-        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "idle_timeout")])
+        let closed = try harness.metrics.expectCounter(
+            "rpcgate_connections_closed_total",
+            [("route", "dc1"), ("reason", "idle_timeout")]
+        )
         #expect(closed.lastValue == 1)
     }
 
@@ -309,7 +349,10 @@ struct ProxyConnectionTests {
         harness.loop.run()
         #expect(!harness.client.isActive)
         #expect(harness.closed.value == 1)
-        let closed = try harness.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "server_error")])
+        let closed = try harness.metrics.expectCounter(
+            "rpcgate_connections_closed_total",
+            [("route", "dc1"), ("reason", "server_error")]
+        )
         #expect(closed.lastValue == 1)
     }
 
@@ -326,7 +369,10 @@ struct ProxyConnectionTests {
         harness.loop.run()
         #expect(try harness.drain(harness.server).readableBytes == 0)
         #expect(!harness.client.isActive)
-        let errors = try harness.metrics.expectCounter("rpcgate_pdu_errors_total", [("route", "dc1"), ("reason", "fragment_sequence")])
+        let errors = try harness.metrics.expectCounter(
+            "rpcgate_pdu_errors_total",
+            [("route", "dc1"), ("reason", "fragment_sequence")]
+        )
         #expect(errors.lastValue == 1)
     }
 
@@ -339,13 +385,19 @@ struct ProxyConnectionTests {
 
         let ask = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 135))
         var stub = ByteBuffer()
-        stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1), syntax: .ndr32)
+        stub.writeEPMMapRequest(
+            EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1),
+            syntax: .ndr32
+        )
         try harness.clientWrites(Wire.request(callID: 2, opnum: 3, stub: stub))
         #expect(try harness.drain(harness.server).readableBytes > 0)
 
         let real = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 49154))
         var reply = ByteBuffer()
-        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        reply.writeEPMMapResponse(
+            EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)),
+            syntax: .ndr32
+        )
         try harness.serverWrites(Wire.response(callID: 2, stub: reply))
         let rewritten = try #require(Wire.parse(try harness.drain(harness.client)))
         guard case .response(var response) = rewritten.body else {
@@ -356,7 +408,9 @@ struct ProxyConnectionTests {
         let tower = try #require(map.towers.first ?? nil)
         #expect(tower.tcpPort == 50000)
         #expect(tower.ipv4Address == IPv4Address("192.0.2.10"))
-        #expect(harness.route.pool.server(forPort: 50000) == TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 49154))
+        #expect(
+            harness.route.pool.server(forPort: 50000) == TCPEndpoint(address: IPv4Address("10.99.0.2")!, port: 49154)
+        )
         let rewrittenCount = try harness.metrics.expectCounter("rpcgate_epm_towers_rewritten_total", [("route", "dc1")])
         #expect(rewrittenCount.lastValue == 1)
     }
@@ -373,11 +427,17 @@ struct ProxyConnectionTests {
         _ = try harness.drain(harness.client)
         let ask = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 135))
         var stub = ByteBuffer()
-        stub.writeEPMMapRequest(EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1), syntax: .ndr32)
+        stub.writeEPMMapRequest(
+            EPMMapRequest(object: nil, tower: ask, entryHandle: .null, maxTowers: 1),
+            syntax: .ndr32
+        )
         try harness.clientWrites(Wire.request(callID: 2, opnum: 3, stub: stub))
         var reply = ByteBuffer()
         let real = ProtocolTower.ncacnIPTCP(interface: Wire.samr, endpoint: TCPEndpoint(address: .any, port: 49154))
-        reply.writeEPMMapResponse(EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)), syntax: .ndr32)
+        reply.writeEPMMapResponse(
+            EPMMapResponse(entryHandle: .null, maxTowers: 1, towers: [real], status: RPCStatus(rawValue: 0)),
+            syntax: .ndr32
+        )
         try harness.serverWrites(Wire.response(callID: 2, stub: reply))
         let answer = try #require(Wire.parse(try harness.drain(harness.client)))
         guard case .response(var response) = answer.body else {

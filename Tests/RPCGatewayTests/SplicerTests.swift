@@ -53,13 +53,27 @@ struct SplicerTests {
         func start(_ plan: AcceptPlan) throws -> Admission.Ticket {
             let ticket = try #require(self.admission.admit(route: "dc1", routeLimit: 10, globalLimit: 10))
             self.route.metrics.connectionOpened(listener: .mapped)
-            let machine = try #require(plan.machine(policy: self.route.policy.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits()))
+            let machine = try #require(
+                plan.machine(policy: self.route.policy.policy, client: IPAddress("10.1.2.3")!, limits: WireLimits())
+            )
             let server = self.server
             let (handler, spliced) = Splicer(tlsMetrics: TLSMetrics(factory: self.metrics)).start(
                 plan,
                 machine: machine,
-                Splicer.Admitted(ticket: ticket, admission: self.admission, route: self.route, listener: .mapped, timeouts: Timeouts(), limits: WireLimits()),
-                client: Splicer.Client(address: nil, ip: IPAddress("10.1.2.3")!, localAddress: nil, facingAddress: IPv4Address("127.0.0.1")),
+                Splicer.Admitted(
+                    ticket: ticket,
+                    admission: self.admission,
+                    route: self.route,
+                    listener: .mapped,
+                    timeouts: Timeouts(),
+                    limits: WireLimits()
+                ),
+                client: Splicer.Client(
+                    address: nil,
+                    ip: IPAddress("10.1.2.3")!,
+                    localAddress: nil,
+                    facingAddress: IPv4Address("127.0.0.1")
+                ),
                 eventLoop: self.loop,
                 upstream: { [self] endpoint, _, loop in
                     self.connects.append(endpoint)
@@ -121,7 +135,10 @@ struct SplicerTests {
         rig.route.resolver.remember(Wire.samr, at: Self.mapper, port: 49_152)
         let handedOut = TCPEndpoint(address: Self.upstream, port: 49_152)
         _ = rig.route.pool.allocate(for: handedOut)
-        let plan = AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.mapper, preferred: handedOut)), mappedPort: 50_000)
+        let plan = AcceptPlan(
+            action: .routeByBind(FirstBindRouting(mapper: Self.mapper, preferred: handedOut)),
+            mappedPort: 50_000
+        )
         _ = try rig.start(plan)
         #expect(rig.connects.isEmpty, "no upstream before the bind")
         #expect(rig.admission.awaitingBind == 1)
@@ -188,7 +205,10 @@ struct SplicerTests {
         rig.client.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
         rig.loop.run()
         #expect(rig.admission.active == 0)
-        let closed = try rig.metrics.expectCounter("rpcgate_connections_closed_total", [("route", "dc1"), ("reason", "client_closed")])
+        let closed = try rig.metrics.expectCounter(
+            "rpcgate_connections_closed_total",
+            [("route", "dc1"), ("reason", "client_closed")]
+        )
         #expect(closed.lastValue == 1)
     }
 
@@ -200,7 +220,10 @@ struct SplicerTests {
         rig.loop.run()
         #expect(rig.admission.active == 0)
         #expect(rig.connects.isEmpty)
-        let refused = try rig.metrics.expectCounter("rpcgate_connections_refused_total", [("route", "dc1"), ("reason", "no_bind")])
+        let refused = try rig.metrics.expectCounter(
+            "rpcgate_connections_refused_total",
+            [("route", "dc1"), ("reason", "no_bind")]
+        )
         #expect(refused.lastValue == 1)
     }
 

@@ -32,7 +32,8 @@ enum StatusFixtures {
     ) -> AuditRecord {
         // The client is a socket address now: text that is none (a hostile string) becomes none.
         let parts = client.split(separator: ":")
-        let address = parts.count == 2 ? Int(parts[1]).flatMap { try? SocketAddress(ipAddress: String(parts[0]), port: $0) } : nil
+        let address =
+            parts.count == 2 ? Int(parts[1]).flatMap { try? SocketAddress(ipAddress: String(parts[0]), port: $0) } : nil
         return AuditRecord(
             time: AuditTimestamp(millisecondsSinceEpoch: 1_795_000_000_123),
             route: route,
@@ -199,7 +200,11 @@ struct StatusPageTests {
         status.connectionsAwaitingBind = 2
         status.connectionsOmitted = 3
         let counted = StatusPage.render(status)
-        #expect(counted.contains("No spliced connection. 2 waiting for their first bind (routed by its interface). 3 more not listed."))
+        #expect(
+            counted.contains(
+                "No spliced connection. 2 waiting for their first bind (routed by its interface). 3 more not listed."
+            )
+        )
         #expect(html.contains("Nothing refused since start."))
     }
 

@@ -8,9 +8,21 @@ public enum ConnectionEvent: Hashable, Sendable {
     case bindDecision(interface: SyntaxID, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request was refused by an opnum rule. The auth level and type are the request's own
     /// (its `sec_trailer`), or the connection's when it carries none.
-    case callDenied(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
+    case callDenied(
+        interface: SyntaxID,
+        opnum: UInt16,
+        decision: PolicyDecision,
+        authLevel: AuthLevel,
+        authType: AuthType
+    )
     /// A request was allowed by an `audit` rule.
-    case callAudited(interface: SyntaxID, opnum: UInt16, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
+    case callAudited(
+        interface: SyntaxID,
+        opnum: UInt16,
+        decision: PolicyDecision,
+        authLevel: AuthLevel,
+        authType: AuthType
+    )
     /// A request named a presentation context that was never accepted.
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".

@@ -54,7 +54,12 @@ extension ConnectionStateMachine {
     }
 
     /// Decides a call on a mapped connection by its interface and opnum.
-    private mutating func decideCall(_ raw: RawPDU, interface: SyntaxID, fields: RequestHeaderFields, isLast: Bool) -> ClientAction {
+    private mutating func decideCall(
+        _ raw: RawPDU,
+        interface: SyntaxID,
+        fields: RequestHeaderFields,
+        isLast: Bool
+    ) -> ClientAction {
         guard self.policy.inspectsOperations else { return .forward }
         let header = raw.header
         let requestAuth = raw.securityTrailer
@@ -68,12 +73,24 @@ extension ConnectionStateMachine {
             return .forward
         case .audit:
             self.events.append(
-                .callAudited(interface: interface, opnum: fields.opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                .callAudited(
+                    interface: interface,
+                    opnum: fields.opnum,
+                    decision: decision,
+                    authLevel: requestLevel,
+                    authType: requestType
+                )
             )
             return .forward
         case .deny:
             self.events.append(
-                .callDenied(interface: interface, opnum: fields.opnum, decision: decision, authLevel: requestLevel, authType: requestType)
+                .callDenied(
+                    interface: interface,
+                    opnum: fields.opnum,
+                    decision: decision,
+                    authLevel: requestLevel,
+                    authType: requestType
+                )
             )
             if !isLast { self.session.incomingCall?.dropped = true }
             let fault = PDU.fault(
@@ -116,7 +133,12 @@ extension ConnectionStateMachine {
         case .shutdown:
             return .forward
         default:
-            self.events.append(.protocolError(reason: "server_sent_\(raw.header.packetType)", detail: "a server does not send \(raw.header.packetType)"))
+            self.events.append(
+                .protocolError(
+                    reason: "server_sent_\(raw.header.packetType)",
+                    detail: "a server does not send \(raw.header.packetType)"
+                )
+            )
             return .close(.protocolError)
         }
     }
@@ -132,7 +154,12 @@ extension ConnectionStateMachine {
             default: return .close(.protocolError)
             }
         } catch {
-            self.events.append(.protocolError(reason: "\((error as? RPCWireError)?.code.description ?? "bad_bind_ack")", detail: "\(error)"))
+            self.events.append(
+                .protocolError(
+                    reason: "\((error as? RPCWireError)?.code.description ?? "bad_bind_ack")",
+                    detail: "\(error)"
+                )
+            )
             return .close(.protocolError)
         }
         // Results are positional: result i answers context element i (C706 12.6.4.4).

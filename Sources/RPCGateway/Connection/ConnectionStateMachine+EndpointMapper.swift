@@ -80,7 +80,9 @@ extension ConnectionStateMachine {
     // MARK: - Requests
 
     mutating func collectEndpointMapperRequest(_ raw: RawPDU) -> ClientAction {
-        guard var calls = self.endpointMapper else { return self.protocolError("bad_epm_request", "no endpoint-mapper role") }
+        guard var calls = self.endpointMapper else {
+            return self.protocolError("bad_epm_request", "no endpoint-mapper role")
+        }
         let fragments: [RawPDU]
         do {
             guard let complete = try calls.requestAssembler.append(raw) else {
@@ -115,9 +117,12 @@ extension ConnectionStateMachine {
         // Only the read-only queries reach the server. ept_insert/ept_delete must never come from
         // the network, and ept_map_auth (7, 8; Microsoft-only) returns towers this gateway does
         // not rewrite, so those would leak real endpoints.
-        guard let operation = EPMOperation(rawValue: request.opnum), Self.forwardedEndpointMapperOperations.contains(operation)
+        guard let operation = EPMOperation(rawValue: request.opnum),
+            Self.forwardedEndpointMapperOperations.contains(operation)
         else {
-            self.events.append(.protocolError(reason: "epm_operation_refused", detail: "endpoint-mapper opnum \(request.opnum)"))
+            self.events.append(
+                .protocolError(reason: "epm_operation_refused", detail: "endpoint-mapper opnum \(request.opnum)")
+            )
             let fault = PDU.fault(
                 callID: callID,
                 contextID: request.contextID,
@@ -133,7 +138,11 @@ extension ConnectionStateMachine {
             for var body in requests { stub.writeBuffer(&body.stub) }
             let mapRequest: EPMMapRequest
             do {
-                mapRequest = try stub.readEPMMapRequest(syntax: syntax, endianness: first.header.endianness, limits: self.limits)
+                mapRequest = try stub.readEPMMapRequest(
+                    syntax: syntax,
+                    endianness: first.header.endianness,
+                    limits: self.limits
+                )
             } catch {
                 return self.protocolError(error)
             }
@@ -168,13 +177,18 @@ extension ConnectionStateMachine {
             // An endpoint-mapper response to a call this connection never forwarded (or one
             // already answered): passing it on would hand the client unrewritten endpoints.
             self.events.append(
-                .protocolError(reason: "unsolicited_response", detail: "endpoint-mapper response to call_id \(raw.header.callID), not asked")
+                .protocolError(
+                    reason: "unsolicited_response",
+                    detail: "endpoint-mapper response to call_id \(raw.header.callID), not asked"
+                )
             )
             return .close(.protocolError)
         }
         guard pending.operation != .lookupHandleFree else {
             // No towers in ept_lookup_handle_free's answer: forwarded as is.
-            if raw.header.flags.contains(.lastFragment) { self.endpointMapper?.pending.removeValue(forKey: raw.header.callID) }
+            if raw.header.flags.contains(.lastFragment) {
+                self.endpointMapper?.pending.removeValue(forKey: raw.header.callID)
+            }
             return .forward
         }
         let fragments: [RawPDU]
@@ -186,7 +200,12 @@ extension ConnectionStateMachine {
             fragments = complete
         } catch {
             self.endpointMapper = calls
-            self.events.append(.protocolError(reason: (error as? RPCWireError)?.code.description ?? "bad_epm_reply", detail: "\(error)"))
+            self.events.append(
+                .protocolError(
+                    reason: (error as? RPCWireError)?.code.description ?? "bad_epm_reply",
+                    detail: "\(error)"
+                )
+            )
             return .close(.protocolError)
         }
         calls.pending.removeValue(forKey: raw.header.callID)

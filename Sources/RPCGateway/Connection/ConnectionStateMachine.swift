@@ -225,7 +225,10 @@ public struct ConnectionStateMachine: Sendable {
         case .resolvingFirstBind, .connecting, .checkingAlterContext:
             // The runtime stops reading the client in these states; a PDU here is a runtime bug,
             // handled as a protocol error rather than a trap.
-            return self.protocolError("pdu_while_routing", "\(raw.header.packetType) while the connection is not spliced")
+            return self.protocolError(
+                "pdu_while_routing",
+                "\(raw.header.packetType) while the connection is not spliced"
+            )
         case .spliced:
             break
         }
@@ -244,7 +247,9 @@ public struct ConnectionStateMachine: Sendable {
         case .auth3:
             return .forward
         case .coCancel, .orphaned:
-            guard let incoming = self.session.incomingCall, incoming.callID == raw.header.callID else { return .forward }
+            guard let incoming = self.session.incomingCall, incoming.callID == raw.header.callID else {
+                return .forward
+            }
             if raw.header.packetType == .orphaned {
                 // The client abandons the call (C706 12.6.4.8); the server discards its fragments.
                 self.session.incomingCall = nil
@@ -252,7 +257,10 @@ public struct ConnectionStateMachine: Sendable {
             }
             return incoming.dropped ? .drop : .forward
         default:
-            return self.protocolError("client_sent_\(raw.header.packetType)", "a client does not send \(raw.header.packetType)")
+            return self.protocolError(
+                "client_sent_\(raw.header.packetType)",
+                "a client does not send \(raw.header.packetType)"
+            )
         }
     }
 
@@ -303,7 +311,12 @@ public struct ConnectionStateMachine: Sendable {
                 )
             }
             self.events.append(
-                .bindDecision(interface: context.abstractSyntax, decision: decision, authLevel: self.authLevel, authType: self.authType)
+                .bindDecision(
+                    interface: context.abstractSyntax,
+                    decision: decision,
+                    authLevel: self.authLevel,
+                    authType: self.authType
+                )
             )
             if !decision.permits { refused = true }
         }

@@ -74,15 +74,23 @@ struct AcceptPlan: Hashable, Sendable {
             )
         case .transparent:
             guard case .original(let destination) = destination else {
-                return AcceptPlan(action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)"))
+                return AcceptPlan(
+                    action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)")
+                )
             }
             guard admitsServer(destination.address) else {
                 return AcceptPlan(
-                    action: .refuse(.destinationNotAllowed, "original destination \(destination) is outside the route's servers")
+                    action: .refuse(
+                        .destinationNotAllowed,
+                        "original destination \(destination) is outside the route's servers"
+                    )
                 )
             }
             if listener == .epm {
-                return AcceptPlan(action: .splice(role: .endpointMapper, server: destination), upstreamAddress: destination.address)
+                return AcceptPlan(
+                    action: .splice(role: .endpointMapper, server: destination),
+                    upstreamAddress: destination.address
+                )
             }
             if let mapping, mapping.address == destination.address {
                 return AcceptPlan(
@@ -92,7 +100,10 @@ struct AcceptPlan: Hashable, Sendable {
                 )
             }
             let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
-            return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: mapper)), upstreamAddress: destination.address)
+            return AcceptPlan(
+                action: .routeByBind(FirstBindRouting(mapper: mapper)),
+                upstreamAddress: destination.address
+            )
         }
     }
 

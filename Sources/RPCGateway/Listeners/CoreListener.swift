@@ -285,12 +285,30 @@ package final class CoreListener: Sendable {
         )
         let role: ConnectionStateMachine.Role = target.kind == .endpointMapper ? .endpointMapper : .mapped
         let plan = AcceptPlan(action: .splice(role: role, server: target.server))
-        let machine = ConnectionStateMachine(role: role, policy: route.policy.policy, client: clientIP, limits: limits, server: target.server)
+        let machine = ConnectionStateMachine(
+            role: role,
+            policy: route.policy.policy,
+            client: clientIP,
+            limits: limits,
+            server: target.server
+        )
         let (handler, spliced) = self.splicer.start(
             plan,
             machine: machine,
-            Splicer.Admitted(ticket: ticket, admission: self.admission, route: route, listener: listener, timeouts: timeouts, limits: limits),
-            client: Splicer.Client(address: client, ip: clientIP, localAddress: tunnel.localAddress, facingAddress: nil),
+            Splicer.Admitted(
+                ticket: ticket,
+                admission: self.admission,
+                route: route,
+                listener: listener,
+                timeouts: timeouts,
+                limits: limits
+            ),
+            client: Splicer.Client(
+                address: client,
+                ip: clientIP,
+                localAddress: tunnel.localAddress,
+                facingAddress: nil
+            ),
             eventLoop: tunnel.eventLoop,
             upstream: UpstreamConnection.direct(timeouts: timeouts),
             endpointMapperMode: .redactOnly

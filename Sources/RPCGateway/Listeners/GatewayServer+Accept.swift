@@ -8,7 +8,12 @@ import RPCWire
 /// Listening and accepting: each listener's connections are admitted (``Admission``), planned
 /// (``AcceptPlan``) and started (``Splicer``).
 extension GatewayServer {
-    func bind(_ key: ListenerKey, route: String, kind: GatewayMetrics.Listener, reusePort: Bool) async throws -> any Channel {
+    func bind(
+        _ key: ListenerKey,
+        route: String,
+        kind: GatewayMetrics.Listener,
+        reusePort: Bool
+    ) async throws -> any Channel {
         do {
             return try await ServerBootstrap.proxiedConnections(group: self.group)
                 .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
@@ -25,7 +30,12 @@ extension GatewayServer {
     /// Admits a client connection (caps), plans it (``AcceptPlan``) and starts it (``Splicer``).
     /// Returning the splice future delays reads until a connection whose server is known is
     /// spliced.
-    private func accept(_ client: any Channel, routeName: String, listenerPort: UInt16, listener: GatewayMetrics.Listener)
+    private func accept(
+        _ client: any Channel,
+        routeName: String,
+        listenerPort: UInt16,
+        listener: GatewayMetrics.Listener
+    )
         -> EventLoopFuture<Void>
     {
         let (route, settings, peers) = self.state.withLockedValue { ($0.routes[routeName], $0.settings, $0.peers) }
@@ -83,7 +93,8 @@ extension GatewayServer {
                 admitsServer: current.admitsServer
             )
             let clientIP = IPAddress(client.remoteAddress) ?? .v4(0)
-            guard let machine = plan.machine(policy: route.policy.policy, client: clientIP, limits: admitted.limits) else {
+            guard let machine = plan.machine(policy: route.policy.policy, client: clientIP, limits: admitted.limits)
+            else {
                 if case .refuse(let reason, let message) = plan.action {
                     Splicer.refuse(reason, message, admitted, client: client.remoteAddress)
                 }

@@ -225,7 +225,9 @@ package final class GatewayServer: Sendable {
                 // address for connections to it.
                 let shared = wanted.keys.contains { $0.port == key.port && $0.host != key.host }
                 let channel = try await self.bind(key, route: want.route, kind: want.kind, reusePort: shared)
-                self.state.withLockedValue { $0.listeners[key] = ListenerEntry(route: want.route, kind: want.kind, channel: channel) }
+                self.state.withLockedValue {
+                    $0.listeners[key] = ListenerEntry(route: want.route, kind: want.kind, channel: channel)
+                }
             } catch {
                 if initial { throw error }
                 failures.append("\(error)")

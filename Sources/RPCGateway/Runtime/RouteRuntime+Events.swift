@@ -41,7 +41,17 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.bind, interface, nil, decision, level, type, client: client, server: server, listener: listener)
+            self.recordDecision(
+                .bind,
+                interface,
+                nil,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener
+            )
         case .callDenied(let interface, let opnum, let decision, let level, let type),
             .callAudited(let interface, let opnum, let decision, let level, let type):
             if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
@@ -54,7 +64,17 @@ extension RouteRuntime {
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
                 ]
             )
-            self.recordDecision(.call, interface, opnum, decision, level, type, client: client, server: server, listener: listener)
+            self.recordDecision(
+                .call,
+                interface,
+                opnum,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener
+            )
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(

@@ -65,7 +65,11 @@ final class RouteRuntime: Sendable {
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.resolver = EndpointResolver()
-        self.pool = PortPool(ports: settings.ports, idleTimeout: TimeAmount(settings.mappingIdleTimeout), metrics: metrics)
+        self.pool = PortPool(
+            ports: settings.ports,
+            idleTimeout: TimeAmount(settings.mappingIdleTimeout),
+            metrics: metrics
+        )
         self.current = NIOLockedValueBox(Current(settings: settings, generation: 0))
         var logger = logger
         logger[metadataKey: "route"] = "\(settings.name)"

@@ -113,7 +113,8 @@ final class GlueHandler: ChannelDuplexHandler {
 
     /// The connection takes PDUs again (routing finished): the held ones first, then reads.
     func resumeInput() {
-        guard let context = self.context, !self.connection.isClosing, self.connection.acceptsPDUs(from: self.side) else { return }
+        guard let context = self.context, !self.connection.isClosing, self.connection.acceptsPDUs(from: self.side)
+        else { return }
         self.deliverPDUs()
         self.connection.readComplete(from: self.side)
         if self.inputClosedHeld, self.connection.acceptsPDUs(from: self.side) {

@@ -42,7 +42,8 @@ extension ProxyConnection {
             "connection opened",
             metadata: [
                 "conn": "\(self.id)", "listener": "\(self.listener.rawValue)", "client": "\(self.clientDescription)",
-                "gateway": "\(HostPort.text(self.localAddress))", "server": "\(server)", "via": "\(self.route.settings.via ?? "-")",
+                "gateway": "\(HostPort.text(self.localAddress))", "server": "\(server)",
+                "via": "\(self.route.settings.via ?? "-")",
             ]
         )
         return self.connector(server, self.machine.role, self.eventLoop)
@@ -90,7 +91,10 @@ extension ProxyConnection {
             self.route.metrics.connectionRefused(reason: .noBind)
             self.route.logger.notice(
                 "connection refused: \(message)",
-                metadata: ["conn": "\(self.id)", "client": "\(self.clientDescription)", "reason": "\(GatewayMetrics.RefusalReason.noBind)"]
+                metadata: [
+                    "conn": "\(self.id)", "client": "\(self.clientDescription)",
+                    "reason": "\(GatewayMetrics.RefusalReason.noBind)",
+                ]
             )
         case .mapperUnreachable:
             self.route.metrics.connectionRefused(reason: .upstreamUnreachable)

@@ -5,7 +5,8 @@ import RPCWire
 
 /// Opens the upstream side of a connection: a TCP connection to the server, or a TLS tunnel to a
 /// core gateway that connects there (``Splicer`` chooses).
-typealias UpstreamConnector = (_ server: TCPEndpoint, _ role: ConnectionStateMachine.Role, _ eventLoop: any EventLoop) ->
+typealias UpstreamConnector = (_ server: TCPEndpoint, _ role: ConnectionStateMachine.Role, _ eventLoop: any EventLoop)
+    ->
     EventLoopFuture<any Channel>
 
 /// One proxied connection, from accept to close: the client channel, the server channel once
@@ -124,7 +125,8 @@ final class ProxyConnection {
     func start() -> (handler: GlueHandler, spliced: EventLoopFuture<Void>) {
         let client = GlueHandler(side: .client, connection: self, limits: self.limits)
         self.clientHandler = client
-        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) { [self] in
+        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) {
+            [self] in
             if !self.machine.isBound { self.close(.bindTimeout) }
         }
         self.timers.append(bindTimer)
@@ -227,7 +229,8 @@ final class ProxyConnection {
         }
         // Propagate the FIN, and bound how long the other direction may stay open.
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) { [self] in
+        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) {
+            [self] in
             self.close(.halfCloseTimeout)
         }
         self.timers.append(timer)
@@ -249,7 +252,9 @@ final class ProxyConnection {
             self.route.metrics.pduError(wire.code)
             self.route.logger.notice(
                 "malformed PDU",
-                metadata: ["conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)"]
+                metadata: [
+                    "conn": "\(self.id)", "side": "\(side)", "client": "\(self.clientDescription)", "error": "\(wire)",
+                ]
             )
             self.close(.protocolError)
         } else {

@@ -52,9 +52,27 @@ package enum ProxySplice {
         let role: ConnectionStateMachine.Role = listener == .epm ? .endpointMapper : .mapped
         let (handler, _) = Splicer(tlsMetrics: TLSMetrics(factory: metrics.factory)).start(
             AcceptPlan(action: .splice(role: role, server: serverEndpoint)),
-            machine: ConnectionStateMachine(role: role, policy: route.policy, client: clientAddress, limits: wireLimits, server: serverEndpoint),
-            Splicer.Admitted(ticket: ticket, admission: admission, route: runtime, listener: listener, timeouts: timeouts, limits: wireLimits),
-            client: Splicer.Client(address: nil, ip: clientAddress, localAddress: nil, facingAddress: clientFacingAddress),
+            machine: ConnectionStateMachine(
+                role: role,
+                policy: route.policy,
+                client: clientAddress,
+                limits: wireLimits,
+                server: serverEndpoint
+            ),
+            Splicer.Admitted(
+                ticket: ticket,
+                admission: admission,
+                route: runtime,
+                listener: listener,
+                timeouts: timeouts,
+                limits: wireLimits
+            ),
+            client: Splicer.Client(
+                address: nil,
+                ip: clientAddress,
+                localAddress: nil,
+                facingAddress: clientFacingAddress
+            ),
             eventLoop: client.eventLoop,
             // The server channel exists already: "connecting" hands it over.
             upstream: { _, _, eventLoop in eventLoop.makeSucceededFuture(server) },

@@ -71,7 +71,9 @@ extension ProxyConnection {
                 route.metrics.portPoolExhausted()
                 route.logger.warning(
                     "port range exhausted: endpoint-mapper answer redacted",
-                    metadata: ["conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)"]
+                    metadata: [
+                        "conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)",
+                    ]
                 )
             }
             if !portsNotAllowed.isEmpty {
@@ -99,7 +101,10 @@ extension ProxyConnection {
             return result.fragments.map(\.bytes)
         } catch {
             route.metrics.pduError(reason: (error as? RPCWireError)?.code.description ?? "epm_rewrite")
-            route.logger.notice("endpoint-mapper reply not rewritable; connection closed", metadata: ["error": "\(error)"])
+            route.logger.notice(
+                "endpoint-mapper reply not rewritable; connection closed",
+                metadata: ["error": "\(error)"]
+            )
             self.close(.protocolError)
             return []
         }

@@ -44,7 +44,10 @@ enum UpstreamConnection {
             return ClientBootstrap.proxiedConnection(on: eventLoop, timeouts: timeouts)
                 .channelInitializer { channel in
                     do {
-                        let tls = try NIOSSLClientHandler(context: peer.context, serverHostname: peer.settings.serverName)
+                        let tls = try NIOSSLClientHandler(
+                            context: peer.context,
+                            serverHostname: peer.settings.serverName
+                        )
                         try channel.pipeline.syncOperations.addHandlers([
                             tls,
                             TLSHandshakeObserver(peer: peer.settings.name, metrics: tlsMetrics, logger: logger),
