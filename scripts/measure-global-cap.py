@@ -24,7 +24,7 @@ import rawrpc  # noqa: E402
 from gateway import Gateway, Metrics, http_get  # noqa: E402
 
 CAP = 20
-ADMIN = '127.0.0.1:19140'
+ADMIN = '127.0.0.1:19145'
 LISTEN, EPM = '127.0.0.1', 6135
 UPSTREAM = ('127.0.0.7', 13136)
 PAUSED = ('127.0.0.1', 6136)
