@@ -1,6 +1,7 @@
 import NIOCore
 
-/// What a server's tower says about one ncacn_ip_tcp endpoint, handed to the rewriter's closure.
+/// What a server's tower says about one ncacn_ip_tcp endpoint, handed to the closure of
+/// ``EPMReplyRewriter/rewrite(fragments:operation:syntax:limits:endpointFor:)``.
 public struct EPMTowerEndpoint: Hashable, Sendable {
     /// The interface the tower binds (its first UUID floor), if readable.
     public var interface: SyntaxID?
@@ -14,13 +15,48 @@ public struct EPMTowerEndpoint: Hashable, Sendable {
     }
 }
 
+/// One tower of a server's endpoint-mapper reply, of any protocol, handed to the closure of
+/// ``EPMReplyRewriter/rewriteTowers(fragments:operation:syntax:limits:decide:)``.
+public struct EPMReplyTower: Hashable, Sendable {
+    /// The tower as the server sent it.
+    public var tower: ProtocolTower
+    /// For an ncacn_ip_tcp tower, its TCP port and IPv4 address (``IPv4Address/any`` when it has
+    /// no IP floor); `nil` for every other protocol.
+    public var tcpEndpoint: TCPEndpoint?
+
+    public init(tower: ProtocolTower, tcpEndpoint: TCPEndpoint?) {
+        self.tower = tower
+        self.tcpEndpoint = tcpEndpoint
+    }
+
+    /// The interface the tower binds (its first UUID floor), if readable.
+    public var interface: SyntaxID? { self.tower.interface }
+}
+
+/// What the rewriter does with one tower.
+public enum EPMTowerDecision: Hashable, Sendable {
+    /// Leave the tower as the server sent it.
+    case keep
+    /// Point an ncacn_ip_tcp tower at `endpoint`: every TCP floor gets its port, every IP floor its
+    /// address. Only for a tower with an ``EPMReplyTower/tcpEndpoint``; for any other the rewrite
+    /// throws.
+    case rewrite(TCPEndpoint)
+    /// Hide every endpoint the tower names, whatever its protocol: each floor that
+    /// ``TowerFloor/revealsEndpoint`` gets a right-hand side of zeros of the same length (port 0,
+    /// `0.0.0.0`, a pipe, host or local endpoint name of NULs). The interface, transfer syntax and
+    /// RPC protocol floors stay, so the reply keeps its shape and every length.
+    case redact
+}
+
 /// The rewritten fragments of one endpoint-mapper reply.
 public struct EPMRewriteResult: Hashable, Sendable {
     /// The fragments, same count and lengths as the input, with endpoints patched.
     public var fragments: [RawPDU]
     /// ncacn_ip_tcp towers given the endpoint the closure returned.
     public var rewrittenTowers: Int
-    /// ncacn_ip_tcp towers the closure refused, written as port 0 and `0.0.0.0`.
+    /// Towers whose endpoints were zeroed (``EPMTowerDecision/redact``): ncacn_ip_tcp towers the
+    /// closure refused and, through ``EPMReplyRewriter/rewriteTowers(fragments:operation:syntax:limits:decide:)``,
+    /// towers of any protocol.
     public var redactedTowers: Int
     /// The status the server returned (0 on success, `ept_s_not_registered` when nothing matched).
     public var status: RPCStatus
@@ -33,14 +69,14 @@ public struct EPMRewriteResult: Hashable, Sendable {
     }
 }
 
-/// Rewrites the TCP endpoints in an `ept_map` or `ept_lookup` reply, in place.
+/// Rewrites the endpoints in an `ept_map` or `ept_lookup` reply, in place.
 ///
 /// A large reply comes in several response fragments (Samba's `ept_lookup` of its 53 entries takes
 /// four at 2248 bytes), and a tower, even its 2-byte port, may straddle a boundary. So the stub
 /// bytes of all fragments are concatenated into a virtual stub and parsed as the reply of
-/// `operation` (C706 Appendix O; towers as in C706 Appendix L). For every ncacn_ip_tcp tower the
-/// caller decides the endpoint the client should see; ports (2 bytes, big-endian) and IPv4
-/// addresses (4 bytes) keep their size, so no length, hint or fragment boundary changes, and a
+/// `operation` (C706 Appendix O; the tower octet strings of C706 Appendix L). For every tower the
+/// caller decides what the client should see; ports (2 bytes, big-endian), IPv4 addresses (4 bytes)
+/// and redacted names keep their size, so no length, hint or fragment boundary changes, and a
 /// patch that straddles two fragments is written byte by byte.
 ///
 /// Only the stub is touched. A caller must not pass replies protected at `packet` level or above:
@@ -50,26 +86,54 @@ public struct EPMReplyRewriter: Sendable {
     /// reserved (C706 12.6.4.10).
     static let responseHeaderLength = WireLimits.commonHeaderLength + 8
 
-    /// Rewrites the response fragments of one call.
+    /// Rewrites the ncacn_ip_tcp towers of the response fragments of one call; towers of every
+    /// other protocol pass unchanged.
     ///
     /// - Parameters:
     ///   - fragments: every response PDU of the call, FIRST_FRAG through LAST_FRAG.
     ///   - operation: `.map` or `.lookup`.
     ///   - syntax: the transfer syntax negotiated for the presentation context.
     ///   - limits: caps on the reassembled stub, tower and entry counts, tower sizes.
-    ///   - endpointFor: the endpoint to advertise for a server tower, or `nil` to redact it (port 0,
-    ///     address `0.0.0.0`). Called once per ncacn_ip_tcp tower, in stub order, and not at all
-    ///     when parsing fails.
-    /// - Throws: ``RPCWireError`` for an empty list, non-response PDUs, a broken FIRST/LAST
-    ///   sequence, mixed call ids or data representations, a stub over
-    ///   ``WireLimits/maximumReassembledStubLength``, malformed NDR or towers, an operation other
-    ///   than map or lookup; and whatever `endpointFor` throws. Nothing is rewritten then.
+    ///   - endpointFor: the endpoint to advertise for a server tower, or `nil` to redact it (as
+    ///     ``EPMTowerDecision/redact``: port 0, address `0.0.0.0`). Called once per ncacn_ip_tcp
+    ///     tower, in stub order, and not at all when parsing fails.
+    /// - Throws: as ``rewriteTowers(fragments:operation:syntax:limits:decide:)``.
     public static func rewrite(
         fragments: [RawPDU],
         operation: EPMOperation,
         syntax: NDRSyntax,
         limits: WireLimits,
         endpointFor: (EPMTowerEndpoint) throws -> TCPEndpoint?
+    ) throws -> EPMRewriteResult {
+        try Self.rewriteTowers(fragments: fragments, operation: operation, syntax: syntax, limits: limits) { tower in
+            guard let endpoint = tower.tcpEndpoint else { return .keep }
+            guard let replacement = try endpointFor(EPMTowerEndpoint(interface: tower.interface, endpoint: endpoint))
+            else { return .redact }
+            return .rewrite(replacement)
+        }
+    }
+
+    /// Rewrites or redacts the towers, of every protocol, of the response fragments of one call.
+    ///
+    /// - Parameters:
+    ///   - fragments: every response PDU of the call, FIRST_FRAG through LAST_FRAG.
+    ///   - operation: `.map` or `.lookup`.
+    ///   - syntax: the transfer syntax negotiated for the presentation context.
+    ///   - limits: caps on the reassembled stub, tower and entry counts, tower sizes.
+    ///   - decide: what to do with each tower. Called once per tower (null tower pointers have
+    ///     none), in stub order, and not at all when parsing fails or an ncacn_ip_tcp tower has a
+    ///     port that is not 2 bytes or an address that is not 4.
+    /// - Throws: ``RPCWireError`` for an empty list, non-response PDUs, a broken FIRST/LAST
+    ///   sequence, mixed call ids or data representations, a stub over
+    ///   ``WireLimits/maximumReassembledStubLength``, malformed NDR or towers, an operation other
+    ///   than map or lookup, or ``EPMTowerDecision/rewrite(_:)`` for a tower that is not
+    ///   ncacn_ip_tcp; and whatever `decide` throws. Nothing is rewritten then.
+    public static func rewriteTowers(
+        fragments: [RawPDU],
+        operation: EPMOperation,
+        syntax: NDRSyntax,
+        limits: WireLimits,
+        decide: (EPMReplyTower) throws -> EPMTowerDecision
     ) throws -> EPMRewriteResult {
         let segments = try Self.stubSegments(of: fragments, limits: limits)
         let endianness = fragments.first?.header.endianness ?? .little
@@ -102,65 +166,41 @@ public struct EPMReplyRewriter: Sendable {
         try reader.finish("ept_\(operation) response")
 
         // Validate every TCP tower before the closure runs: it may allocate ports.
-        var targets: [(offset: Int, original: EPMTowerEndpoint, ports: [Int], addresses: [Int])] = []
-        for entry in located where entry.tower.isNCACNIPTCP {
-            let tower = entry.tower
-            var ports: [Int] = []
-            var addresses: [Int] = []
-            for (floor, rhsOffset) in zip(tower.floors, tower.rightHandSideOffsets) {
-                switch floor.protocolIdentifier {
-                case TowerProtocol.tcp:
-                    guard floor.rhs.count == 2 else {
-                        throw RPCWireError(
-                            .invalidTower,
-                            "TCP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte port"
-                        )
-                    }
-                    ports.append(entry.offset + rhsOffset)
-                case TowerProtocol.ip:
-                    guard floor.rhs.count == 4 else {
-                        throw RPCWireError(
-                            .invalidTower,
-                            "IP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte address"
-                        )
-                    }
-                    addresses.append(entry.offset + rhsOffset)
-                default:
-                    break
-                }
-            }
-            guard let port = tower.tcpPort else {
-                throw RPCWireError(.invalidTower, "ncacn_ip_tcp tower at stub offset \(entry.offset) has no port")
-            }
-            let original = EPMTowerEndpoint(
-                interface: tower.interface,
-                endpoint: TCPEndpoint(address: tower.ipv4Address ?? .any, port: port)
-            )
-            targets.append((entry.offset, original, ports, addresses))
-        }
+        let towers = try located.map(Self.replyTower(_:))
 
         // Decide every patch before touching any byte. Every TCP and IP floor of a tower is
         // patched, so a tower with repeated floors cannot leak one.
         var patches: [(offset: Int, bytes: [UInt8])] = []
         var rewritten = 0
         var redacted = 0
-        for target in targets {
-            let replacement: TCPEndpoint
-            if let chosen = try endpointFor(target.original) {
-                replacement = chosen
+        for (entry, tower) in zip(located, towers) {
+            let floors = zip(tower.tower.floors, tower.tower.rightHandSideOffsets)
+            switch try decide(tower) {
+            case .keep:
+                continue
+            case .rewrite(let replacement):
+                guard tower.tcpEndpoint != nil else {
+                    throw RPCWireError(
+                        .invalidTower,
+                        "tower at stub offset \(entry.offset) is not ncacn_ip_tcp and has no TCP endpoint to rewrite"
+                    )
+                }
+                let portBytes = [
+                    UInt8(truncatingIfNeeded: replacement.port >> 8), UInt8(truncatingIfNeeded: replacement.port),
+                ]
+                for (floor, rhsOffset) in floors {
+                    switch floor.protocolIdentifier {
+                    case TowerProtocol.tcp: patches.append((entry.offset + rhsOffset, portBytes))
+                    case TowerProtocol.ip: patches.append((entry.offset + rhsOffset, replacement.address.octets))
+                    default: break
+                    }
+                }
                 rewritten += 1
-            } else {
-                replacement = TCPEndpoint(address: .any, port: 0)
+            case .redact:
+                for (floor, rhsOffset) in floors where floor.revealsEndpoint {
+                    patches.append((entry.offset + rhsOffset, [UInt8](repeating: 0, count: floor.rhs.count)))
+                }
                 redacted += 1
-            }
-            let portBytes = [
-                UInt8(truncatingIfNeeded: replacement.port >> 8), UInt8(truncatingIfNeeded: replacement.port),
-            ]
-            for offset in target.ports {
-                patches.append((offset, portBytes))
-            }
-            for offset in target.addresses {
-                patches.append((offset, replacement.address.octets))
             }
         }
 
@@ -182,6 +222,33 @@ public struct EPMReplyRewriter: Sendable {
             }
         }
         return EPMRewriteResult(fragments: output, rewrittenTowers: rewritten, redactedTowers: redacted, status: status)
+    }
+
+    /// The closure's view of a tower; throws for an ncacn_ip_tcp tower whose port is not 2 bytes
+    /// or whose address is not 4, which could not be patched in place.
+    private static func replyTower(_ entry: LocatedTower) throws -> EPMReplyTower {
+        let tower = entry.tower
+        guard tower.isNCACNIPTCP else { return EPMReplyTower(tower: tower, tcpEndpoint: nil) }
+        for floor in tower.floors {
+            switch floor.protocolIdentifier {
+            case TowerProtocol.tcp where floor.rhs.count != 2:
+                throw RPCWireError(
+                    .invalidTower,
+                    "TCP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte port"
+                )
+            case TowerProtocol.ip where floor.rhs.count != 4:
+                throw RPCWireError(
+                    .invalidTower,
+                    "IP floor at stub offset \(entry.offset) has a \(floor.rhs.count)-byte address"
+                )
+            default:
+                break
+            }
+        }
+        guard let port = tower.tcpPort else {
+            throw RPCWireError(.invalidTower, "ncacn_ip_tcp tower at stub offset \(entry.offset) has no port")
+        }
+        return EPMReplyTower(tower: tower, tcpEndpoint: TCPEndpoint(address: tower.ipv4Address ?? .any, port: port))
     }
 
     /// Where each fragment's stub lies: `start` is a buffer index in the fragment, `virtualStart`

@@ -20,6 +20,23 @@ public struct TowerFloor: Hashable, Sendable {
 
     /// Encoded size: two 16-bit lengths and both sides.
     public var encodedLength: Int { 4 + self.lhs.count + self.rhs.count }
+
+    /// Whether the right-hand side may say where the server is reached: a port, an address, a pipe,
+    /// host or local endpoint name, or the data of any protocol not listed here.
+    ///
+    /// Only three kinds of floor are known to carry none: UUID floors (interface and transfer
+    /// syntax; their right-hand side is the minor version) and the connection-oriented and
+    /// connectionless RPC floors (minor version). 0x0c is ncalrpc in Samba but SPX, whose right-hand
+    /// side is a port, in Wireshark's and impacket's tables (after the DCOM specification), so it
+    /// counts as revealing.
+    public var revealsEndpoint: Bool {
+        switch self.protocolIdentifier {
+        case TowerProtocol.uuid, TowerProtocol.rpcConnectionOriented, TowerProtocol.rpcConnectionless:
+            return false
+        default:
+            return true
+        }
+    }
 }
 
 /// Protocol identifiers of tower floors (C706 Appendix I and L; MS-RPCE 2.1.1.2).
