@@ -51,7 +51,8 @@ package struct EndpointInventory: Sendable {
         case portNotAllowed
         /// Redacted: the route's port range is used up.
         case exhausted
-        /// Not ncacn_ip_tcp: the gateway passes the tower through unchanged.
+        /// Not ncacn_ip_tcp, of an interface the client may look up: the gateway passes the tower
+        /// through unchanged (one of a hidden interface is ``hidden``: its endpoints are zeroed).
         case unchanged
     }
 
@@ -110,7 +111,7 @@ package struct EndpointInventory: Sendable {
             case .ncalrpc: endpoint = tower?.localEndpoint
             case .other, .none: endpoint = nil
             }
-            var gateway = GatewayView.unchanged
+            var gateway = TowerExposure.hides(interface, mayLookUp: machine.mayLookUp) ? GatewayView.hidden : .unchanged
             if sequence == .ncacnIPTCP, let tower, let port = tower.tcpPort {
                 let exposure = TowerExposure.classify(
                     EPMTowerEndpoint(

@@ -15,6 +15,13 @@ package enum TowerExposure: Hashable, Sendable {
     /// A dynamic endpoint of the route's server: advertised as a gateway port from the pool.
     case mapped(TCPEndpoint)
 
+    /// Whether a tower of `interface`, of any protocol, must not reveal its endpoints: the client
+    /// may not bind the interface. Towers without a readable interface are not subject to it.
+    package static func hides(_ interface: SyntaxID?, mayLookUp: (SyntaxID) -> Bool) -> Bool {
+        guard let interface else { return false }
+        return !mayLookUp(interface)
+    }
+
     /// Classifies `tower` for a route whose server resolved to `upstreamAddress`.
     ///
     /// - Parameter mayLookUp: whether the client may learn the endpoint of an interface
@@ -26,7 +33,7 @@ package enum TowerExposure: Hashable, Sendable {
         upstreamAddress: IPv4Address,
         mayLookUp: (SyntaxID) -> Bool
     ) -> TowerExposure {
-        if let interface = tower.interface, !mayLookUp(interface) { return .hidden }
+        if Self.hides(tower.interface, mayLookUp: mayLookUp) { return .hidden }
         let server = tower.endpoint
         guard server.address == .any || server.address == upstreamAddress else { return .foreignHost }
         if server.port == route.upstreamEPMPort { return .endpointMapper }
