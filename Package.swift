@@ -77,6 +77,7 @@ let package = Package(
             name: "rpcgate",
             dependencies: [
                 "RPCGatewayConfig",
+                "RPCPeer",
                 "RPCGateway",
                 "RPCPolicy",
                 "RPCWire",
@@ -89,10 +90,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            ]
+            ],
+            plugins: ["BuildInfoPlugin"]
         ),
         // The `@main` every fuzz target has without libFuzzer: replays files through its harness.
         .target(name: "FuzzReplay"),
+        // Writes the git commit into the rpcgate target before each build (`rpcgate --version`).
+        .plugin(name: "BuildInfoPlugin", capability: .buildTool()),
         .executableTarget(
             name: "RPCWireFuzz",
             dependencies: [
@@ -102,10 +106,21 @@ let package = Package(
             ],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
         ),
+        // A small DCE/RPC server and client over real PDUs (endpoint mapper, binds, calls), shared
+        // by rpcgate-bench and `rpcgate demo`. Nothing in the gateway's own targets depends on it.
+        .target(
+            name: "RPCPeer",
+            dependencies: [
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         // Load generator and DCE/RPC test server for Benchmarks/compare.sh.
         .executableTarget(
             name: "rpcgate-bench",
             dependencies: [
+                "RPCPeer",
                 "RPCWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -197,12 +212,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The CLI's own pieces (log handlers); test targets may depend on an executable target.
+        // The CLI's own pieces (log handlers, `init`'s configuration); test targets may depend on an
+        // executable target.
         .testTarget(
             name: "rpcgateTests",
             dependencies: [
                 "rpcgate",
                 "RPCGateway",
+                "RPCGatewayConfig",
+                "RPCPolicy",
+                "RPCWire",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -210,7 +230,7 @@ let package = Package(
 )
 
 // STANDARD CROSS-TARGET SETTINGS (as in swift-nio, swift-nio-ssh, hummingbird).
-for target in package.targets {
+for target in package.targets where target.type != .plugin {
     var settings = target.swiftSettings ?? []
     settings.append(.enableUpcomingFeature("MemberImportVisibility"))
     settings.append(.enableUpcomingFeature("ExistentialAny"))

@@ -229,14 +229,14 @@ def test_core_sees_the_real_client(tunnel):
     for _ in range(40):  # the audit writer is asynchronous: bounded wait
         with open(tunnel['audit']) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        if any(r.get('event') == 'bind' for r in records):
+        if any(r.get('event.action') == 'bind' for r in records):
             break
         time.sleep(0.1)
-    binds = [r for r in records if r.get('event') == 'bind']
+    binds = [r for r in records if r.get('event.action') == 'bind']
     assert binds, 'no bind in the core audit log %s' % tunnel['audit']
-    clients = {r['client'] for r in binds}
+    clients = {r['source.ip'] for r in binds}
     assert clients == {CLIENT}, 'core audit clients %r (expected only the real client %s)' % (clients, CLIENT)
-    assert all(r['decision'] != 'deny' for r in binds if r.get('interface') in ALLOWED + ['epmapper'])
+    assert all(r['rpc.decision'] != 'deny' for r in binds if r.get('rpc.interface') in ALLOWED + ['epmapper'])
     m = core_metrics()
     assert m.value('rpcgate_connections_total', route='core') > 0, m.lines('rpcgate_connections_total')
     assert handshakes(m, 'success') > 0, m.lines('rpcgate_tls_handshakes_total')

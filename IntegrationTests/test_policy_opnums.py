@@ -447,43 +447,45 @@ def test_audit_log(opn_gateway, client_ns):
     assert err is not None and 'abstract_syntax_not_supported' in str(err), err
 
     lines, found = _wait_audit(path, {
-        'drs bind allow (host)': lambda l: l.get('client_port') == host_port and l.get('event') == 'bind'
-        and l.get('interface') == 'drsuapi',
-        'drs call deny (host)': lambda l: l.get('client_port') == host_port and l.get('event') == 'call',
-        'drs bind allow (netns)': lambda l: l.get('client') == CLIENT_IP and l.get('client_port') == ns_port
-        and l.get('event') == 'bind',
-        'samr bind deny': lambda l: l.get('client_port') == samr_port and l.get('event') == 'bind'
-        and l.get('interface') == 'samr',
+        'drs bind allow (host)': lambda l: l.get('source.port') == host_port and l.get('event.action') == 'bind'
+        and l.get('rpc.interface') == 'drsuapi',
+        'drs call deny (host)': lambda l: l.get('source.port') == host_port and l.get('event.action') == 'call',
+        'drs bind allow (netns)': lambda l: l.get('source.ip') == CLIENT_IP and l.get('source.port') == ns_port
+        and l.get('event.action') == 'bind',
+        'samr bind deny': lambda l: l.get('source.port') == samr_port and l.get('event.action') == 'bind'
+        and l.get('rpc.interface') == 'samr',
     })
     missing = [k for k, v in found.items() if not v]
     assert not missing, 'audit lines missing after %.0f s: %r; file %s:\n%s' % (
         AUDIT_WAIT_S, missing, path, '\n'.join(json.dumps(l) for l in lines[-30:]))
 
     ts = re.compile(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$')
-    assert all(ts.match(l.get('time', '')) for l in lines), [l.get('time') for l in lines]
+    assert all(ts.match(l.get('@timestamp', '')) for l in lines), [l.get('@timestamp') for l in lines]
 
     (bind,) = found['drs bind allow (host)']
-    expect = {'route': DCSYNC.name, 'event': 'bind', 'client': GATEWAY_HOST, 'listener': 'mapped',
-              'interface': 'drsuapi', 'uuid': DRSUAPI_UUID, 'version': '4.0', 'auth_type': 'ntlm',
-              'auth_level': 'privacy', 'decision': 'allow', 'rule': 1, 'profile': None, 'policy': 'dcsync',
-              'server': '%s:49153' % SAMBA_HOST}
+    expect = {'rpc.route': DCSYNC.name, 'event.action': 'bind', 'source.ip': GATEWAY_HOST, 'rpc.listener': 'mapped',
+              'rpc.interface': 'drsuapi', 'rpc.interface_uuid': DRSUAPI_UUID, 'rpc.interface_version': '4.0', 'rpc.auth_type': 'ntlm',
+              'rpc.auth_level': 'privacy', 'rpc.decision': 'allow', 'rule.id': 1, 'rule.category': None, 'rule.ruleset': 'dcsync',
+              'destination.ip': SAMBA_HOST, 'destination.port': 49153}
     assert {k: bind.get(k) for k in expect} == expect, bind
 
     (call,) = found['drs call deny (host)']
-    expect = {'route': DCSYNC.name, 'event': 'call', 'client': GATEWAY_HOST, 'listener': 'mapped',
-              'interface': 'drsuapi', 'opnum': 3, 'auth_type': 'ntlm', 'auth_level': 'privacy',
-              'decision': 'deny', 'rule': 0, 'profile': 'block-dcsync', 'policy': 'dcsync'}
+    expect = {'rpc.route': DCSYNC.name, 'event.action': 'call', 'source.ip': GATEWAY_HOST, 'rpc.listener': 'mapped',
+              'rpc.interface': 'drsuapi', 'rpc.opnum': 3, 'rpc.auth_type': 'ntlm', 'rpc.auth_level': 'privacy',
+              'rpc.decision': 'deny', 'rule.id': 0, 'rule.category': 'block-dcsync', 'rule.ruleset': 'dcsync',
+              'event.outcome': 'failure', 'threat.framework': 'MITRE ATT&CK', 'threat.technique.id': ['T1003'],
+              'threat.technique.subtechnique.id': ['T1003.006']}
     assert {k: call.get(k) for k in expect} == expect, call
 
     (deny,) = found['samr bind deny']
-    expect = {'route': SAMR_PRIVACY.name, 'event': 'bind', 'client': GATEWAY_HOST, 'interface': 'samr',
-              'auth_type': 'ntlm', 'auth_level': 'integrity', 'decision': 'deny', 'rule': None,
-              'profile': None, 'policy': 'samr-privacy'}
+    expect = {'rpc.route': SAMR_PRIVACY.name, 'event.action': 'bind', 'source.ip': GATEWAY_HOST, 'rpc.interface': 'samr',
+              'rpc.auth_type': 'ntlm', 'rpc.auth_level': 'integrity', 'rpc.decision': 'deny', 'rule.id': None,
+              'rule.category': None, 'rule.ruleset': 'samr-privacy'}
     assert {k: deny.get(k) for k in expect} == expect, deny
 
     (nsbind,) = found['drs bind allow (netns)']
-    assert (nsbind['decision'], nsbind['rule'], nsbind['auth_level']) == ('allow', 1, 'privacy'), nsbind
-    ns_denies = [l for l in lines if l.get('client') == CLIENT_IP and l.get('decision') == 'deny']
+    assert (nsbind['rpc.decision'], nsbind['rule.id'], nsbind['rpc.auth_level']) == ('allow', 1, 'privacy'), nsbind
+    ns_denies = [l for l in lines if l.get('source.ip') == CLIENT_IP and l.get('rpc.decision') == 'deny']
     assert not ns_denies, 'deny lines for the excepted source %s: %r' % (CLIENT_IP, ns_denies)
-    ns_calls = [l for l in lines if l.get('client_port') == ns_port and l.get('event') == 'call']
+    ns_calls = [l for l in lines if l.get('source.port') == ns_port and l.get('event.action') == 'call']
     assert not ns_calls, 'the forwarded opnum-3 call from %s was logged: %r' % (CLIENT_IP, ns_calls)

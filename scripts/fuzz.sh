@@ -48,6 +48,24 @@ n = 0
 if target == "RPCWireFuzz":
     for f in sorted(fixtures.glob("*.hex")):
         write(f.stem, fixture(f.stem)); n += 1
+    # Synthetic Kerberos tokens (no capture has one over TCP here): a GSS-wrapped AP-REQ inside a
+    # SPNEGO negTokenInit, and the bare AP-REQ, for AuthIdentity's DER paths.
+    def der(tag, body):
+        n_ = len(body)
+        head = bytes([n_]) if n_ < 0x80 else (bytes([0x81, n_]) if n_ < 0x100 else bytes([0x82, n_ >> 8, n_ & 0xFF]))
+        return bytes([tag]) + head + body
+    gs = lambda t: der(0x1B, t.encode())
+    sname = der(0x30, der(0xA0, der(0x02, b"\x02")) + der(0xA1, der(0x30, gs("host") + gs("dc1.example.test"))))
+    ticket = der(0x61, der(0x30, der(0xA0, der(0x02, b"\x05")) + der(0xA1, gs("EXAMPLE.TEST")) + der(0xA2, sname)
+                        + der(0xA3, der(0x30, der(0xA0, der(0x02, b"\x12")) + der(0xA2, der(0x04, b"\xee" * 32))))))
+    ap_req = der(0x6E, der(0x30, der(0xA0, der(0x02, b"\x05")) + der(0xA1, der(0x02, b"\x0e"))
+                          + der(0xA2, der(0x03, b"\x00\x20\x00\x00\x00")) + der(0xA3, ticket)
+                          + der(0xA4, der(0x30, der(0xA0, der(0x02, b"\x12")) + der(0xA2, der(0x04, b"\xaa" * 16))))))
+    krb5_oid = bytes.fromhex("2a864886f712010202")
+    gss = der(0x60, der(0x06, krb5_oid) + b"\x01\x00" + ap_req)
+    spnego = der(0x60, der(0x06, bytes.fromhex("2b0601050502"))
+                 + der(0xA0, der(0x30, der(0xA0, der(0x30, der(0x06, krb5_oid))) + der(0xA2, der(0x04, gss)))))
+    write("kerberos-ap-req", ap_req); write("kerberos-gss", gss); write("spnego-kerberos", spnego); n += 3
 elif target == "RPCGatewayFuzz":
     # GatewayHarness: selector byte, then [op u8][n u16 le][data]; op 0 client, 3 server, 6 clock.
     def chunk(op, data=b"", n=None):

@@ -2,7 +2,9 @@
 # Install the Debian packages RPCGate's interop tests and fixture capture need:
 # a real Samba AD DC, Samba's rpcclient, impacket, pytest, tshark, Kerberos tools,
 # iproute2/nftables and haproxy; chromium (headless screenshot of the status page), python3-yaml
-# and systemd-analyze for the operations and deploy tests.
+# and systemd-analyze for the operations and deploy tests; lintian for the Debian package test;
+# rsyslog (a real syslog receiver for the audit log's RFC 5424 output; the tests run their own
+# rsyslogd on loopback).
 #
 # Idempotent: returns quickly when everything is already installed.
 # Non-interactive; no daemon is left running on the host afterwards.
@@ -10,13 +12,13 @@
 set -euo pipefail
 
 PKGS=(samba-ad-dc samba-ad-provision smbclient python3-impacket python3-pytest tshark
-      krb5-user iproute2 nftables haproxy chromium python3-yaml)
+      krb5-user iproute2 nftables haproxy chromium python3-yaml lintian rsyslog)
 # systemd-analyze (deploy tests) only if absent: naming systemd would upgrade an installed one.
 command -v systemd-analyze >/dev/null || PKGS+=(systemd)
 # Daemons that package scripts could start on the host.
 DAEMON_EXES=(/usr/sbin/samba /usr/sbin/smbd /usr/sbin/nmbd /usr/sbin/winbindd
-             /usr/sbin/haproxy /usr/sbin/krb5kdc)
-UNITS=(samba-ad-dc smbd nmbd winbind samba haproxy)
+             /usr/sbin/haproxy /usr/sbin/krb5kdc /usr/sbin/rsyslogd)
+UNITS=(samba-ad-dc smbd nmbd winbind samba haproxy rsyslog)
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's test command and CI (.ci/run) run it:
 # dependencies, layering checks, a warnings-free build, unit tests, a fuzz smoke run (30 s for each
-# of the three libFuzzer targets), and the interop tests against a real Samba AD DC with impacket
-# and rpcclient (needs root: network namespaces and port 135).
+# of the three libFuzzer targets), the Debian package (release build, lintian, install, checks,
+# purge), and the interop tests against a real Samba AD DC with impacket and rpcclient, the demo
+# included (needs root: network namespaces, port 135, dpkg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p test-output
@@ -32,6 +33,11 @@ step "fuzz smoke run"
 scripts/fuzz.sh "${RPCGATE_FUZZ_SECONDS:-60}" RPCWireFuzz
 scripts/fuzz.sh "${RPCGATE_FUZZ_PIPELINE_SECONDS:-30}" RPCGatewayFuzz
 scripts/fuzz.sh "${RPCGATE_FUZZ_PIPELINE_SECONDS:-30}" RPCConfigFuzz
+
+step "Debian package (release build, lintian, dpkg -i, checks, dpkg --purge)"
+# The release build has its own scratch path (.build-release): ~8 min cold on 2 cores, seconds
+# when nothing changed.
+scripts/test-deb.sh
 
 step "interop tests (Samba AD DC, impacket, rpcclient)"
 scripts/interop-tests.sh

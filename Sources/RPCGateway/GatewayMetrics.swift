@@ -43,11 +43,15 @@ package struct GatewayMetrics: Sendable {
         package static let connectionsRefusedTotal = "rpcgate_connections_refused_total"
         /// Counter `{route, interface}`: requests refused by the operation policy.
         package static let callsDeniedTotal = "rpcgate_calls_denied_total"
+        /// Counter `{route, source, decision}`: policy decisions (binds and inspected calls) by
+        /// client network (`source`: the client's /24, IPv6 /64; `other` beyond
+        /// ``RouteMetrics/maximumSourceLabels`` networks), for "top sources" panels.
+        package static let sourceDecisionsTotal = "rpcgate_source_decisions_total"
         /// Counter `{route, reason}`: spliced connections that ended, by why (a ``CloseReason``:
         /// `client_closed`, `bind_timeout`, `idle_timeout`, `server_error`, ...).
         package static let connectionsClosedTotal = "rpcgate_connections_closed_total"
         /// Counter `{reason}`: audit lines not written: `queue_full` (the writer was behind by the
-        /// whole buffer) or `write_error`.
+        /// whole buffer), `write_error`, or `syslog_error` (records not delivered to `audit.syslog`).
         package static let auditDroppedTotal = "rpcgate_audit_dropped_total"
         /// Gauge `{route}`: 1 when the last readiness probe (a TCP connect) reached the route's
         /// upstream endpoint mapper, 0 when it failed.
@@ -174,7 +178,17 @@ package final class RouteMetrics: Sendable {
         var refused: [String: Counter] = [:]
         var callsDenied: [String: Counter] = [:]
         var closed: [String: Counter] = [:]
+        var sources: [SourceKey: Counter] = [:]
     }
+
+    private struct SourceKey: Hashable {
+        var network: String
+        var denied: Bool
+    }
+
+    /// Most client networks given a label of their own per route; later ones count as `other`,
+    /// so a scan from many networks cannot grow the metric without bound.
+    package static let maximumSourceLabels = 256
 
     package init(route: String, factory: any MetricsFactory) {
         self.route = route
@@ -284,6 +298,21 @@ package final class RouteMetrics: Sendable {
     package func callDenied(interface: String) {
         self.labelledCounter(\.callsDenied, key: interface, name: Name.callsDeniedTotal) {
             [("route", self.route), ("interface", interface)]
+        }.increment()
+    }
+
+    /// A policy decision for a client in `network` (a CIDR text such as `10.1.2.0/24`).
+    package func sourceDecision(network: String, denied: Bool) {
+        let known = self.labelled.withLockedValue { counters in
+            counters.sources[SourceKey(network: network, denied: denied)] != nil
+                || counters.sources[SourceKey(network: network, denied: !denied)] != nil
+                || counters.sources.count < 2 * Self.maximumSourceLabels
+        }
+        let label = known ? network : "other"
+        let decision = denied ? "deny" : "allow"
+        self.labelledCounter(\.sources, key: SourceKey(network: label, denied: denied), name: Name.sourceDecisionsTotal)
+        {
+            [("route", self.route), ("source", label), ("decision", decision)]
         }.increment()
     }
 

@@ -278,14 +278,60 @@ public struct AuditSettings: Sendable, Hashable {
     public var file: String
     /// Most lines buffered while the writer is behind; more are dropped and counted.
     public var bufferLines: Int
+    /// Also send every line to this syslog receiver (RFC 5424); `nil`: the file only.
+    public var syslog: SyslogSettings?
 
     /// The `file` value that means standard output.
     public static let standardOutput = "-"
     public static let defaultBufferLines = 10_000
 
-    public init(file: String, bufferLines: Int = AuditSettings.defaultBufferLines) {
+    public init(file: String, bufferLines: Int = AuditSettings.defaultBufferLines, syslog: SyslogSettings? = nil) {
         self.file = file
         self.bufferLines = bufferLines
+        self.syslog = syslog
+    }
+}
+
+/// A syslog receiver for the audit lines (`audit.syslog`).
+public struct SyslogSettings: Sendable, Hashable {
+    public enum Transport: String, Sendable, Hashable, CaseIterable {
+        /// RFC 5426: one datagram per message.
+        case udp
+        /// RFC 6587: octet-counted messages on one connection.
+        case tcp
+    }
+
+    /// A numeric IPv4 or IPv6 address.
+    public var host: String
+    public var port: UInt16
+    public var transport: Transport
+    /// The syslog facility number (RFC 5424 6.2.1): 16 (`local0`) to 23 (`local7`), or any 0-23.
+    public var facility: Int
+    /// APP-NAME of every message.
+    public var appName: String
+
+    public static let defaultPort: UInt16 = 514
+    /// `local0`.
+    public static let defaultFacility = 16
+    /// Facility names and numbers (RFC 5424 table 1).
+    public static let facilities: [String: Int] = [
+        "kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6, "news": 7,
+        "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11, "ntp": 12, "security": 13, "console": 14,
+        "local0": 16, "local1": 17, "local2": 18, "local3": 19, "local4": 20, "local5": 21, "local6": 22, "local7": 23,
+    ]
+
+    public init(
+        host: String,
+        port: UInt16 = SyslogSettings.defaultPort,
+        transport: Transport = .udp,
+        facility: Int = SyslogSettings.defaultFacility,
+        appName: String = "rpcgate"
+    ) {
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.facility = facility
+        self.appName = appName
     }
 }
 

@@ -20,7 +20,8 @@ extension ConfigurationDecoder {
     /// Upper bound for `new_connections_per_second_per_source`: catches a stray digit.
     static let maximumConnectionRate = 1_000_000
     static let timeoutKeys = ["connect", "idle", "bind", "half_close", "drain"]
-    static let auditKeys = ["file", "buffer_lines"]
+    static let auditKeys = ["file", "buffer_lines", "syslog"]
+    static let syslogKeys = ["address", "transport", "facility", "app_name"]
     /// Upper bound for `audit.buffer_lines`: catches a stray digit (each line is about 200 bytes).
     static let maximumAuditBufferLines = 10_000_000
 
@@ -379,6 +380,72 @@ extension ConfigurationDecoder {
             ) {
                 settings.bufferLines = lines
             } else {
+                valid = false
+            }
+        }
+        if let node = fields["syslog"] {
+            if let syslog = self.decodeSyslog(node, at: path.key("syslog")) {
+                settings.syslog = syslog
+            } else {
+                valid = false
+            }
+        }
+        return valid ? settings : nil
+    }
+
+    /// `audit.syslog: {address: HOST:PORT, transport: udp|tcp, facility: local0, app_name: rpcgate}`.
+    /// The host must be an IP address: a name would be resolved on every reconnect, on the audit
+    /// writer's thread.
+    private mutating func decodeSyslog(_ node: Node, at path: ConfigPath) -> SyslogSettings? {
+        guard let fields = self.fields(of: node, at: path, known: Self.syslogKeys, required: ["address"]),
+            let addressNode = fields["address"],
+            let address = self.string(addressNode, at: path.key("address"), what: "HOST:PORT of a syslog receiver")
+        else { return nil }
+        var valid = true
+        var settings = SyslogSettings(host: "")
+        switch ValueParsers.hostAndPort(address) {
+        case .success(let parsed):
+            if IPAddress(parsed.host) == nil {
+                self.report(
+                    "\"\(parsed.host)\" is not an IP address; give the syslog receiver's address",
+                    at: path.key("address"),
+                    node: addressNode
+                )
+                valid = false
+            }
+            settings.host = parsed.host
+            settings.port = UInt16(parsed.port)
+        case .failure(let failure):
+            self.report(failure.message(for: address), at: path.key("address"), node: addressNode)
+            valid = false
+        }
+        if let node = fields["transport"], let text = self.string(node, at: path.key("transport")) {
+            if let transport = SyslogSettings.Transport(rawValue: text.lowercased()) {
+                settings.transport = transport
+            } else {
+                self.report("\"\(text)\" is not a syslog transport (udp or tcp)", at: path.key("transport"), node: node)
+                valid = false
+            }
+        }
+        if let node = fields["facility"], let text = self.string(node, at: path.key("facility")) {
+            if let facility = SyslogSettings.facilities[text.lowercased()] {
+                settings.facility = facility
+            } else {
+                let known = SyslogSettings.facilities.sorted { $0.value < $1.value }.map(\.key).joined(separator: ", ")
+                self.report("\"\(text)\" is not a syslog facility (\(known))", at: path.key("facility"), node: node)
+                valid = false
+            }
+        }
+        if let node = fields["app_name"], let text = self.string(node, at: path.key("app_name")) {
+            // RFC 5424 6.2.5: 1-48 printable US-ASCII characters, no space.
+            if !text.isEmpty, text.utf8.count <= 48, text.utf8.allSatisfy({ $0 > 32 && $0 < 127 }) {
+                settings.appName = text
+            } else {
+                self.report(
+                    "app_name must be 1-48 printable ASCII characters without spaces",
+                    at: path.key("app_name"),
+                    node: node
+                )
                 valid = false
             }
         }

@@ -13,6 +13,37 @@ public struct ProfileOperation: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(self.opnum) \(self.name)" }
 }
 
+/// A MITRE ATT&CK technique (https://attack.mitre.org), for audit lines a profile decided.
+public struct AttackTechnique: Hashable, Sendable, CustomStringConvertible {
+    /// `T1003.006`: a technique, or a sub-technique after the dot.
+    public var id: String
+    /// `OS Credential Dumping: DCSync`.
+    public var name: String
+
+    public init(_ id: String, _ name: String) {
+        self.id = id
+        self.name = name
+    }
+
+    /// The technique of a sub-technique (`T1003` for `T1003.006`), or `id` itself.
+    public var parentID: String { self.id.split(separator: ".").first.map(String.init) ?? self.id }
+    public var isSubtechnique: Bool { self.id.contains(".") }
+
+    public var description: String { "\(self.id) \(self.name)" }
+
+    public static let dcsync = AttackTechnique("T1003.006", "OS Credential Dumping: DCSync")
+    public static let forcedAuthentication = AttackTechnique("T1187", "Forced Authentication")
+    public static let serviceExecution = AttackTechnique("T1569.002", "System Services: Service Execution")
+    public static let windowsService = AttackTechnique("T1543.003", "Create or Modify System Process: Windows Service")
+    public static let at = AttackTechnique("T1053.002", "Scheduled Task/Job: At")
+    public static let scheduledTask = AttackTechnique("T1053.005", "Scheduled Task/Job: Scheduled Task")
+    public static let windowsManagementInstrumentation = AttackTechnique("T1047", "Windows Management Instrumentation")
+    public static let distributedComponentObjectModel = AttackTechnique(
+        "T1021.003",
+        "Remote Services: Distributed Component Object Model"
+    )
+}
+
 /// One deny rule of a built-in profile, as data.
 public struct ProfileRule: Hashable, Sendable {
     /// Catalog names (``InterfaceCatalog``) of the interfaces the rule covers.
@@ -23,12 +54,22 @@ public struct ProfileRule: Hashable, Sendable {
     public var specification: String
     /// What the operations are abused for.
     public var reason: String
+    /// The ATT&CK techniques the refused operations serve; audit lines of decisions by this rule
+    /// carry them.
+    public var techniques: [AttackTechnique]
 
-    public init(interfaces: [String], operations: [ProfileOperation]?, specification: String, reason: String) {
+    public init(
+        interfaces: [String],
+        operations: [ProfileOperation]?,
+        specification: String,
+        reason: String,
+        techniques: [AttackTechnique] = []
+    ) {
         self.interfaces = interfaces
         self.operations = operations
         self.specification = specification
         self.reason = reason
+        self.techniques = techniques
     }
 
     /// The operations as an ``OpnumSet``, consecutive opnums merged into ranges.
@@ -101,6 +142,12 @@ public struct PolicyProfile: Hashable, Sendable {
 public enum BuiltInProfiles {
     public static let all: [PolicyProfile] = [blockCoercion, blockDCSync, blockRemoteExec]
 
+    /// The ATT&CK techniques of the profile rule that decided a bind (`opnum` `nil`) or a call
+    /// on `interface`; empty when `profile` is not built in or no rule of it covers the query.
+    public static func techniques(profile: String, interface: SyntaxID, opnum: UInt16?) -> [AttackTechnique] {
+        self.named(profile)?.entry(for: interface, opnum: opnum)?.rule.techniques ?? []
+    }
+
     /// Profile names, in the order of ``all``.
     public static var names: [String] { self.all.map(\.name) }
 
@@ -142,7 +189,8 @@ public enum BuiltInProfiles {
                 ],
                 specification: "MS-EFSR 3.1.4.2",
                 reason:
-                    "PetitPotam: every operation that takes a file path (EfsRpcNotSupported may be processed as EfsRpcDuplicateEncryptionInfoFile)"
+                    "PetitPotam: every operation that takes a file path (EfsRpcNotSupported may be processed as EfsRpcDuplicateEncryptionInfoFile)",
+                techniques: [.forcedAuthentication]
             ),
             ProfileRule(
                 interfaces: ["spoolss"],
@@ -154,13 +202,15 @@ public enum BuiltInProfiles {
                 ],
                 specification: "MS-RPRN 3.1.4",
                 reason:
-                    "PrinterBug (the spooler calls a client-named host back) and PrintNightmare (driver installation)"
+                    "PrinterBug (the spooler calls a client-named host back) and PrintNightmare (driver installation)",
+                techniques: [.forcedAuthentication]
             ),
             ProfileRule(
                 interfaces: ["par"],
                 operations: [ProfileOperation(39, "RpcAsyncAddPrinterDriver")],
                 specification: "MS-PAR 3.1.4",
-                reason: "PrintNightmare over the asynchronous print interface"
+                reason: "PrintNightmare over the asynchronous print interface",
+                techniques: [.forcedAuthentication]
             ),
             ProfileRule(
                 interfaces: ["dfsnm"],
@@ -174,7 +224,8 @@ public enum BuiltInProfiles {
                     ProfileOperation(24, "NetrDfsRemoveRootTarget"),
                 ],
                 specification: "MS-DFSNM 3.1.4",
-                reason: "DFSCoerce: namespace-root management contacts a client-named server"
+                reason: "DFSCoerce: namespace-root management contacts a client-named server",
+                techniques: [.forcedAuthentication]
             ),
             ProfileRule(
                 interfaces: ["fsrvp"],
@@ -183,7 +234,8 @@ public enum BuiltInProfiles {
                     ProfileOperation(9, "IsPathShadowCopied"),
                 ],
                 specification: "MS-FSRVP 3.1.4",
-                reason: "ShadowCoerce: the VSS agent opens a client-named share"
+                reason: "ShadowCoerce: the VSS agent opens a client-named share",
+                techniques: [.forcedAuthentication]
             ),
             ProfileRule(
                 interfaces: ["eventlog"],
@@ -192,7 +244,8 @@ public enum BuiltInProfiles {
                     ProfileOperation(16, "ElfrOpenBELA"),
                 ],
                 specification: "MS-EVEN 3.1.4",
-                reason: "opening a backup event log on a client-named UNC path"
+                reason: "opening a backup event log on a client-named UNC path",
+                techniques: [.forcedAuthentication]
             ),
         ]
     )
@@ -212,7 +265,8 @@ public enum BuiltInProfiles {
                     ProfileOperation(3, "IDL_DRSGetNCChanges"),
                 ],
                 specification: "MS-DRSR 4.1.23, 4.1.10",
-                reason: "DCSync: IDL_DRSGetNCChanges replicates secrets; IDL_DRSReplicaSync triggers replication"
+                reason: "DCSync: IDL_DRSGetNCChanges replicates secrets; IDL_DRSReplicaSync triggers replication",
+                techniques: [.dcsync]
             )
         ]
     )
@@ -239,19 +293,22 @@ public enum BuiltInProfiles {
                     ProfileOperation(60, "RCreateWowService"),
                 ],
                 specification: "MS-SCMR 3.1.4",
-                reason: "creating a service, or changing an existing service's binary path, and starting it"
+                reason: "creating a service, or changing an existing service's binary path, and starting it",
+                techniques: [.serviceExecution, .windowsService]
             ),
             ProfileRule(
                 interfaces: ["atsvc"],
                 operations: nil,
                 specification: "MS-TSCH 3.2.5.2",
-                reason: "AT jobs (NetrJobAdd runs a command as SYSTEM)"
+                reason: "AT jobs (NetrJobAdd runs a command as SYSTEM)",
+                techniques: [.at]
             ),
             ProfileRule(
                 interfaces: ["sasec"],
                 operations: nil,
                 specification: "MS-TSCH 3.2.5.3",
-                reason: "setting the credentials of .job tasks"
+                reason: "setting the credentials of .job tasks",
+                techniques: [.scheduledTask]
             ),
             ProfileRule(
                 interfaces: ["taskscheduler"],
@@ -260,7 +317,8 @@ public enum BuiltInProfiles {
                     ProfileOperation(12, "SchRpcRun"),
                 ],
                 specification: "MS-TSCH 3.2.5.4",
-                reason: "registering a task and running it on demand"
+                reason: "registering a task and running it on demand",
+                techniques: [.scheduledTask]
             ),
         ]
     )

@@ -154,6 +154,19 @@ public struct IPNetwork: Hashable, Sendable, CustomStringConvertible {
         guard self.contains(address), Self.masked(address, prefix) == address else { return nil }
     }
 
+    /// The network of `prefixLength` bits (clamped to the family's size) that holds `address`:
+    /// `10.1.2.0/24` for 10.1.2.3 and 24.
+    public init(containing address: IPAddress, prefixLength: Int) {
+        let maximum: Int
+        switch address {
+        case .v4: maximum = 32
+        case .v6: maximum = 128
+        }
+        let prefix = min(max(prefixLength, 0), maximum)
+        self.address = Self.masked(address, prefix)
+        self.prefixLength = prefix
+    }
+
     private static func masked(_ address: IPAddress, _ prefix: Int) -> IPAddress {
         switch address {
         case .v4(let value):

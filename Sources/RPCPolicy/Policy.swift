@@ -250,9 +250,12 @@ public struct Policy: Hashable, Sendable {
 
     /// Whether the gateway must check each request, not only binds: some rule depends on the
     /// operation number, or on the auth level, which each request's `sec_trailer` states anew (a
-    /// client can alter the security context after the bind).
+    /// client can alter the security context after the bind); or some call may be decided
+    /// `audit` (the default, or a rule), and every audited call is recorded: a learning policy
+    /// (`default: audit`) records each opnum its clients call.
     public var inspectsOperations: Bool {
-        self.rules.contains { $0.opnums != nil || $0.minimumAuthLevel != nil }
+        self.defaultAction == .audit
+            || self.rules.contains { $0.opnums != nil || $0.minimumAuthLevel != nil || $0.action == .audit }
     }
 }
 

@@ -24,6 +24,9 @@ public struct RPCWireError: Error, Hashable, Sendable, CustomStringConvertible {
             case reassemblyTooLarge = "reassembly_too_large"
             case fragmentSequence = "fragment_sequence"
             case unexpectedPacketType = "unexpected_packet_type"
+            case invalidNTLMMessage = "invalid_ntlm_message"
+            case invalidSPNEGOToken = "invalid_spnego_token"
+            case invalidKerberosToken = "invalid_kerberos_token"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -62,6 +65,14 @@ public struct RPCWireError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let fragmentSequence = Code(.fragmentSequence)
         /// A PDU of a type that is not valid at this point.
         public static let unexpectedPacketType = Code(.unexpectedPacketType)
+        /// An NTLMSSP message (MS-NLMP 2.2.1) in an `auth_value` whose fields are inconsistent or
+        /// over a limit.
+        public static let invalidNTLMMessage = Code(.invalidNTLMMessage)
+        /// A SPNEGO token (RFC 4178 4.2) in an `auth_value` that is not well-formed DER.
+        public static let invalidSPNEGOToken = Code(.invalidSPNEGOToken)
+        /// A Kerberos token (RFC 4121 4.1, RFC 4120 5.5.1) in an `auth_value` that is not
+        /// well-formed DER or over a limit.
+        public static let invalidKerberosToken = Code(.invalidKerberosToken)
 
         /// A short, stable identifier such as `fragment_too_long`.
         public var description: String { self.base.rawValue }

@@ -23,6 +23,13 @@ public struct WireLimits: Hashable, Sendable {
     public var maximumAnnotationLength: Int
     /// Most fragments accepted for one call when reassembling, however small each one is.
     public var maximumFragmentsPerCall: Int
+    /// Largest accepted name in an authentication token, in bytes as sent: an NTLM user, domain
+    /// or workstation name (UTF-16, so the default 512 bytes are 256 characters; Windows user
+    /// names have at most 20, NetBIOS names 15, DNS names 255), a Kerberos realm or one component of a
+    /// service principal name.
+    public var maximumIdentityNameLength: Int
+    /// Most components accepted in a Kerberos principal name (`ldap/dc1.example.com` has 2).
+    public var maximumPrincipalComponents: Int
 
     public init(
         maximumFragmentLength: Int = 16 * 1024,
@@ -33,7 +40,9 @@ public struct WireLimits: Hashable, Sendable {
         maximumFloors: Int = 16,
         maximumTowerLength: Int = 1024,
         maximumAnnotationLength: Int = 256,
-        maximumFragmentsPerCall: Int = 1024
+        maximumFragmentsPerCall: Int = 1024,
+        maximumIdentityNameLength: Int = 512,
+        maximumPrincipalComponents: Int = 8
     ) {
         self.maximumFragmentLength = maximumFragmentLength
         self.maximumPresentationContexts = maximumPresentationContexts
@@ -44,6 +53,8 @@ public struct WireLimits: Hashable, Sendable {
         self.maximumTowerLength = maximumTowerLength
         self.maximumAnnotationLength = maximumAnnotationLength
         self.maximumFragmentsPerCall = maximumFragmentsPerCall
+        self.maximumIdentityNameLength = maximumIdentityNameLength
+        self.maximumPrincipalComponents = maximumPrincipalComponents
     }
 
     /// The 16-byte common header of every connection-oriented PDU (C706 12.6.3.1).

@@ -19,6 +19,8 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    decode to the same value.
 /// 5. The input is fed to ``PDUStream`` (the glue handlers' framing) in pieces whose sizes come
 ///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
+/// 6. The input, and the `auth_value` of every parsed PDU, is read as an NTLM, SPNEGO and Kerberos
+///    token by ``AuthIdentity``; every name it returns must respect the limits.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
@@ -37,10 +39,36 @@ func fuzzOneInput(_ input: ByteBuffer) {
         fragments.append(raw)
         guard let pdu = try? raw.parse(limits: limits) else { continue }
         checkRoundTrip(pdu, limits: limits)
+        if let verifier = pdu.authVerifier {
+            fuzzAuthIdentity(verifier.value, limits: limits)
+        }
     }
     checkStream(input, expected: fragments, framerFailed: framerFailed, limits: limits)
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
+    fuzzAuthIdentity(input, limits: limits)
+}
+
+/// Parses `token` under each auth type that carries names; what comes out must be within limits.
+private func fuzzAuthIdentity(_ token: ByteBuffer, limits: WireLimits) {
+    for type in [AuthType.ntlm, .spnego, .kerberos] {
+        guard let identity = try? AuthIdentity.parse(authType: type, token: token, limits: limits) else { continue }
+        switch identity {
+        case .ntlm(let ntlm):
+            // UTF-16 never grows beyond 3 UTF-8 bytes per 2 input bytes; OEM stays 1:1.
+            for name in [ntlm.user, ntlm.domain, ntlm.workstation]
+            where name.utf8.count > limits.maximumIdentityNameLength * 3 / 2 {
+                fatalError("NTLM name of \(name.utf8.count) bytes over the limit")
+            }
+        case .kerberos(let service):
+            guard service.serviceName.count <= limits.maximumPrincipalComponents,
+                service.realm.utf8.count <= limits.maximumIdentityNameLength,
+                service.serviceName.allSatisfy({ $0.utf8.count <= limits.maximumIdentityNameLength })
+            else {
+                fatalError("Kerberos names over the limits: \(service)")
+            }
+        }
+    }
 }
 
 /// Splits `input` into pieces of 1 to 256 bytes, sizes taken cyclically from its own bytes.

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import RPCPeer
 import RPCWire
 
 /// Runs the workers of one client mode on the event loops and sums up what they did.
@@ -120,8 +121,8 @@ enum ClientRunner {
     {
         let all = Self.loops(of: group)
         let first = all[0]
-        let target = try await first.flatSubmit { () -> EventLoopFuture<HostPort> in
-            let promise = first.makePromise(of: HostPort.self)
+        let target = try await first.flatSubmit { () -> EventLoopFuture<PeerAddress> in
+            let promise = first.makePromise(of: PeerAddress.self)
             TargetResolver(configuration: configuration).target(on: first) { promise.completeWith($0) }
             return promise.futureResult
         }.get()
@@ -225,7 +226,7 @@ struct Report {
     var human = ""
     var failed = false
 
-    init(mode: ClientConfiguration.Mode, configuration: ClientConfiguration, target: HostPort?) {
+    init(mode: ClientConfiguration.Mode, configuration: ClientConfiguration, target: PeerAddress?) {
         self.add("mode", .string(mode.rawValue))
         self.add("epm", configuration.epm.map { .string("\($0)") } ?? .null)
         self.add("target", target.map { .string("\($0)") } ?? .null)

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import RPCPeer
 import RPCWire
 
 /// What the client was asked to do.
@@ -8,8 +9,8 @@ struct ClientConfiguration: Sendable {
         case bulk, latency, churn, idle
     }
 
-    var epm: HostPort?
-    var direct: HostPort?
+    var epm: PeerAddress?
+    var direct: PeerAddress?
     var connections: Int
     /// Calls per connection (0: until the duration ends). In churn, calls per sequence (0 means 1).
     var callsPerConnection: Int
@@ -57,13 +58,13 @@ struct WorkerResult: Sendable {
 struct TargetResolver: Sendable {
     let configuration: ClientConfiguration
 
-    func target(on loop: any EventLoop, completion: @escaping (Result<HostPort, any Error>) -> Void) {
+    func target(on loop: any EventLoop, completion: @escaping (Result<PeerAddress, any Error>) -> Void) {
         if let direct = self.configuration.direct {
             completion(.success(direct))
         } else if let epm = self.configuration.epm {
             RPCClient.resolve(epm: epm, fragment: self.configuration.fragment, on: loop, completion: completion)
         } else {
-            completion(.failure(BenchError("neither --epm nor --direct given")))
+            completion(.failure(PeerError("neither --epm nor --direct given")))
         }
     }
 }
@@ -84,7 +85,7 @@ final class CallLoopWorker {
     private let configuration: ClientConfiguration
     private let stub: ByteBuffer
     private let recordRoundTrips: Bool
-    private var target: HostPort?
+    private var target: PeerAddress?
     private var connection: RPCClientConnection?
     private var callsOnConnection = 0
     private var deadline = NIODeadline.distantFuture
@@ -118,7 +119,7 @@ final class CallLoopWorker {
         return promise.futureResult
     }
 
-    var resolvedTarget: HostPort? { self.target }
+    var resolvedTarget: PeerAddress? { self.target }
 
     private func warmUp(_ promise: EventLoopPromise<Void>) {
         guard self.warmupLeft > 0, let connection = self.connection else {
@@ -136,7 +137,7 @@ final class CallLoopWorker {
 
     private func reconnect(_ completion: @escaping ((any Error)?) -> Void) {
         guard let target = self.target else {
-            completion(BenchError("no target"))
+            completion(PeerError("no target"))
             return
         }
         self.connection?.close()
@@ -206,7 +207,7 @@ final class CallLoopWorker {
             switch result {
             case .success(let call):
                 guard call.stubBytes == size else {
-                    self.result.record(BenchError("echo returned \(call.stubBytes) bytes for \(size)"))
+                    self.result.record(PeerError("echo returned \(call.stubBytes) bytes for \(size)"))
                     self.finish()
                     return
                 }
@@ -324,7 +325,7 @@ final class ChurnWorker {
 final class IdleWorker {
     private let loop: any EventLoop
     private let configuration: ClientConfiguration
-    private let target: HostPort
+    private let target: PeerAddress
     private let count: Int
     private var launched = 0
     private var inFlight = 0
@@ -335,7 +336,7 @@ final class IdleWorker {
     private var promise: EventLoopPromise<Void>?
     private var holding = true
 
-    init(loop: any EventLoop, configuration: ClientConfiguration, target: HostPort, count: Int) {
+    init(loop: any EventLoop, configuration: ClientConfiguration, target: PeerAddress, count: Int) {
         self.loop = loop
         self.configuration = configuration
         self.target = target

@@ -1,6 +1,7 @@
 import ArgumentParser
 import NIOCore
 import NIOPosix
+import RPCPeer
 import RPCWire
 
 import Foundation
@@ -20,7 +21,7 @@ func stderrLine(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
-extension HostPort: ExpressibleByArgument {
+extension PeerAddress: ExpressibleByArgument {
     init?(argument: String) { self.init(argument) }
 }
 
@@ -60,15 +61,16 @@ struct Server: AsyncParsableCommand {
 
     func run() async throws {
         let advertise = IPv4Address(self.advertise ?? self.listen) ?? .any
-        try await BenchServer.run(
-            BenchServer.Configuration(
+        try await RPCPeerServer.run(
+            RPCPeerServer.Configuration(
                 listen: self.listen,
                 epmPort: self.epmPort,
                 dataPort: self.dataPort,
                 threads: self.threads,
                 maxFragment: self.maxFragment,
                 advertise: advertise
-            )
+            ),
+            announce: stderrLine
         )
     }
 }
@@ -79,10 +81,10 @@ struct Client: AsyncParsableCommand {
     )
 
     @Option(help: "Endpoint mapper HOST:PORT. Calls go to HOST and the port of the returned tower.")
-    var epm: HostPort?
+    var epm: PeerAddress?
 
     @Option(help: "Skip the endpoint mapper and call HOST:PORT directly.")
-    var direct: HostPort?
+    var direct: PeerAddress?
 
     @Option(help: "Connections (bulk, idle) or concurrent workers (churn). Latency uses one.")
     var connections: Int = 1

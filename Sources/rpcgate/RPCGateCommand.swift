@@ -18,13 +18,25 @@ struct RPCGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rpcgate",
         abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
-        version: RPCGateVersion.current,
-        subcommands: [Run.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self]
+        version: RPCGateVersion.full,
+        subcommands: [
+            Run.self, Demo.self, Init.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self,
+            PolicyCommand.self,
+        ]
     )
 }
 
 enum RPCGateVersion {
+    /// The release. CHANGELOG.md names what changed in each; scripts/build-deb.sh reads it from
+    /// `rpcgate --version`.
     static let current = "0.1.0"
+
+    /// The git commit the binary was built from (written by Plugins/BuildInfoPlugin), or
+    /// `unknown commit` for a build without git information.
+    static var commit: String { BuildInfo.commit.map { "commit \($0)" } ?? "unknown commit" }
+
+    /// What `--version`, the status page and the start-up log show: `0.1.0 (commit 1a2b3c4d5e6f)`.
+    static var full: String { "\(self.current) (\(self.commit))" }
 }
 
 /// Prints every configuration problem, one per line, and exits non-zero.
@@ -50,11 +62,24 @@ struct CheckConfig: ParsableCommand {
     )
 
     @Argument(help: "The YAML configuration file.")
-    var file: String
+    var file: String?
+
+    /// The same file as an option, as `run`, `explain` and `endpoints` take it.
+    @Option(name: .customLong("config"), help: "The YAML configuration file (instead of the argument).")
+    var config: String?
+
+    func validate() throws {
+        switch (self.file, self.config) {
+        case (nil, nil): throw ValidationError("give the configuration file: rpcgate check-config FILE")
+        case (.some, .some): throw ValidationError("give the configuration file once: as the argument or with --config")
+        default: break
+        }
+    }
 
     func run() throws {
-        let settings = try loadSettingsOrExit(self.file)
-        print("\(self.file): OK")
+        let file = self.file ?? self.config ?? ""
+        let settings = try loadSettingsOrExit(file)
+        print("\(file): OK")
         for route in settings.routes {
             print(
                 "route \(route.name) (\(route.mode.name)): epm \(route.listenAddress):\(route.epmPort) -> \(Self.upstreamText(route)), ports \(route.ports.lowerBound)-\(route.ports.upperBound), policy \(route.policy.name) (\(route.policy.rules.count) rules, default \(route.policy.defaultAction))"
@@ -151,15 +176,7 @@ struct Run: AsyncParsableCommand {
                     host: adminSettings.host,
                     port: adminSettings.port,
                     group: group,
-                    content: AdminContent(
-                        metrics: {
-                            var buffer: [UInt8] = []
-                            registry.emit(into: &buffer)
-                            return String(decoding: buffer, as: UTF8.self)
-                        },
-                        readiness: { gateway.readiness() },
-                        status: { await gateway.status(version: RPCGateVersion.current) }
-                    ),
+                    content: AdminContent.gateway(gateway, registry: registry),
                     token: adminSettings.token,
                     logger: logger
                 )
@@ -172,7 +189,7 @@ struct Run: AsyncParsableCommand {
             }
         }
         logger.info(
-            "rpcgate \(RPCGateVersion.current) started",
+            "rpcgate \(RPCGateVersion.full) started",
             metadata: [
                 "config": "\(self.config)", "routes": "\(settings.routes.count)", "pid": "\(getpid())",
                 "log_format": "\(settings.logging.format.rawValue)", "log_level": "\(level.rawValue)",
@@ -199,6 +216,22 @@ struct Run: AsyncParsableCommand {
         try await serviceGroup.run()
         try? await group.shutdownGracefully()
         logger.info("rpcgate stopped")
+    }
+}
+
+extension AdminContent {
+    /// The admin endpoints of a running gateway: Prometheus text from `registry`, readiness and
+    /// the status page.
+    static func gateway(_ gateway: GatewayServer, registry: PrometheusCollectorRegistry) -> AdminContent {
+        AdminContent(
+            metrics: {
+                var buffer: [UInt8] = []
+                registry.emit(into: &buffer)
+                return String(decoding: buffer, as: UTF8.self)
+            },
+            readiness: { gateway.readiness() },
+            status: { await gateway.status(version: RPCGateVersion.full) }
+        )
     }
 }
 

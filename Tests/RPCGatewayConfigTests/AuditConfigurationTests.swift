@@ -97,3 +97,54 @@ struct AuditConfigurationTests {
         )
     }
 }
+
+@Suite("Audit syslog configuration")
+struct AuditSyslogConfigurationTests {
+    @Test("audit.syslog: address, transport, facility, app_name; defaults UDP and local0")
+    func valid() throws {
+        let settings = try ConfigurationLoader.parse(
+            yaml: minimalConfig + """
+                audit:
+                  file: "-"
+                  syslog: {address: "127.0.0.1:5514", transport: tcp, facility: local3, app_name: gw1}
+
+                """
+        )
+        #expect(
+            settings.audit?.syslog
+                == SyslogSettings(host: "127.0.0.1", port: 5514, transport: .tcp, facility: 19, appName: "gw1")
+        )
+        let defaults = try ConfigurationLoader.parse(
+            yaml: minimalConfig + "audit:\n  file: \"-\"\n  syslog: {address: \"[::1]:514\"}\n"
+        )
+        #expect(
+            defaults.audit?.syslog
+                == SyslogSettings(host: "::1", port: 514, transport: .udp, facility: 16, appName: "rpcgate")
+        )
+    }
+
+    @Test("Bad syslog values are reported at their keys")
+    func invalid() throws {
+        let base = minimalConfig + "audit:\n  file: \"-\"\n  syslog: "
+        #expect(
+            problem(at: "audit.syslog.address", in: base + "{address: \"logs.example:514\"}\n")?.message.contains(
+                "not an IP address"
+            ) == true
+        )
+        #expect(
+            problem(at: "audit.syslog.address", in: base + "{address: \"127.0.0.1\"}\n")?.message.contains("no port")
+                == true
+        )
+        #expect(
+            problem(at: "audit.syslog.transport", in: base + "{address: \"127.0.0.1:514\", transport: relp}\n") != nil
+        )
+        #expect(
+            problem(at: "audit.syslog.facility", in: base + "{address: \"127.0.0.1:514\", facility: local9}\n")?.message
+                .contains("local7") == true
+        )
+        #expect(
+            problem(at: "audit.syslog.app_name", in: base + "{address: \"127.0.0.1:514\", app_name: \"a b\"}\n") != nil
+        )
+        #expect(problem(at: "audit.syslog", in: base + "{transport: udp}\n") != nil)
+    }
+}

@@ -97,7 +97,7 @@ struct AuditLogTests {
     static func opnums(_ lines: [String]) throws -> [Int] {
         try lines.map { line in
             let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
-            return try #require(object["opnum"] as? Int)
+            return try #require(object["rpc.opnum"] as? Int)
         }
     }
 

@@ -52,22 +52,26 @@ struct AuditRecordTests {
         #expect(now.millisecondsSinceEpoch < 4_102_444_800_000)
     }
 
-    @Test("A bind line has every field, in order, with null for the default rule")
+    @Test("A bind line has every ECS field, in order, with null for the default rule")
     func bindLine() throws {
         let record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
         #expect(
             record.jsonLine
-                == #"{"time":"2024-05-01T12:34:56.789Z","route":"dc1","event":"bind","client":"10.1.2.3","client_port":49152,"#
-                + #""server":"10.99.0.2:49667","listener":"mapped","interface":"samr","#
-                + #""uuid":"12345778-1234-abcd-ef00-0123456789ac","version":"1.0","auth_type":"ntlm","auth_level":"privacy","#
-                + #""decision":"allow","rule":null,"profile":null,"policy":"dc"}"#
+                == #"{"@timestamp":"2024-05-01T12:34:56.789Z","event.kind":"event","event.category":["network"],"#
+                + #""event.type":["allowed"],"event.action":"bind","event.outcome":"success","event.dataset":"rpcgate.audit","#
+                + #""source.ip":"10.1.2.3","source.port":49152,"destination.ip":"10.99.0.2","destination.port":49667,"#
+                + #""network.transport":"tcp","network.protocol":"dcerpc","#
+                + #""rule.id":null,"rule.name":"default","rule.category":null,"rule.ruleset":"dc","#
+                + #""rpc.route":"dc1","rpc.listener":"mapped","rpc.interface":"samr","#
+                + #""rpc.interface_uuid":"12345778-1234-abcd-ef00-0123456789ac","rpc.interface_version":"1.0","#
+                + #""rpc.auth_type":"ntlm","rpc.auth_level":"privacy","rpc.decision":"allow"}"#
         )
     }
 
-    @Test("A call line has the opnum, the rule index and the profile")
+    @Test("A call line has the opnum, the rule and the profile")
     func callLine() throws {
         var record = try Self.bind(
-            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 3, profile: "block-dcsync"))
+            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 3, profile: "my-profile"))
         )
         record.event = .call
         record.opnum = 7
@@ -81,11 +85,89 @@ struct AuditRecordTests {
         record.listener = .epm
         #expect(
             record.jsonLine
-                == #"{"time":"2024-05-01T12:34:56.789Z","route":"dc1","event":"call","client":"10.1.2.3","client_port":49152,"#
-                + #""server":"10.99.0.2:49667","listener":"epm","interface":"unknown","#
-                + #""uuid":"01234567-89ab-cdef-0123-456789abcdef","version":"2.5","opnum":7,"auth_type":"authn(99)","#
-                + #""auth_level":"none","decision":"deny","rule":3,"profile":"block-dcsync","policy":"dc"}"#
+                == #"{"@timestamp":"2024-05-01T12:34:56.789Z","event.kind":"event","event.category":["network"],"#
+                + #""event.type":["denied"],"event.action":"call","event.outcome":"failure","event.dataset":"rpcgate.audit","#
+                + #""source.ip":"10.1.2.3","source.port":49152,"destination.ip":"10.99.0.2","destination.port":49667,"#
+                + #""network.transport":"tcp","network.protocol":"dcerpc","#
+                + #""rule.id":3,"rule.name":"rule 3 (profile my-profile)","rule.category":"my-profile","rule.ruleset":"dc","#
+                + #""rpc.route":"dc1","rpc.listener":"epm","rpc.interface":"unknown","#
+                + #""rpc.interface_uuid":"01234567-89ab-cdef-0123-456789abcdef","rpc.interface_version":"2.5","rpc.opnum":7,"#
+                + #""rpc.auth_type":"authn(99)","rpc.auth_level":"none","rpc.decision":"deny"}"#
         )
+    }
+
+    @Test("NTLM identities: user, domain, workstation; anonymous sessions have no user")
+    func ntlmIdentity() throws {
+        var record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
+        record.identity = .ntlm(NTLMIdentity(user: "Administrator", domain: "EXAMPLE", workstation: "WS1"))
+        #expect(
+            record.jsonLine.hasSuffix(
+                #""rpc.decision":"allow","rpc.auth.identity":"ntlm","user.name":"Administrator","user.domain":"EXAMPLE","#
+                    + #""rpc.auth.workstation":"WS1","rpc.auth.anonymous":false}"#
+            )
+        )
+        record.identity = .ntlm(NTLMIdentity(user: "", domain: "", workstation: "", isAnonymous: true))
+        #expect(
+            record.jsonLine.hasSuffix(
+                #""rpc.auth.identity":"ntlm","user.name":null,"user.domain":null,"rpc.auth.workstation":null,"rpc.auth.anonymous":true}"#
+            )
+        )
+    }
+
+    @Test("Kerberos identities: the ticket's service principal and realm, never a user")
+    func kerberosIdentity() throws {
+        var record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
+        record.identity = .kerberos(
+            KerberosServiceIdentity(realm: "EXAMPLE.TEST", serviceName: ["host", "dc1.example.test"])
+        )
+        #expect(
+            record.jsonLine.hasSuffix(
+                #""rpc.auth.identity":"kerberos_ticket","rpc.auth.service_principal":"host/dc1.example.test","#
+                    + #""rpc.auth.realm":"EXAMPLE.TEST"}"#
+            )
+        )
+        #expect(!record.jsonLine.contains("user.name"))
+    }
+
+    @Test(
+        "Lines a built-in profile decided carry ATT&CK techniques",
+        arguments: [
+            ("block-dcsync", "drsuapi", UInt16(3) as UInt16?, ["T1003"], ["T1003.006"]),
+            ("block-coercion", "efsrpc", 0, ["T1187"], []),
+            ("block-coercion", "spoolss", 65, ["T1187"], []),
+            ("block-remote-exec", "svcctl", 12, ["T1569", "T1543"], ["T1569.002", "T1543.003"]),
+            ("block-remote-exec", "atsvc", nil, ["T1053"], ["T1053.002"]),
+            ("block-remote-exec", "taskscheduler", 1, ["T1053"], ["T1053.005"]),
+        ] as [(String, String, UInt16?, [String], [String])]
+    )
+    func attackTechniques(
+        profile: String,
+        interface: String,
+        opnum: UInt16?,
+        ids: [String],
+        subtechniques: [String]
+    ) throws {
+        var record = try Self.bind(
+            decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 0, profile: profile))
+        )
+        record.interface = try #require(InterfaceCatalog.named(interface)).syntax
+        record.opnum = opnum
+        record.event = opnum == nil ? .bind : .call
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(record.jsonLine.utf8)) as? [String: Any])
+        #expect(object["threat.framework"] as? String == "MITRE ATT&CK")
+        #expect(object["threat.technique.id"] as? [String] == ids)
+        #expect(object["threat.technique.subtechnique.id"] as? [String] == subtechniques)
+        #expect((object["threat.technique.name"] as? [String])?.count == max(ids.count, subtechniques.count))
+    }
+
+    @Test("No ATT&CK fields when a user rule or the default decided")
+    func noTechniquesWithoutProfile() throws {
+        var record = try Self.bind(decision: PolicyDecision(action: .deny, origin: RuleOrigin(index: 2)))
+        record.interface = try #require(InterfaceCatalog.named("drsuapi")).syntax
+        record.opnum = 3
+        #expect(!record.jsonLine.contains("threat."))
+        record.decision = PolicyDecision(action: .deny, origin: nil)
+        #expect(!record.jsonLine.contains("threat."))
     }
 
     @Test("An IPv6 client, and a connection without a peer address")
@@ -94,11 +176,12 @@ struct AuditRecordTests {
             decision: PolicyDecision(action: .audit, origin: nil),
             client: SocketAddress(ipAddress: "2001:db8::1", port: 50_000)
         )
-        #expect(v6.jsonLine.contains(#""client":"2001:db8::1","client_port":50000,"#))
-        #expect(v6.jsonLine.contains(#""decision":"audit""#))
+        #expect(v6.jsonLine.contains(#""source.ip":"2001:db8::1","source.port":50000,"#))
+        #expect(v6.jsonLine.contains(#""rpc.decision":"audit""#))
+        #expect(v6.jsonLine.contains(#""event.outcome":"success""#))
         var none = v6
         none.client = nil
-        #expect(none.jsonLine.contains(#""client":null,"client_port":null,"#))
+        #expect(none.jsonLine.contains(#""source.ip":null,"source.port":null,"#))
     }
 
     @Test("Strings are escaped: quotes, backslashes, control characters; UTF-8 passes through")
@@ -123,11 +206,28 @@ struct AuditRecordTests {
         #expect(bytes.last == UInt8(ascii: "\n"))
         #expect(bytes.dropLast().contains(UInt8(ascii: "\n")) == false)
         let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
-        #expect(object["route"] as? String == hostile)
-        #expect(object["profile"] as? String == "p\"\n")
-        #expect(object["policy"] as? String == "</script>\u{00}")
-        #expect(object["rule"] as? Int == 0)
-        #expect(object["client_port"] as? Int == 49_152)
-        #expect(object["opnum"] == nil)
+        #expect(object["rpc.route"] as? String == hostile)
+        #expect(object["rule.category"] as? String == "p\"\n")
+        #expect(object["rule.ruleset"] as? String == "</script>\u{00}")
+        #expect(object["rule.id"] as? Int == 0)
+        #expect(object["source.port"] as? Int == 49_152)
+        #expect(object["rpc.opnum"] == nil)
+
+        // Names from the wire are escaped too.
+        record.identity = .ntlm(NTLMIdentity(user: hostile, domain: "\"}", workstation: "\u{0}"))
+        let identityLine = record.jsonLine
+        #expect(!identityLine.contains("\n"))
+        let decoded = try #require(try JSONSerialization.jsonObject(with: Data(identityLine.utf8)) as? [String: Any])
+        #expect(decoded["user.name"] as? String == hostile)
+        #expect(decoded["user.domain"] as? String == "\"}")
+    }
+}
+
+extension AuditRecordTests {
+    @Test("An unknown server port is null, not 0")
+    func unknownServerPort() throws {
+        var record = try Self.bind(decision: PolicyDecision(action: .allow, origin: nil))
+        record.server = TCPEndpoint(address: IPv4Address(10, 99, 0, 2), port: 0)
+        #expect(record.jsonLine.contains(#""destination.ip":"10.99.0.2","destination.port":null,"#))
     }
 }

@@ -191,7 +191,7 @@ struct PolicyExplanationTests {
     }
 
     /// Requests are inspected when a rule depends on the opnum or on the auth level (each
-    /// request's sec_trailer states its level), not otherwise.
+    /// request's sec_trailer states its level), or a call may be audited; not otherwise.
     @Test func inspectsOperations() {
         let origin = RuleOrigin(index: 0)
         #expect(
@@ -211,6 +211,13 @@ struct PolicyExplanationTests {
                 defaultAction: .deny,
                 rules: [PolicyRule(action: .allow, minimumAuthLevel: .integrity, origin: origin)]
             ).inspectsOperations
+        )
+        // Audited calls are recorded, so an audit default (learning) or an audit rule needs
+        // every request.
+        #expect(Policy(name: "learn", defaultAction: .audit, rules: []).inspectsOperations)
+        #expect(
+            Policy(name: "p", defaultAction: .deny, rules: [PolicyRule(action: .audit, origin: origin)])
+                .inspectsOperations
         )
         // A call at a lower level than the bind's is decided on its own level.
         let policy = PolicyTests.policy

@@ -21,6 +21,55 @@ extension GatewayStatus {
             ("connections_awaiting_bind", .int(Int64(self.connectionsAwaitingBind))),
             ("denials", .array(self.denials.map(\.json))),
             ("denials_total", .int(Int64(self.denialsTotal))),
+            ("top", self.traffic.json),
+        ])
+    }
+}
+
+extension TrafficSummary.Snapshot {
+    var json: JSONValue {
+        func interfaces(_ rows: [TrafficSummary.Row<SyntaxID>]) -> JSONValue {
+            .array(
+                rows.map { row in
+                    .object([
+                        ("interface", .string(InterfaceCatalog.name(of: row.key) ?? "unknown")),
+                        ("uuid", .string("\(row.key.uuid)")),
+                        ("version", .string("\(row.key.majorVersion).\(row.key.minorVersion)")),
+                        ("seen", .int(Int64(row.counts.seen))),
+                        ("denied", .int(Int64(row.counts.denied))),
+                    ])
+                }
+            )
+        }
+        func sources(_ rows: [TrafficSummary.Row<String>]) -> JSONValue {
+            .array(
+                rows.map { row in
+                    .object([
+                        ("source", .string(row.key)),
+                        ("seen", .int(Int64(row.counts.seen))),
+                        ("denied", .int(Int64(row.counts.denied))),
+                    ])
+                }
+            )
+        }
+        return .object([
+            ("interfaces", interfaces(self.interfaces)),
+            ("sources", sources(self.sources)),
+            ("denied_interfaces", interfaces(self.deniedInterfaces)),
+            ("denied_sources", sources(self.deniedSources)),
+            (
+                "other_interfaces",
+                .object([
+                    ("seen", .int(Int64(self.otherInterfaces.seen))),
+                    ("denied", .int(Int64(self.otherInterfaces.denied))),
+                ])
+            ),
+            (
+                "other_sources",
+                .object([
+                    ("seen", .int(Int64(self.otherSources.seen))), ("denied", .int(Int64(self.otherSources.denied))),
+                ])
+            ),
         ])
     }
 }
@@ -98,6 +147,7 @@ extension AuditRecord {
             ("route", .string(self.route)),
             ("event", .string(self.event.rawValue)),
             ("client", .string(self.clientText)),
+            ("identity", .string(orNull: self.identity == nil ? nil : self.identityText)),
             ("listener", .string(self.listener.rawValue)),
             ("server", .string("\(self.server)")),
             ("interface", .string(self.interfaceName)),

@@ -31,6 +31,7 @@ package enum StatusPage {
         Self.routes(status, into: &html)
         Self.mappings(status, into: &html)
         Self.connections(status, into: &html)
+        Self.traffic(status, into: &html)
         Self.denials(status, into: &html)
         html.raw(
             """
@@ -190,6 +191,64 @@ package enum StatusPage {
         }
     }
 
+    /// Top interfaces and sources, seen and refused: what a learning policy shows at a glance.
+    private static func traffic(_ status: GatewayStatus, into html: inout HTMLBuilder) {
+        let traffic = status.traffic
+        html.raw("<section id=\"traffic\"><h2>Top interfaces and sources</h2>\n")
+        guard !traffic.interfaces.isEmpty else {
+            html.raw("<p class=\"empty\">No bind or call decided since start.</p></section>\n")
+            return
+        }
+        func interfaceRows(_ title: String, _ rows: [TrafficSummary.Row<SyntaxID>], other: TrafficSummary.Counts) {
+            html.raw("<h3>")
+            html.text(title)
+            html.raw("</h3>\n")
+            html.tableHead(["Interface", "UUID", "Seen", "Denied"])
+            for row in rows {
+                html.raw("<tr>")
+                html.cell(InterfaceCatalog.name(of: row.key) ?? "unknown", className: "interface")
+                html.cell("\(row.key.uuid) v\(row.key.majorVersion).\(row.key.minorVersion)", className: "mono")
+                html.cell("\(row.counts.seen)", className: "num")
+                html.cell("\(row.counts.denied)", className: row.counts.denied > 0 ? "num bad" : "num")
+                html.raw("</tr>\n")
+            }
+            if other.seen > 0 {
+                html.raw("<tr><td>(others)</td><td></td>")
+                html.cell("\(other.seen)", className: "num")
+                html.cell("\(other.denied)", className: "num")
+                html.raw("</tr>\n")
+            }
+            html.raw("</tbody></table>\n")
+        }
+        func sourceRows(_ title: String, _ rows: [TrafficSummary.Row<String>], other: TrafficSummary.Counts) {
+            html.raw("<h3>")
+            html.text(title)
+            html.raw("</h3>\n")
+            html.tableHead(["Source", "Seen", "Denied"])
+            for row in rows {
+                html.raw("<tr>")
+                html.cell(row.key, className: "mono")
+                html.cell("\(row.counts.seen)", className: "num")
+                html.cell("\(row.counts.denied)", className: row.counts.denied > 0 ? "num bad" : "num")
+                html.raw("</tr>\n")
+            }
+            if other.seen > 0 {
+                html.raw("<tr><td>(others)</td>")
+                html.cell("\(other.seen)", className: "num")
+                html.cell("\(other.denied)", className: "num")
+                html.raw("</tr>\n")
+            }
+            html.raw("</tbody></table>\n")
+        }
+        interfaceRows("Interfaces seen", traffic.interfaces, other: traffic.otherInterfaces)
+        sourceRows("Sources seen", traffic.sources, other: traffic.otherSources)
+        if !traffic.deniedInterfaces.isEmpty {
+            interfaceRows("Interfaces denied", traffic.deniedInterfaces, other: TrafficSummary.Counts())
+            sourceRows("Sources denied", traffic.deniedSources, other: TrafficSummary.Counts())
+        }
+        html.raw("</section>\n")
+    }
+
     private static func denials(_ status: GatewayStatus, into html: inout HTMLBuilder) {
         html.raw("<section id=\"denials\"><h2>Recent refused binds and calls")
         html.raw(" (last \(status.denials.count) of \(status.denialsTotal))</h2>\n")
@@ -198,7 +257,8 @@ package enum StatusPage {
             return
         }
         html.tableHead([
-            "Time (UTC)", "Route", "Event", "Client", "Interface", "UUID", "Opnum", "Auth", "Decision", "Rule",
+            "Time (UTC)", "Route", "Event", "Client", "Identity", "Interface", "UUID", "Opnum", "Auth", "Decision",
+            "Rule",
         ])
         for denial in status.denials {
             html.raw("<tr>")
@@ -206,6 +266,7 @@ package enum StatusPage {
             html.cell(denial.route, className: "name")
             html.cell(denial.event.rawValue)
             html.cell(denial.clientText, className: "mono")
+            html.cell(denial.identityText)
             html.cell(denial.interfaceName, className: "interface")
             html.cell(
                 "\(denial.interface.uuid) v\(denial.interface.majorVersion).\(denial.interface.minorVersion)",
@@ -225,7 +286,7 @@ package enum StatusPage {
     private static let style = """
         body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:1.5em;color:#1d2430;background:#f7f8fa}\
         header{display:flex;align-items:baseline;gap:.6em}h1{margin:0;font-size:1.6em}\
-        .version{color:#667}h2{font-size:1.15em;margin:1.6em 0 .5em}\
+        .version{color:#667}h2{font-size:1.15em;margin:1.6em 0 .5em}h3{font-size:1em;margin:1em 0 .4em}\
         .badge{padding:.1em .6em;border-radius:1em;font-weight:600;font-size:.9em}\
         .badge.good{background:#d7f5dd;color:#11602a}.badge.bad{background:#fde2e1;color:#9b1c1c}\
         dl.summary{display:grid;grid-template-columns:max-content auto;gap:.2em 1em;margin:1em 0}\

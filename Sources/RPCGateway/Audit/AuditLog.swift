@@ -119,28 +119,33 @@ package final class AuditLog: Sendable {
     package let warningInterval: TimeAmount
     private let queue: AuditQueue
     private let sink: any AuditSink
+    private let syslog: SyslogSender?
     private let pool: NIOThreadPool
     private let writerState = NIOLockedValueBox(WriterState.running)
     private let logger: Logger
     private let droppedQueueFull: Counter
     private let droppedWriteError: Counter
+    private let droppedSyslogError: Counter
 
     /// Opens the file of `settings` and starts the writer.
     ///
-    /// - Throws: ``AuditLogError`` when the file cannot be opened.
+    /// - Throws: ``AuditLogError`` when the file cannot be opened or the syslog host is not an
+    ///   address.
     package convenience init(settings: AuditSettings, logger: Logger, metrics: GatewayMetrics = GatewayMetrics()) throws
     {
         self.init(
             sink: try FileAuditSink(path: settings.file),
+            syslog: try settings.syslog.map(SyslogSender.init(settings:)),
             capacity: settings.bufferLines,
             logger: logger,
             metrics: metrics
         )
     }
 
-    /// Starts a writer that sends lines to `sink`.
+    /// Starts a writer that sends lines to `sink` and, when given, every record to `syslog`.
     package init(
         sink: any AuditSink,
+        syslog: SyslogSender? = nil,
         capacity: Int = AuditSettings.defaultBufferLines,
         warningInterval: TimeAmount = .seconds(60),
         logger: Logger,
@@ -150,6 +155,7 @@ package final class AuditLog: Sendable {
         self.warningInterval = warningInterval
         self.queue = AuditQueue(capacity: self.capacity)
         self.sink = sink
+        self.syslog = syslog
         self.logger = logger
         self.droppedQueueFull = Counter(
             label: GatewayMetrics.Name.auditDroppedTotal,
@@ -159,6 +165,11 @@ package final class AuditLog: Sendable {
         self.droppedWriteError = Counter(
             label: GatewayMetrics.Name.auditDroppedTotal,
             dimensions: [("reason", "write_error")],
+            factory: metrics.factory
+        )
+        self.droppedSyslogError = Counter(
+            label: GatewayMetrics.Name.auditDroppedTotal,
+            dimensions: [("reason", "syslog_error")],
             factory: metrics.factory
         )
         self.pool = NIOThreadPool(numberOfThreads: 1)
@@ -228,6 +239,7 @@ package final class AuditLog: Sendable {
         var batch = CircularBuffer<AuditRecord>(initialCapacity: min(self.capacity, 1024))
         var output = ByteBuffer()
         var lastErrorWarning: NIODeadline?
+        var lastSyslogWarning: NIODeadline?
         while true {
             let closing = self.queue.take(into: &batch)
             if !batch.isEmpty {
@@ -248,11 +260,27 @@ package final class AuditLog: Sendable {
                         )
                     }
                 }
+                if let syslog = self.syslog {
+                    do {
+                        try syslog.send(batch)
+                    } catch {
+                        self.droppedSyslogError.increment(by: batch.count)
+                        let now = NIODeadline.now()
+                        if lastSyslogWarning.map({ now - $0 >= self.warningInterval }) ?? true {
+                            lastSyslogWarning = now
+                            self.logger.error(
+                                "audit records not sent to syslog",
+                                metadata: ["records": "\(batch.count)", "error": "\(error)"]
+                            )
+                        }
+                    }
+                }
                 batch.removeAll(keepingCapacity: true)
             }
             if closing { break }
         }
         self.sink.close()
+        self.syslog?.close()
         let waiter = self.writerState.withLockedValue { state -> CheckedContinuation<Void, Never>? in
             defer { state = .finished }
             if case .awaited(let continuation) = state { return continuation }

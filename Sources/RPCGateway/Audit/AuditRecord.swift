@@ -88,9 +88,14 @@ package struct AuditTimestamp: Hashable, Sendable, Comparable {
 /// The data path builds this small value and hands it to ``AuditLog``; names are looked up and the
 /// JSON is formatted on the writer thread (``writeJSONLine(into:)``).
 ///
+/// Field names follow the Elastic Common Schema (ECS 8) where ECS has a field for the value
+/// (`@timestamp`, `source.ip`, `event.outcome`, `rule.name`, `user.name`, `threat.technique.id`,
+/// ...); the rest are in the custom `rpc.*` namespace. Keys are flat and dotted, which
+/// Elasticsearch, Vector and jq all read. `docs/AUDIT.md` lists every field.
+///
 /// Binds on the endpoint-mapper listener are decided by the listener itself (only the endpoint
-/// mapper, below packet level), not by a policy rule: their `rule` is `null` and `listener` is
-/// `epm`.
+/// mapper, below packet level), not by a policy rule: their `rule.id` is `null` and
+/// `rpc.listener` is `epm`.
 package struct AuditRecord: Hashable, Sendable {
     package enum Event: String, Hashable, Sendable {
         case bind
@@ -110,6 +115,9 @@ package struct AuditRecord: Hashable, Sendable {
     package var opnum: UInt16?
     package var authType: AuthType
     package var authLevel: AuthLevel
+    /// Who the client said it was in the connection's last authentication token that named
+    /// someone; `nil` when none did (no authentication, or not yet).
+    package var identity: AuthIdentity?
     package var decision: PolicyDecision
     /// The name of the route's policy.
     package var policy: String
@@ -125,6 +133,7 @@ package struct AuditRecord: Hashable, Sendable {
         opnum: UInt16? = nil,
         authType: AuthType,
         authLevel: AuthLevel,
+        identity: AuthIdentity? = nil,
         decision: PolicyDecision,
         policy: String
     ) {
@@ -138,39 +147,105 @@ package struct AuditRecord: Hashable, Sendable {
         self.opnum = opnum
         self.authType = authType
         self.authLevel = authLevel
+        self.identity = identity
         self.decision = decision
         self.policy = policy
     }
 
-    /// Appends the record as one line of JSON, newline included. Key order is fixed:
-    /// `time, route, event, client, client_port, server, listener, interface, uuid, version,
-    /// [opnum,] auth_type, auth_level, decision, rule, profile, policy`.
+    /// The ATT&CK techniques of the built-in profile rule that made the decision; empty when no
+    /// profile did.
+    package var techniques: [AttackTechnique] {
+        guard let profile = self.decision.origin?.profile else { return [] }
+        return BuiltInProfiles.techniques(profile: profile, interface: self.interface, opnum: self.opnum)
+    }
+
+    /// Who the client said it was, for a person: `DOMAIN\user` (NTLM), `ticket for
+    /// SERVICE@REALM` (Kerberos), or `-`.
+    package var identityText: String {
+        switch self.identity {
+        case .ntlm(let ntlm):
+            if ntlm.isAnonymous { return "anonymous" }
+            return ntlm.domain.isEmpty ? ntlm.user : "\(ntlm.domain)\\\(ntlm.user)"
+        case .kerberos(let service):
+            return "ticket for \(service.servicePrincipal)@\(service.realm)"
+        case nil:
+            return "-"
+        }
+    }
+
+    /// `rule 3 (profile block-dcsync)`, or `default` when the policy's default decided.
+    package var ruleName: String { self.decision.origin?.description ?? "default" }
+
+    /// Appends the record as one line of JSON, newline included. Key order is fixed (see
+    /// `docs/AUDIT.md`); the identity keys appear only when an identity is known, the `threat.*`
+    /// keys only when a built-in profile decided.
     package func writeJSONLine(into buffer: inout ByteBuffer) {
         var object = JSONObjectWriter()
         object.begin(&buffer)
-        object.key("time", &buffer)
+        object.key("@timestamp", &buffer)
         buffer.writeInteger(UInt8(ascii: "\""))
         self.time.writeRFC3339(into: &buffer)
         buffer.writeInteger(UInt8(ascii: "\""))
-        object.field("route", self.route, &buffer)
-        object.field("event", self.event.rawValue, &buffer)
+        object.field("event.kind", "event", &buffer)
+        object.field("event.category", strings: ["network"], &buffer)
+        object.field("event.type", strings: [self.decision.permits ? "allowed" : "denied"], &buffer)
+        object.field("event.action", self.event.rawValue, &buffer)
+        object.field("event.outcome", self.decision.permits ? "success" : "failure", &buffer)
+        object.field("event.dataset", "rpcgate.audit", &buffer)
         let address = self.client?.ipAddress
-        object.field("client", address, &buffer)
-        object.field("client_port", address == nil ? nil : self.client?.port.map(Int64.init), &buffer)
-        object.field("server", self.server.description, &buffer)
-        object.field("listener", self.listener.rawValue, &buffer)
-        object.field("interface", InterfaceCatalog.name(of: self.interface) ?? "unknown", &buffer)
-        object.field("uuid", self.interface.uuid.description, &buffer)
-        object.field("version", "\(self.interface.majorVersion).\(self.interface.minorVersion)", &buffer)
+        object.field("source.ip", address, &buffer)
+        object.field("source.port", address == nil ? nil : self.client?.port.map(Int64.init), &buffer)
+        object.field("destination.ip", self.server.address.description, &buffer)
+        // Port 0: the server endpoint is not known yet (a first bind is decided before the
+        // connection it routes is placed); `null` rather than a port that does not exist.
+        object.field("destination.port", self.server.port == 0 ? nil : Int64(self.server.port), &buffer)
+        object.field("network.transport", "tcp", &buffer)
+        object.field("network.protocol", "dcerpc", &buffer)
+        object.field("rule.id", self.decision.origin.map { Int64($0.index) }, &buffer)
+        object.field("rule.name", self.ruleName, &buffer)
+        object.field("rule.category", self.decision.origin?.profile, &buffer)
+        object.field("rule.ruleset", self.policy, &buffer)
+        object.field("rpc.route", self.route, &buffer)
+        object.field("rpc.listener", self.listener.rawValue, &buffer)
+        object.field("rpc.interface", InterfaceCatalog.name(of: self.interface) ?? "unknown", &buffer)
+        object.field("rpc.interface_uuid", self.interface.uuid.description, &buffer)
+        object.field("rpc.interface_version", "\(self.interface.majorVersion).\(self.interface.minorVersion)", &buffer)
         if let opnum = self.opnum {
-            object.field("opnum", Int64(opnum), &buffer)
+            object.field("rpc.opnum", Int64(opnum), &buffer)
         }
-        object.field("auth_type", self.authType.description, &buffer)
-        object.field("auth_level", self.authLevel.description, &buffer)
-        object.field("decision", self.decision.action.rawValue, &buffer)
-        object.field("rule", self.decision.origin.map { Int64($0.index) }, &buffer)
-        object.field("profile", self.decision.origin?.profile, &buffer)
-        object.field("policy", self.policy, &buffer)
+        object.field("rpc.auth_type", self.authType.description, &buffer)
+        object.field("rpc.auth_level", self.authLevel.description, &buffer)
+        object.field("rpc.decision", self.decision.action.rawValue, &buffer)
+        switch self.identity {
+        case .ntlm(let ntlm):
+            object.field("rpc.auth.identity", "ntlm", &buffer)
+            object.field("user.name", ntlm.user.isEmpty ? nil : ntlm.user, &buffer)
+            object.field("user.domain", ntlm.domain.isEmpty ? nil : ntlm.domain, &buffer)
+            object.field("rpc.auth.workstation", ntlm.workstation.isEmpty ? nil : ntlm.workstation, &buffer)
+            object.field("rpc.auth.anonymous", ntlm.isAnonymous, &buffer)
+        case .kerberos(let service):
+            // The client's name is encrypted in the AP-REQ: only the service asked for is known.
+            object.field("rpc.auth.identity", "kerberos_ticket", &buffer)
+            object.field("rpc.auth.service_principal", service.servicePrincipal, &buffer)
+            object.field("rpc.auth.realm", service.realm, &buffer)
+        case nil:
+            break
+        }
+        let techniques = self.techniques
+        if !techniques.isEmpty {
+            object.field("threat.framework", "MITRE ATT&CK", &buffer)
+            var parents: [String] = []
+            for technique in techniques where !parents.contains(technique.parentID) {
+                parents.append(technique.parentID)
+            }
+            object.field("threat.technique.id", strings: parents, &buffer)
+            object.field(
+                "threat.technique.subtechnique.id",
+                strings: techniques.filter(\.isSubtechnique).map(\.id),
+                &buffer
+            )
+            object.field("threat.technique.name", strings: techniques.map(\.name), &buffer)
+        }
         object.end(&buffer)
         buffer.writeInteger(UInt8(ascii: "\n"))
     }
@@ -220,6 +295,22 @@ struct JSONObjectWriter {
         } else {
             buffer.writeStaticString("null")
         }
+    }
+
+    mutating func field(_ key: StaticString, _ value: Bool, _ buffer: inout ByteBuffer) {
+        self.key(key, &buffer)
+        buffer.writeStaticString(value ? "true" : "false")
+    }
+
+    /// A JSON array of strings (ECS fields such as `event.type` are arrays).
+    mutating func field(_ key: StaticString, strings values: [String], _ buffer: inout ByteBuffer) {
+        self.key(key, &buffer)
+        buffer.writeInteger(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            buffer.writeJSONString(value)
+        }
+        buffer.writeInteger(UInt8(ascii: "]"))
     }
 
     func end(_ buffer: inout ByteBuffer) {

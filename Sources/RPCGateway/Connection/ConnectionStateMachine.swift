@@ -110,6 +110,9 @@ public struct ConnectionStateMachine: Sendable {
     /// The auth level and type of the connection's security context (from the last bind/alter).
     public private(set) var authLevel: AuthLevel = .none
     public private(set) var authType: AuthType = .none
+    /// Who the client said it was in its last authentication token that named someone (see
+    /// ConnectionStateMachine+Identity.swift); audit lines carry it.
+    public internal(set) var identity: AuthIdentity?
     /// Whether the server has accepted at least one presentation context.
     public internal(set) var isBound = false
     /// The gateway port the client connected to, when it is not the server's own (mapped and
@@ -245,6 +248,7 @@ public struct ConnectionStateMachine: Sendable {
             }
             return action
         case .auth3:
+            self.noteIdentity(in: raw)
             return .forward
         case .coCancel, .orphaned:
             guard let incoming = self.session.incomingCall, incoming.callID == raw.header.callID else {
@@ -298,6 +302,7 @@ public struct ConnectionStateMachine: Sendable {
         if let verifier = pdu.authVerifier {
             self.authLevel = verifier.authLevel
             self.authType = verifier.authType
+            self.noteIdentity(in: verifier)
         }
         var refused = false
         for context in contexts where !context.isBindTimeFeatureNegotiation {

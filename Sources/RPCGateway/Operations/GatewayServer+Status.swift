@@ -124,7 +124,8 @@ extension GatewayServer {
             connectionsAwaitingBind: awaitingBind,
             denials: denials.denials,
             denialsTotal: denials.total,
-            readiness: readiness
+            readiness: readiness,
+            traffic: self.denials.traffic.snapshot
         )
     }
 

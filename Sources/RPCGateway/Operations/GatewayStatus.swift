@@ -28,6 +28,8 @@ package struct GatewayStatus: Sendable {
     /// Refusals recorded since start, including those no longer kept.
     package var denialsTotal: Int
     package var readiness: ReadinessReport
+    /// The most seen and most refused interfaces and sources since start.
+    package var traffic: TrafficSummary.Snapshot
 
     package init(
         version: String,
@@ -43,7 +45,8 @@ package struct GatewayStatus: Sendable {
         connectionsAwaitingBind: Int = 0,
         denials: [AuditRecord],
         denialsTotal: Int,
-        readiness: ReadinessReport
+        readiness: ReadinessReport,
+        traffic: TrafficSummary.Snapshot = .empty
     ) {
         self.version = version
         self.generatedAt = generatedAt
@@ -59,6 +62,7 @@ package struct GatewayStatus: Sendable {
         self.denials = denials
         self.denialsTotal = denialsTotal
         self.readiness = readiness
+        self.traffic = traffic
     }
 }
 

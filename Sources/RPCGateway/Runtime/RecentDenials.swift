@@ -57,6 +57,8 @@ package final class RecentDenials: Sendable {
     package static let defaultCapacity = 50
 
     private let buffer: NIOLockedValueBox<RingBuffer<AuditRecord>>
+    /// Top interfaces and sources, seen and denied (fed by ``RouteRuntime``, Admin/RouteRuntime+Traffic.swift).
+    package let traffic = TrafficSummary()
 
     package init(capacity: Int = RecentDenials.defaultCapacity) {
         self.buffer = NIOLockedValueBox(RingBuffer(capacity: capacity))

@@ -19,9 +19,11 @@ extension RouteRuntime {
         connection: Int,
         client: SocketAddress?,
         server: TCPEndpoint,
-        listener: GatewayMetrics.Listener
+        listener: GatewayMetrics.Listener,
+        identity: AuthIdentity? = nil
     ) {
         let clientText = HostPort.text(client)
+        self.countForTraffic(event, client: client, listener: listener)
         switch event {
         case .bindDecision(let interface, let decision, let level, let type):
             self.metrics.bind(interface: self.interfaceLabel(interface), decision: decision.permits ? .allow : .deny)
@@ -50,12 +52,16 @@ extension RouteRuntime {
                 type,
                 client: client,
                 server: server,
-                listener: listener
+                listener: listener,
+                identity: identity
             )
         case .callDenied(let interface, let opnum, let decision, let level, let type),
             .callAudited(let interface, let opnum, let decision, let level, let type):
             if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
-            self.logger.notice(
+            // A refusal and an audit rule's call are notable; a learning policy's default audits
+            // every call, which the audit log records: those log lines stay at debug.
+            self.logger.log(
+                level: decision.permits && decision.origin == nil ? .debug : .notice,
                 decision.permits ? "call audited" : "call denied",
                 metadata: [
                     "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
@@ -73,7 +79,8 @@ extension RouteRuntime {
                 type,
                 client: client,
                 server: server,
-                listener: listener
+                listener: listener,
+                identity: identity
             )
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
@@ -138,7 +145,8 @@ extension RouteRuntime {
         _ type: AuthType,
         client: SocketAddress?,
         server: TCPEndpoint,
-        listener: GatewayMetrics.Listener
+        listener: GatewayMetrics.Listener,
+        identity: AuthIdentity?
     ) {
         let refused = !decision.permits
         guard self.audit != nil || (refused && self.denials != nil) else { return }
@@ -154,6 +162,7 @@ extension RouteRuntime {
             opnum: opnum,
             authType: type,
             authLevel: level,
+            identity: identity,
             decision: decision,
             policy: settings.policy.name
         )

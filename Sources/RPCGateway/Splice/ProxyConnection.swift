@@ -331,7 +331,8 @@ final class ProxyConnection {
                 connection: self.id,
                 client: self.clientAddress,
                 server: self.serverEndpoint,
-                listener: self.listener
+                listener: self.listener,
+                identity: self.machine.identity
             )
         }
     }

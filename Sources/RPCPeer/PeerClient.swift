@@ -1,20 +1,20 @@
-import NIOCore
+package import NIOCore
 import NIOPosix
-import RPCWire
+package import RPCWire
 
 /// One client connection to a DCE/RPC server: bind, then one call at a time.
 ///
 /// Confined to its channel's event loop: every method must be called there, and every completion
 /// runs there. Completions are plain closures so a driver can chain steps without futures.
-final class RPCClientConnection: ChannelInboundHandler {
-    typealias InboundIn = RawPDU
-    typealias OutboundOut = ByteBuffer
+package final class RPCClientConnection: ChannelInboundHandler {
+    package typealias InboundIn = RawPDU
+    package typealias OutboundOut = ByteBuffer
 
-    struct CallResult {
+    package struct CallResult: Sendable {
         /// Stub bytes received (all fragments).
-        var stubBytes: Int
+        package var stubBytes: Int
         /// The stub slices, when the call asked to collect them.
-        var stub: [ByteBuffer]
+        package var stub: [ByteBuffer]
     }
 
     private enum Pending {
@@ -27,29 +27,29 @@ final class RPCClientConnection: ChannelInboundHandler {
     private var pending: Pending = .none
     private var nextCallID: UInt32 = 1
     /// What the server accepts from us: min(our fragment, its max_recv_frag).
-    private(set) var transmitFragment: Int = 5840
+    package private(set) var transmitFragment: Int = 5840
     private var receivedStubBytes = 0
     private var receivedStub: [ByteBuffer] = []
-    private(set) var isClosed = false
+    package private(set) var isClosed = false
     /// Called once when the channel goes inactive.
-    var onClose: (() -> Void)?
+    package var onClose: (() -> Void)?
 
-    var channel: (any Channel)? { self.context?.channel }
+    package var channel: (any Channel)? { self.context?.channel }
 
-    func handlerAdded(context: ChannelHandlerContext) {
+    package func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    package func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
     }
 
     // MARK: - Operations
 
     /// Binds context 0 to `interface` over NDR, offering `fragment` as max_xmit/max_recv.
-    func bind(_ interface: SyntaxID, fragment: Int, completion: @escaping (Result<Void, any Error>) -> Void) {
+    package func bind(_ interface: SyntaxID, fragment: Int, completion: @escaping (Result<Void, any Error>) -> Void) {
         guard let context = self.context, !self.isClosed, case .none = self.pending else {
-            completion(.failure(BenchError("bind on a closed or busy connection")))
+            completion(.failure(PeerError("bind on a closed or busy connection")))
             return
         }
         let callID = self.takeCallID()
@@ -75,7 +75,7 @@ final class RPCClientConnection: ChannelInboundHandler {
     }
 
     /// Sends one call on context 0, fragmented to the negotiated size; completes at LAST_FRAG.
-    func call(
+    package func call(
         opnum: UInt16,
         stub: ByteBuffer,
         verifier: Bool,
@@ -83,7 +83,7 @@ final class RPCClientConnection: ChannelInboundHandler {
         completion: @escaping (Result<CallResult, any Error>) -> Void
     ) {
         guard let context = self.context, !self.isClosed, case .none = self.pending else {
-            completion(.failure(BenchError("call on a closed or busy connection")))
+            completion(.failure(PeerError("call on a closed or busy connection")))
             return
         }
         self.pending = .call(collect: collect, completion)
@@ -103,7 +103,7 @@ final class RPCClientConnection: ChannelInboundHandler {
         context.flush()
     }
 
-    func close() {
+    package func close() {
         self.context?.close(promise: nil)
     }
 
@@ -114,17 +114,17 @@ final class RPCClientConnection: ChannelInboundHandler {
 
     // MARK: - Inbound
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let raw = self.unwrapInboundIn(data)
         switch (raw.header.packetType, self.pending) {
         case (.bindAck, .bind(let completion)), (.alterContextResponse, .bind(let completion)):
             self.pending = .none
             do {
-                guard case .bindAck(let ack) = try raw.parse(limits: BenchLimits.wire).body,
+                guard case .bindAck(let ack) = try raw.parse(limits: PeerLimits.wire).body,
                     let result = ack.results.first
-                else { throw BenchError("malformed bind_ack") }
+                else { throw PeerError("malformed bind_ack") }
                 guard result.result == .acceptance else {
-                    throw BenchError("bind refused: result \(result.result.rawValue) reason \(result.reason.rawValue)")
+                    throw BindRefused(result: result.result.rawValue, reason: result.reason.rawValue)
                 }
                 self.transmitFragment = min(self.transmitFragment, Int(ack.maxReceiveFragment))
                 completion(.success(()))
@@ -133,7 +133,7 @@ final class RPCClientConnection: ChannelInboundHandler {
             }
         case (.bindNak, .bind(let completion)):
             self.pending = .none
-            completion(.failure(BenchError("bind_nak")))
+            completion(.failure(PeerError("bind_nak")))
         case (.response, .call(let collect, let completion)):
             do {
                 let stub = try raw.callStub()
@@ -152,27 +152,27 @@ final class RPCClientConnection: ChannelInboundHandler {
             }
         case (.fault, .call(_, let completion)):
             self.pending = .none
-            let status = (try? raw.parse(limits: BenchLimits.wire)).flatMap { pdu -> RPCStatus? in
+            let status = (try? raw.parse(limits: PeerLimits.wire)).flatMap { pdu -> RPCStatus? in
                 if case .fault(let fault) = pdu.body { return fault.status }
                 return nil
             }
-            completion(.failure(BenchError("fault \(status.map { "\($0)" } ?? "?")")))
+            completion(.failure(CallFaulted(status: status)))
         default:
-            self.fail(BenchError("unexpected \(raw.header.packetType)"))
+            self.fail(PeerError("unexpected \(raw.header.packetType)"))
             context.close(promise: nil)
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    package func channelInactive(context: ChannelHandlerContext) {
         self.isClosed = true
-        self.fail(BenchError("connection closed by peer"))
+        self.fail(PeerError("connection closed by peer"))
         let onClose = self.onClose
         self.onClose = nil
         onClose?()
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
         self.fail(error)
         context.close(promise: nil)
     }
@@ -191,12 +191,30 @@ final class RPCClientConnection: ChannelInboundHandler {
     }
 }
 
+/// A `bind_ack` or `alter_context_resp` that rejected the (first) presentation context.
+package struct BindRefused: Error, CustomStringConvertible {
+    /// `p_cont_def_result_t`: 1 user rejection, 2 provider rejection.
+    package var result: UInt16
+    /// `p_provider_reason_t`: 1 abstract syntax not supported, 2 transfer syntaxes not supported.
+    package var reason: UInt16
+
+    package var description: String { "bind refused: result \(self.result) reason \(self.reason)" }
+}
+
+/// A call answered with a `fault` PDU.
+package struct CallFaulted: Error, CustomStringConvertible {
+    /// The fault status, `nil` when the fault PDU could not be parsed.
+    package var status: RPCStatus?
+
+    package var description: String { "fault \(self.status.map { "\($0)" } ?? "?")" }
+}
+
 // MARK: - Connecting and resolving
 
-enum RPCClient {
+package enum RPCClient {
     /// Connects to `target` on `loop`; the completion runs on `loop`. Must be called on `loop`.
-    static func connect(
-        to target: HostPort,
+    package static func connect(
+        to target: PeerAddress,
         on loop: any EventLoop,
         completion: @escaping (Result<RPCClientConnection, any Error>) -> Void
     ) {
@@ -206,7 +224,7 @@ enum RPCClient {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers([
-                        ByteToMessageHandler(PDUFramer(limits: BenchLimits.wire)),
+                        ByteToMessageHandler(PDUFramer(limits: PeerLimits.wire)),
                         RPCClientConnection(),
                     ])
                 }
@@ -229,8 +247,8 @@ enum RPCClient {
     }
 
     /// Connects to `target`, binds `interface`; on failure the connection is closed.
-    static func connectAndBind(
-        to target: HostPort,
+    package static func connectAndBind(
+        to target: PeerAddress,
         interface: SyntaxID,
         fragment: Int,
         on loop: any EventLoop,
@@ -256,7 +274,7 @@ enum RPCClient {
 
     /// The `ept_map` request stub for the bench interface over ncacn_ip_tcp, as Windows and
     /// impacket send it (no object, a tower with port 0 and address 0.0.0.0, max_towers 4).
-    static func mapRequestStub() -> ByteBuffer {
+    package static func mapRequestStub() -> ByteBuffer {
         var stub = ByteBuffer()
         stub.writeEPMMapRequest(
             EPMMapRequest(
@@ -276,11 +294,11 @@ enum RPCClient {
 
     /// Asks the endpoint mapper at `epm` where the bench interface listens, as real clients do:
     /// anonymous bind to the mapper, `ept_map`, first tower's TCP port, the host that was dialled.
-    static func resolve(
-        epm: HostPort,
+    package static func resolve(
+        epm: PeerAddress,
         fragment: Int,
         on loop: any EventLoop,
-        completion: @escaping (Result<HostPort, any Error>) -> Void
+        completion: @escaping (Result<PeerAddress, any Error>) -> Void
     ) {
         Self.connectAndBind(to: epm, interface: .endpointMapper, fragment: fragment, on: loop) { result in
             switch result {
@@ -293,13 +311,13 @@ enum RPCClient {
                     do {
                         var stub = ByteBuffer()
                         for var part in try called.get().stub { stub.writeBuffer(&part) }
-                        let response = try stub.readEPMMapResponse(syntax: .ndr32, endianness: .little, limits: BenchLimits.wire)
+                        let response = try stub.readEPMMapResponse(syntax: .ndr32, endianness: .little, limits: PeerLimits.wire)
                         guard response.status.rawValue == 0, let tower = response.towers.compactMap({ $0 }).first,
                             tower.isNCACNIPTCP, let port = tower.tcpPort, port != 0
                         else {
-                            throw BenchError("ept_map: no usable tower (status \(response.status))")
+                            throw PeerError("ept_map: no usable tower (status \(response.status))")
                         }
-                        completion(.success(HostPort(host: epm.host, port: Int(port))))
+                        completion(.success(PeerAddress(host: epm.host, port: Int(port))))
                     } catch {
                         completion(.failure(error))
                     }

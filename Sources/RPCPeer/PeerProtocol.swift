@@ -1,44 +1,44 @@
-import NIOCore
-import RPCWire
+package import NIOCore
+package import RPCWire
 
 /// The interface the bench server registers and the bench client calls.
-enum BenchInterface {
+package enum BenchInterface {
     /// `a0b1c2d3-0000-4000-8000-00000000beef` v1.0: not in any catalog, so a gateway policy must
     /// name it explicitly.
-    static let syntax = SyntaxID(
+    package static let syntax = SyntaxID(
         uuid: DCEUUID(high: 0xa0b1_c2d3_0000_4000, low: 0x8000_0000_0000_beef),
         majorVersion: 1,
         minorVersion: 0
     )
 
     /// Opnum 0: the response stub is the request stub.
-    static let echo: UInt16 = 0
+    package static let echo: UInt16 = 0
     /// Opnum 1: the request stub is consumed; the response stub is 4 bytes (the byte count, u32 LE).
-    static let sink: UInt16 = 1
+    package static let sink: UInt16 = 1
 }
 
 /// Framing limits for the bench peers: any `frag_length`, big reassembled calls.
-enum BenchLimits {
-    static let wire = WireLimits(
+package enum PeerLimits {
+    package static let wire = WireLimits(
         maximumFragmentLength: Int(UInt16.max),
         maximumReassembledStubLength: 64 * 1024 * 1024,
         maximumFragmentsPerCall: 1 << 20
     )
     /// Smallest fragment size the peers accept (C706 12.6.3.1 "must receive" size).
-    static let minimumFragment = WireLimits.minimumNegotiatedFragmentSize
+    package static let minimumFragment = WireLimits.minimumNegotiatedFragmentSize
 }
 
 /// The shape of an NTLM verifier at `connect` level: 8-byte `sec_trailer` plus a 16-byte value
 /// (an NTLMSSP signature is 16 bytes). Nothing is signed; only the trailer's shape matters here.
-enum FakeVerifier {
-    static let valueLength = 16
-    static let trailerLength = WireLimits.securityTrailerLength + valueLength
+package enum FakeVerifier {
+    package static let valueLength = 16
+    package static let trailerLength = WireLimits.securityTrailerLength + valueLength
     /// Stub plus padding is a multiple of this, so the trailer is 16-aligned as Samba pads it.
-    static let alignment = 16
-    static let contextID: UInt32 = 0x0007_9231
+    package static let alignment = 16
+    package static let contextID: UInt32 = 0x0007_9231
 
     /// Padding, `sec_trailer` and value for a fragment whose stub is `stubLength` bytes.
-    static func write(stubLength: Int, into buffer: inout ByteBuffer) {
+    package static func write(stubLength: Int, into buffer: inout ByteBuffer) {
         let pad = (alignment - stubLength % alignment) % alignment
         buffer.writeRepeatingByte(0, count: pad)
         buffer.writeMultipleIntegers(
@@ -51,24 +51,24 @@ enum FakeVerifier {
         buffer.writeRepeatingByte(0x5A, count: Self.valueLength)
     }
 
-    static func padding(forStubLength stubLength: Int) -> Int {
+    package static func padding(forStubLength stubLength: Int) -> Int {
         (alignment - stubLength % alignment) % alignment
     }
 }
 
 /// The stub of a call as a list of buffers (slices of received fragments, or one prepared buffer),
 /// consumed front to back without copying.
-struct StubChain {
+package struct StubChain {
     private var parts: [ByteBuffer]
     private(set) var remaining: Int
 
-    init(_ parts: [ByteBuffer]) {
+    package init(_ parts: [ByteBuffer]) {
         self.parts = parts.filter { $0.readableBytes > 0 }.reversed()
         self.remaining = parts.reduce(0) { $0 + $1.readableBytes }
     }
 
     /// Up to `count` bytes as slices, in order.
-    mutating func take(_ count: Int, into output: inout [ByteBuffer]) {
+    package mutating func take(_ count: Int, into output: inout [ByteBuffer]) {
         var wanted = min(count, self.remaining)
         self.remaining -= wanted
         while wanted > 0, var last = self.parts.popLast() {
@@ -90,11 +90,11 @@ struct StubChain {
 ///
 /// Each fragment is handed to `emit` as a header buffer, the stub slices and (with a verifier) the
 /// trailer, so a channel writes them with one `writev` and the stub is never copied.
-enum CallFragmenter {
-    static let callHeaderLength = WireLimits.commonHeaderLength + 8
+package enum CallFragmenter {
+    package static let callHeaderLength = WireLimits.commonHeaderLength + 8
 
     /// Stub bytes that fit in one fragment.
-    static func stubCapacity(maxFragment: Int, verifier: Bool) -> Int {
+    package static func stubCapacity(maxFragment: Int, verifier: Bool) -> Int {
         var capacity = maxFragment - Self.callHeaderLength
         if verifier {
             capacity -= FakeVerifier.trailerLength
@@ -103,12 +103,12 @@ enum CallFragmenter {
         return max(capacity, 8)
     }
 
-    enum Kind {
+    package enum Kind {
         case request(opnum: UInt16)
         case response
     }
 
-    static func fragments(
+    package static func fragments(
         _ kind: Kind,
         callID: UInt32,
         contextID: UInt16,
@@ -173,26 +173,26 @@ enum CallFragmenter {
 
 extension RawPDU {
     /// The stub of a request or response fragment, as a slice (auth padding and verifier excluded).
-    func callStub() throws -> ByteBuffer {
-        switch try self.parse(limits: BenchLimits.wire).body {
+    package func callStub() throws -> ByteBuffer {
+        switch try self.parse(limits: PeerLimits.wire).body {
         case .request(let request): return request.stub
         case .response(let response): return response.stub
-        default: throw BenchError("expected a request or response, got \(self.header.packetType)")
+        default: throw PeerError("expected a request or response, got \(self.header.packetType)")
         }
     }
 }
 
-struct BenchError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+package struct PeerError: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }
 
 /// `HOST:PORT` on the command line.
-struct HostPort: Hashable, Sendable, CustomStringConvertible {
-    var host: String
-    var port: Int
+package struct PeerAddress: Hashable, Sendable, CustomStringConvertible {
+    package var host: String
+    package var port: Int
 
-    init?(_ text: String) {
+    package init?(_ text: String) {
         guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
             (1...65535).contains(port)
         else { return nil }
@@ -203,10 +203,10 @@ struct HostPort: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
-    init(host: String, port: Int) {
+    package init(host: String, port: Int) {
         self.host = host
         self.port = port
     }
 
-    var description: String { "\(self.host):\(self.port)" }
+    package var description: String { "\(self.host):\(self.port)" }
 }
