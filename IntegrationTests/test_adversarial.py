@@ -469,6 +469,27 @@ def test_fake_epm_tower_naming_another_host_is_redacted(foreign):
         before.value('rpcgate_epm_towers_rewritten_total', route=env.FAKE.name)
 
 
+def test_fake_epm_tower_naming_a_port_outside_server_ports_is_redacted():
+    """adv-ports allows server ports 49152-65535 only: a tower naming the server's port 22 is
+    redacted (ept_s_not_registered, counted), one naming 49160 is mapped to a gateway port."""
+    before = scrape()
+    build = lambda req: fakerpc.response_fragments(  # noqa: E731
+        req.call_id, req.context_id, fakerpc.ept_map_stub([samr_tower(22, env.PORTS.upstream)]))
+    with fake_epm(env.PORTS, build):
+        with ept_map_through(env.PORTS) as c:
+            reply = c.recv_pdu(timeout=5)
+            assert reply is not None and reply.ptype == rawrpc.PTYPE_RESPONSE, reply
+            assert rawrpc.ept_map_status(reply) == NOT_REGISTERED, reply
+    after = counted(before, 'rpcgate_epm_towers_redacted_total', route=env.PORTS.name)
+    assert after.value('rpcgate_epm_towers_rewritten_total', route=env.PORTS.name) == \
+        before.value('rpcgate_epm_towers_rewritten_total', route=env.PORTS.name)
+    build = lambda req: fakerpc.response_fragments(  # noqa: E731
+        req.call_id, req.context_id, fakerpc.ept_map_stub([samr_tower(49160, env.PORTS.upstream)]))
+    with fake_epm(env.PORTS, build):
+        port = ri.ept_map(env.PORTS.host, env.PORTS.epm_port, *SAMR, timeout=5)[1]
+    assert port in env.PORTS.ports, port
+
+
 # ------------------------------------------------------------------ server faults
 
 def mapped_through_fake(service_port):

@@ -8,6 +8,10 @@
 The client segment reaches only the edge (no route anywhere else); the edge reaches only the core's
 TLS port (nftables in the edge netns drops everything else, and it has no route to 10.99.0.0/24);
 the core (root namespace) reaches the DC. impacket and rpcclient run in the client netns.
+The client segment also has IPv6 (client fd98::2, edge fd98::1): the edge's second route
+(dc1-v6) listens there; towers carry IPv4 only, so an IPv6 client is told 0.0.0.0 and the gateway
+port, and connects to that port at the address it already uses (as Windows and impacket do: only
+the endpoint is taken from the tower).
 The core's policy allows only sources 10.98.0.0/24: the edge's own address (10.97.0.1) would be
 denied, so calls that work prove the core evaluates the REAL client address from the PROXY v2
 header; the core's audit log records it.
@@ -33,6 +37,8 @@ PY = '/usr/bin/python3'
 
 CLI_NS, EDGE_NS = 'rpcg-tls-cli', 'rpcg-tls-edge'
 CLIENT, EDGE_CLIENT_SIDE = '10.98.0.2', '10.98.0.1'
+CLIENT6, EDGE_CLIENT_SIDE6 = 'fd98::2', 'fd98::1'
+EDGE_PORTS6 = (50240, 50259)
 EDGE_CORE_SIDE, CORE = '10.97.0.1', '10.97.0.2'
 CORE_PORT = 8443
 CORE_ADMIN = '127.0.0.1:19236'
@@ -83,6 +89,9 @@ def netns_up():
     sh('ip', 'link', 'add', 'tlscli-c', 'netns', CLI_NS, 'type', 'veth', 'peer', 'name', 'tlscli-e', 'netns', EDGE_NS)
     sh('ip', '-n', CLI_NS, 'addr', 'add', CLIENT + '/24', 'dev', 'tlscli-c')
     sh('ip', '-n', EDGE_NS, 'addr', 'add', EDGE_CLIENT_SIDE + '/24', 'dev', 'tlscli-e')
+    # nodad: usable at once (no duplicate address detection delay on a fresh veth)
+    sh('ip', '-n', CLI_NS, 'addr', 'add', CLIENT6 + '/64', 'dev', 'tlscli-c', 'nodad')
+    sh('ip', '-n', EDGE_NS, 'addr', 'add', EDGE_CLIENT_SIDE6 + '/64', 'dev', 'tlscli-e', 'nodad')
     # edge <-> root (core)
     sh('ip', 'link', 'add', 'tlsedge-h', 'type', 'veth', 'peer', 'name', 'tlsedge-e', 'netns', EDGE_NS)
     sh('ip', 'addr', 'add', CORE + '/24', 'dev', 'tlsedge-h')
@@ -128,14 +137,16 @@ def policy(name, sources):
             '        sources: [%s]\n') % (name, ', '.join(ALLOWED), ', '.join(sources))
 
 
-def edge_config(tls, cert='edge', epm_port=135, ports=EDGE_PORTS, admin=True):
+def edge_config(tls, cert='edge', epm_port=135, ports=EDGE_PORTS, admin=True, v6=False):
+    v6_route = ('  - name: dc1-v6\n    listen: "%s"\n    epm_port: 135\n    ports: %d-%d\n    upstream: %s\n'
+                '    policy: dc\n    via: core1\n') % (EDGE_CLIENT_SIDE6, EDGE_PORTS6[0], EDGE_PORTS6[1], SAMBA)
     return ('routes:\n  - name: dc1\n    listen: %s\n    epm_port: %d\n    ports: %d-%d\n    upstream: %s\n'
-            '    policy: dc\n    via: core1\n'
+            '    policy: dc\n    via: core1\n' + (v6_route if v6 else '') +
             'peers:\n  core1:\n    address: %s:%d\n'
             '    tls: { cert: %s/%s.pem, key: %s/%s.key, ca: %s/ca.pem, server_name: core1.example.test }\n'
             'policies:\n%s%s') % (
                 EDGE_CLIENT_SIDE, epm_port, ports[0], ports[1], SAMBA, CORE, CORE_PORT, tls, cert, tls, cert, tls,
-                policy('dc', ['10.98.0.0/24']), 'admin:\n  listen: %s\n' % EDGE_ADMIN if admin else '')
+                policy('dc', ['10.98.0.0/24', '"fd98::/64"']), 'admin:\n  listen: %s\n' % EDGE_ADMIN if admin else '')
 
 
 def core_config(tls, audit):
@@ -145,7 +156,7 @@ def core_config(tls, audit):
             '  upstreams: [%s]\n  policy: dc\n  header_timeout: 3s\n'
             'policies:\n%s'
             'admin:\n  listen: %s\naudit:\n  file: %s\n') % (
-                CORE, CORE_PORT, tls, tls, tls, SAMBA, policy('dc', ['10.98.0.0/24']), CORE_ADMIN, audit)
+                CORE, CORE_PORT, tls, tls, tls, SAMBA, policy('dc', ['10.98.0.0/24', '"fd98::/64"']), CORE_ADMIN, audit)
 
 
 @pytest.fixture(scope='module')
@@ -159,7 +170,7 @@ def tunnel(samba):
         os.unlink(audit)
     netns_up()
     core = Gateway(BINARY, core_config(tls, audit), OUT, name='core')
-    edge = NetnsGateway(EDGE_NS, BINARY, edge_config(tls), OUT, name='edge')
+    edge = NetnsGateway(EDGE_NS, BINARY, edge_config(tls, v6=True), OUT, name='edge')
     started = []
     try:
         core.start(lambda: http_get('http://%s/healthz' % CORE_ADMIN, timeout=2)[0] == 200, deadline_s=30)
@@ -307,3 +318,63 @@ def test_sighup_reloads_the_core_and_tunnels_keep_working(tunnel, direct):
     port = client_map('samr')
     names = in_client('print(json.dumps(ri.samr_enumerate_domains(%r, %d, ri.AUTH_PRIVACY)))' % (EDGE_CLIENT_SIDE, port))
     assert names == direct['samr_domains']
+
+
+RAW_EPM = """
+import rawrpc, socket, struct
+SAMR = ri.IFACES['samr']
+
+def ept_map(host, port, half_close=False):
+    c = rawrpc.Conn(host, port, timeout=10)
+    c.send(rawrpc.bind_pdu(1, [(0,) + rawrpc.EPM_UUID]))
+    ack = c.recv_pdu(timeout=10)
+    assert ack is not None and ack.ptype == rawrpc.PTYPE_BIND_ACK, ack
+    c.send(rawrpc.ept_map_request(2, SAMR[0], 1, max_towers=4))
+    if half_close:
+        c.sock.shutdown(socket.SHUT_WR)
+    reply = c.recv_pdu(timeout=10)
+    c.close()
+    assert reply is not None and reply.ptype == rawrpc.PTYPE_RESPONSE, reply
+    raw = reply.raw
+    tcp = raw.find(b'\\x01\\x00\\x07\\x02\\x00')
+    ip = raw.find(b'\\x01\\x00\\x09\\x04\\x00')
+    tower_port = struct.unpack('>H', raw[tcp + 5:tcp + 7])[0] if tcp >= 0 else None
+    tower_ip = '.'.join(str(b) for b in raw[ip + 5:ip + 9]) if ip >= 0 else None
+    return rawrpc.ept_map_status(reply), tower_port, tower_ip
+
+def bind_samr(host, port):
+    c = rawrpc.Conn(host, port, timeout=10)
+    c.send(rawrpc.bind_pdu(1, [(0, SAMR[0], 1, 0)]))
+    ack = c.recv_pdu(timeout=10)
+    c.close()
+    return ack.bind_ack_results()[0][0], ack.secondary_address().decode()
+"""
+
+
+def test_ipv6_client_through_edge_and_core(tunnel, direct):
+    """An IPv6-only client: ept_map at [fd98::1]:135 gives a gateway port with address 0.0.0.0
+    (towers are IPv4); it binds samr on that port at the address it already uses, and impacket's
+    EnumerateDomains works there; the core's audit names the IPv6 client (PROXY v2 TCP6)."""
+    status, port, ip = in_client(RAW_EPM + 'print(json.dumps(ept_map(%r, 135)))' % EDGE_CLIENT_SIDE6)
+    assert status == 0, 'ept_map over IPv6: status 0x%x' % status
+    assert EDGE_PORTS6[0] <= port <= EDGE_PORTS6[1], port
+    assert ip == '0.0.0.0', 'an IPv6 client was told %s' % ip
+    result, secondary = in_client(RAW_EPM + 'print(json.dumps(bind_samr(%r, %d)))' % (EDGE_CLIENT_SIDE6, port))
+    assert result == 0 and secondary == str(port), (result, secondary)
+    records = []
+    for _ in range(40):
+        with open(tunnel['audit']) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+        if any(r.get('client') == CLIENT6 for r in records):
+            break
+        time.sleep(0.1)
+    assert any(r.get('client') == CLIENT6 and r.get('event') == 'bind' for r in records), \
+        'no bind of %s in the core audit log' % CLIENT6
+
+
+def test_half_close_across_edge_and_core(tunnel):
+    """The client sends its last request and half-closes (SHUT_WR): the edge carries the
+    half-close over TLS to the core, and the response still comes back."""
+    status, port, ip = in_client(RAW_EPM + 'print(json.dumps(ept_map(%r, 135, half_close=True)))' % EDGE_CLIENT_SIDE)
+    assert status == 0 and EDGE_PORTS[0] <= port <= EDGE_PORTS[1], (status, port)
+    assert ip == EDGE_CLIENT_SIDE, ip

@@ -1,6 +1,9 @@
 """5. ept_lookup through the gateway, with fragment sizes that make the reply span several
 fragments (Samba lists ~53 entries; at some sizes a fragment boundary falls inside a tower).
-Every ncacn_ip_tcp tower must point at the gateway, or be redacted."""
+Every ncacn_ip_tcp tower must point at the gateway, or be redacted; every tower of a denied
+interface, whatever its protocol, shows no pipe name, port or host (issue 14)."""
+
+import re
 
 import pytest
 
@@ -17,6 +20,14 @@ def _check_lookup(route, entries):
         if e['protocol'] != 'ncacn_ip_tcp':
             if e['port'] in SAMBA_REAL_PORTS:
                 problems.append('real port left in a %s tower: %r' % (e['protocol'], e))
+            uuid, major = (e['uuid'] or '').upper(), (e['version'] or '0.0').split('.')[0]
+            if e['uuid'] and uuid != EPM_UUID and not route.allows(uuid, major):
+                revealed = [k for k in ('endpoint', 'host') if e[k] and any(e[k])]
+                revealed += [k for k in ('port',) if e[k]]
+                revealed += [k for k in ('ip',) if e[k] not in (None, '0.0.0.0')]
+                if revealed:
+                    problems.append('denied interface reveals its %s in a %s tower: %r' % (
+                        ', '.join(revealed), e['protocol'], e))
             continue
         port, ip, uuid = e['port'], e['ip'], (e['uuid'] or '').upper()
         major = (e['version'] or '0.0').split('.')[0]
@@ -77,3 +88,36 @@ def test_ept_lookup_fragment_size_sweep(dc1):
             failures.append('max_frag %d (fragments %r): %s' % (
                 max_frag, [f[2] for f in frags if f[0] == PTYPE_RESPONSE], '; '.join(problems[:3])))
     assert not failures, '%d of %d sizes wrong:\n%s' % (len(failures), len(range(2048, 4281, 8)), '\n'.join(failures[:20]))
+
+
+EPMLOOKUP_LINE = re.compile(r' (ncacn_np|ncalrpc|ncacn_ip_tcp|ncacn_http|ncadg_ip_udp):([^\[]*)\[(.*?),?abstract_syntax='
+                            r'([0-9a-fA-F-]+)/0x([0-9a-fA-F]+)\]')
+
+
+@pytest.mark.timeout_s(120)
+def test_rpcclient_epmlookup_shows_nothing_of_denied_interfaces(dc1):
+    """rpcclient `epmlookup` (every entry, as rpcdump.py does) through the gateway: the pipes
+    only denied interfaces use (\\pipe\\browser, \\pipe\\unixinfo, \\pipe\\dnsserver) are gone, and no
+    tower of a denied interface names a pipe, port or host; rpcclient `epmmap` still works."""
+    direct = ri.rpcclient(SAMBA_HOST, 'epmlookup', timeout=60).stdout
+    assert '\\pipe\\browser' in direct and '\\pipe\\unixinfo' in direct, 'Samba lists other pipes now:\n%s' % direct
+    out = ri.rpcclient(dc1.host, 'epmlookup', timeout=60).stdout
+    lines = [line for line in out.splitlines() if 'abstract_syntax=' in line]
+    assert len(lines) == len([line for line in direct.splitlines() if 'abstract_syntax=' in line]), out
+    for pipe in ('\\pipe\\browser', '\\pipe\\unixinfo', '\\pipe\\dnsserver'):
+        assert pipe not in out, '%s is listed through the gateway:\n%s' % (pipe, out)
+    problems = []
+    for line in lines:
+        m = EPMLOOKUP_LINE.search(line)
+        if not m:
+            problems.append('unparsed: %r' % line)
+            continue
+        protocol, host, endpoint, uuid, major = m.groups()
+        if uuid.upper() == EPM_UUID or dc1.allows(uuid, int(major, 16) & 0xFFFF):
+            continue
+        endpoint, host = endpoint.replace('\x00', '').strip(), host.replace('\x00', '').strip()
+        if endpoint not in ('', '0') or host not in ('', '0.0.0.0'):
+            problems.append(line)
+    assert not problems, 'denied interfaces still show endpoints:\n' + '\n'.join(problems)
+    mapped = ri.rpcclient(dc1.host, 'epmmap', timeout=60).stdout
+    assert 'tower[0]' in mapped, mapped

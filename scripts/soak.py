@@ -16,6 +16,23 @@ baseline: fds within --fd-slack, RSS within max(--rss-slack-mb, 25 %) of the bas
 connection or port mapping left, and errors below 1 % of the operations. Samples go to
 test-output/soak/samples.csv, the gateway log to test-output/soak/soak-gateway.log.
 
+Faults (issue 14), unless --no-faults:
+
+- server outage: at --outage-at of the run, the DC "dies" for --outage-s seconds: an nftables
+  table in the DC's namespace (rpcg-srv) answers every TCP segment from the gateway with a reset,
+  so its open connections break and new ones are refused, as when the server process is killed,
+  then the table is removed (the server "restarts"). The DC is shared with other test runs on this
+  machine, so its processes are not killed: run the soak under the interop lock
+  (`flock /tmp/rpcgate-interop.lock scripts/soak.sh`). Errors from the outage start to 15 s after
+  it are counted apart and not held against the 1 % budget.
+- reloads: --reloads SIGHUPs to the gateway, spread over the run, each with a changed
+  configuration (max_connections alternates), every one of which must succeed.
+
+Accounting: once the load has stopped and settled, every connection the gateway opened is
+accounted for by exactly one close reason (rpcgate_connections_closed_total{reason}) or a
+refusal after admission (rpcgate_connections_refused_total: no_bind, and upstream_unreachable
+beyond those also closed as upstream_unreachable).
+
 Every loop is bounded by the deadline and every network operation by a timeout.
 """
 
@@ -23,6 +40,8 @@ import argparse
 import csv
 import os
 import random
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -42,12 +61,49 @@ ADMIN = '127.0.0.1:19139'
 MAPPING_IDLE_S = 20
 
 
-def config():
+def config(max_connections=4096):
     return ('# Written by scripts/soak.py\nroutes:\n  - name: soak\n    listen: %s\n    epm_port: %d\n'
-            '    upstream: %s\n    ports: %d-%d\n    policy: dc\n    max_connections: 4096\n'
+            '    upstream: %s\n    ports: %d-%d\n    policy: dc\n    max_connections: %d\n'
             '    mapping_idle_timeout: %ds\npolicies:\n  dc:\n    default: deny\n    rules:\n'
             '      - action: allow\n        interfaces: [samr, lsarpc, netlogon, dssetup]\n'
-            'admin:\n  listen: %s\n') % (HOST, EPM_PORT, SAMBA, PORTS[0], PORTS[1], MAPPING_IDLE_S, ADMIN)
+            'admin:\n  listen: %s\n'
+            # All the load comes from one address (the host): fair admission would see one very busy
+            # client, so its per-source limits are raised as for a NAT gateway.
+            'limits:\n  max_connections_per_source: 4096\n  new_connections_per_second_per_source: 100000\n'
+            ) % (HOST, EPM_PORT, SAMBA, PORTS[0], PORTS[1], max_connections, MAPPING_IDLE_S, ADMIN)
+
+
+DC_NETNS = 'rpcg-srv'
+OUTAGE_TABLE = 'rpcg_soak_outage'
+OUTAGE_RULES = """
+table inet %s {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip protocol tcp ip saddr %s reject with tcp reset
+    }
+}
+""" % (OUTAGE_TABLE, HOST)
+
+
+def server_down():
+    subprocess.run(['ip', 'netns', 'exec', DC_NETNS, 'nft', '-f', '-'], input=OUTAGE_RULES, text=True,
+                   check=True, timeout=10, capture_output=True)
+
+
+def server_up():
+    subprocess.run(['ip', 'netns', 'exec', DC_NETNS, 'nft', 'delete', 'table', 'inet', OUTAGE_TABLE],
+                   timeout=10, capture_output=True)
+
+
+def accounting(m):
+    """(opened, accounted, breakdown) from one scrape."""
+    opened = m.value('rpcgate_connections_total', route='soak', listener='epm') + \
+        m.value('rpcgate_connections_total', route='soak', listener='mapped')
+    closed = {labels.get('reason'): v for labels, v in m.series('rpcgate_connections_closed_total', route='soak')}
+    refused = {labels.get('reason'): v for labels, v in m.series('rpcgate_connections_refused_total', route='soak')}
+    after_admission = refused.get('no_bind', 0) + refused.get('unmapped_port', 0) + \
+        max(0, refused.get('upstream_unreachable', 0) - closed.get('upstream_unreachable', 0))
+    return opened, sum(closed.values()) + after_admission, {'closed': closed, 'refused': refused}
 
 
 def fds(pid):
@@ -69,6 +125,9 @@ class Load:
         self.ops = 0
         self.errors = []
         self.error_count = 0
+        # errors inside [start, end] of a fault window, counted apart
+        self.fault_windows = []
+        self.fault_errors = 0
 
     def done(self):
         return time.monotonic() >= self.deadline
@@ -78,7 +137,11 @@ class Load:
             self.ops += 1
 
     def fail(self, what, e):
+        now = time.monotonic()
         with self.lock:
+            if any(start <= now <= end for start, end in self.fault_windows):
+                self.fault_errors += 1
+                return
             self.error_count += 1
             if len(self.errors) < 20:
                 self.errors.append('%s: %r' % (what, e))
@@ -149,6 +212,10 @@ def main():
     ap.add_argument('--binary', default=os.environ.get('RPCGATE_BINARY') or os.path.join(REPO, '.build', 'debug', 'rpcgate'))
     ap.add_argument('--out', default=os.path.join(REPO, 'test-output', 'soak'))
     ap.add_argument('--log-level', default='notice')
+    ap.add_argument('--no-faults', action='store_true', help='no server outage and no reloads')
+    ap.add_argument('--outage-at', type=float, default=0.4, help='fraction of the run at which the server goes down (default 0.4)')
+    ap.add_argument('--outage-s', type=int, default=10, help='seconds the server stays down (default 10)')
+    ap.add_argument('--reloads', type=int, default=3, help='configuration reloads (SIGHUP) under load (default 3)')
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
 
@@ -201,11 +268,45 @@ def main():
         for t in threads:
             t.start()
         peak = dict(baseline)
+        load_start = time.monotonic()
+        faults = []  # (time, what) to run, in order
+        if not a.no_faults:
+            faults.append((load_start + a.outage_at * a.duration, 'outage'))
+            for i in range(a.reloads):
+                faults.append((load_start + (i + 1) * a.duration / (a.reloads + 1) + 3, 'reload'))
+            faults.sort()
+        reloads_before = Metrics.scrape(ADMIN).value('rpcgate_config_reloads_total', result='success')
+        reloads_done = 0
+        outage_until = None
+        next_sample = time.monotonic() + a.interval
         while not load.done():
-            time.sleep(min(a.interval, max(0.1, load.deadline - time.monotonic())))
-            row = sample('load', load)
-            peak['fds'] = max(peak['fds'], row['fds'])
-            peak['rss_kb'] = max(peak['rss_kb'], row['rss_kb'])
+            now = time.monotonic()
+            if outage_until is not None and now >= outage_until:
+                server_up()
+                print('soak: %7.1fs server up again' % (now - t0), flush=True)
+                outage_until = None
+            if faults and now >= faults[0][0]:
+                _, what = faults.pop(0)
+                if what == 'outage':
+                    with load.lock:
+                        load.fault_windows.append((now, now + a.outage_s + 15))
+                    server_down()
+                    outage_until = now + a.outage_s
+                    print('soak: %7.1fs server down (TCP resets from the DC for %d s)' % (now - t0, a.outage_s), flush=True)
+                else:
+                    reloads_done += 1
+                    with open(gw.config_path, 'w') as f:
+                        f.write(config(max_connections=4096 - reloads_done % 2))
+                    os.kill(pid, signal.SIGHUP)  # our own gateway, by PID
+                    print('soak: %7.1fs reload %d (SIGHUP)' % (now - t0, reloads_done), flush=True)
+            if now >= next_sample:
+                row = sample('load', load)
+                peak['fds'] = max(peak['fds'], row['fds'])
+                peak['rss_kb'] = max(peak['rss_kb'], row['rss_kb'])
+                next_sample = now + a.interval
+            time.sleep(0.2)
+        if outage_until is not None:
+            server_up()
         for t in threads:
             t.join(60)
         sample('stopped', load)
@@ -229,6 +330,14 @@ def main():
             problems.append('%d errors in %d operations: %s' % (load.error_count, load.ops, load.errors[:5]))
         if not gw.alive():
             problems.append('the gateway exited (status %s)' % gw.proc.returncode)
+        final = Metrics.scrape(ADMIN)
+        reloads_ok = final.value('rpcgate_config_reloads_total', result='success') - reloads_before
+        if reloads_ok != reloads_done:
+            problems.append('%d of %d reloads succeeded' % (reloads_ok, reloads_done))
+        opened, accounted, breakdown = accounting(final)
+        if opened != accounted:
+            problems.append('%d connections opened, %d accounted for by close reasons and refusals: %s' % (
+                opened, accounted, breakdown))
 
         print()
         print('soak: %d s of load, %d churn threads, %d sessions: %d operations (%.1f/s), %d errors' % (
@@ -237,6 +346,11 @@ def main():
         print('soak: fds    start %d, baseline %d, peak %d, after %d' % (start['fds'], baseline['fds'], peak['fds'], after['fds']))
         print('soak: VmRSS  start %d KiB, baseline %d KiB, peak %d KiB, after %d KiB' % (
             start['rss_kb'], baseline['rss_kb'], peak['rss_kb'], after['rss_kb']))
+        print('soak: faults: %d reloads (%d succeeded), server outages %d; errors in fault windows: %d' % (
+            reloads_done, reloads_ok, 0 if a.no_faults else 1, load.fault_errors))
+        print('soak: accounting: %d opened, %d accounted for; closed by reason %s; refused %s' % (
+            opened, accounted, {k: int(v) for k, v in sorted(breakdown['closed'].items())},
+            {k: int(v) for k, v in sorted(breakdown['refused'].items())}))
         for e in load.errors[:5]:
             print('soak: error: %s' % e)
         if problems:
@@ -250,6 +364,7 @@ def main():
                 w = csv.DictWriter(f, fieldnames=list(samples[0].keys()))
                 w.writeheader()
                 w.writerows(samples)
+        server_up()
         gw.stop()
     return status
 

@@ -14,7 +14,11 @@
 # admin 127.0.0.1:19139). /proc/PID/fd and VmRSS are sampled after a warm-up (the baseline),
 # every 10 s under load, and after a settle time that lets the port mappings expire; then:
 # fds <= baseline + 4, RSS <= baseline + max(16 MiB, 25 %), no connection or mapping left, and
-# errors under 1 % of the operations. Options: scripts/soak.py --help.
+# errors under 1 % of the operations. With faults (default): the DC is made unreachable (TCP resets)
+# for 10 s mid-run and the gateway reloaded 3 times; every connection must be accounted for by a
+# close reason or a refusal. Run it under the interop lock (the DC is shared):
+#   sudo flock /tmp/rpcgate-interop.lock scripts/soak.sh --duration 300
+# Options: scripts/soak.py --help.
 # Output: test-output/soak/ (samples.csv, soak-gateway.log, soak-gateway.yaml).
 #
 # Needs root (network namespace of the DC). Brings the DC up if needed and takes it down again

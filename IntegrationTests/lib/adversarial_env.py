@@ -14,6 +14,7 @@ connect 2 s, half_close 2 s.
 | adv-fake     | 127.0.0.1       | 4137 | 50530-50539  | fake EPM 127.0.0.2:13135        | malicious replies, faults  |
 | adv-exhaust  | 127.0.0.1       | 4138 | 50540-50541  | fake EPM 127.0.0.3:13135        | two ports only             |
 | adv-down     | 127.0.0.1       | 4139 | 50550-50550  | 127.0.0.4:13135 (nothing there) | connection refused         |
+| adv-ports    | 127.0.0.1       | 4142 | 50580-50581  | fake EPM 127.0.0.6:13135        | server_ports 49152-65535   |
 | admin        | 127.0.0.1:19138 |      |              |                                 |                            |
 """
 
@@ -27,7 +28,8 @@ TIMEOUTS = {'connect': 2, 'idle': 5, 'bind': 2, 'half_close': 2}
 
 
 class AdvRoute:
-    def __init__(self, name, host, epm_port, first, last, upstream, upstream_epm_port=135, max_connections=256):
+    def __init__(self, name, host, epm_port, first, last, upstream, upstream_epm_port=135, max_connections=256,
+                 server_ports=None):
         self.name = name
         self.host = host
         self.epm_port = epm_port
@@ -36,12 +38,14 @@ class AdvRoute:
         self.upstream = upstream
         self.upstream_epm_port = upstream_epm_port
         self.max_connections = max_connections
+        self.server_ports = server_ports
 
     def yaml(self):
         return ('  - name: %s\n    listen: %s\n    epm_port: %d\n    upstream: %s\n    upstream_epm_port: %d\n'
                 '    ports: %d-%d\n    policy: dc\n    max_connections: %d\n    mapping_idle_timeout: 10m\n') % (
                     self.name, self.host, self.epm_port, self.upstream, self.upstream_epm_port,
-                    self.first, self.last, self.max_connections)
+                    self.first, self.last, self.max_connections) + (
+                    '    server_ports: %s\n' % self.server_ports if self.server_ports else '')
 
     def __repr__(self):
         return 'AdvRoute(%s %s:%d -> %s:%d)' % (self.name, self.host, self.epm_port, self.upstream, self.upstream_epm_port)
@@ -52,7 +56,8 @@ CAP = AdvRoute('adv-cap', GATEWAY_HOST, 4136, 50520, 50521, SAMBA_HOST, max_conn
 FAKE = AdvRoute('adv-fake', '127.0.0.1', 4137, 50530, 50539, '127.0.0.2', FAKE_EPM_PORT)
 EXHAUST = AdvRoute('adv-exhaust', '127.0.0.1', 4138, 50540, 50541, '127.0.0.3', FAKE_EPM_PORT)
 DOWN = AdvRoute('adv-down', '127.0.0.1', 4139, 50550, 50550, '127.0.0.4', FAKE_EPM_PORT)
-ROUTES = [DC, CAP, FAKE, EXHAUST, DOWN]
+PORTS = AdvRoute('adv-ports', '127.0.0.1', 4142, 50580, 50581, '127.0.0.6', FAKE_EPM_PORT, server_ports='49152-65535')
+ROUTES = [DC, CAP, FAKE, EXHAUST, DOWN, PORTS]
 
 
 def gateway_config():

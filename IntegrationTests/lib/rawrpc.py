@@ -106,6 +106,12 @@ class PDU:
             return None
         return struct.unpack('<I' if self.little_endian else '>I', self.body[8:12])[0]
 
+    def secondary_address(self):
+        """For a bind_ack / alter_context_resp: sec_addr without its NUL, as bytes."""
+        e = '<' if self.little_endian else '>'
+        sec_len = struct.unpack(e + 'H', self.body[8:10])[0]
+        return self.body[10:10 + sec_len].rstrip(b'\x00')
+
     def bind_ack_results(self):
         """For a bind_ack / alter_context_resp: [(result, reason)] per context."""
         e = '<' if self.little_endian else '>'

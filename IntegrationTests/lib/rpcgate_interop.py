@@ -164,10 +164,12 @@ def _log_fragments(dce, frag_log):
 
 
 def _parse_tower(tower_bytes):
-    """A tower's interface and TCP/IP floors -> {'uuid', 'version', 'protocol', 'port', 'ip'}."""
+    """A tower's interface and endpoint floors -> {'uuid', 'version', 'protocol', 'port', 'ip',
+    'endpoint', 'host'}: `endpoint` is an ncacn_np pipe or ncalrpc name, `host` a NetBIOS name
+    (as bytes, NULs and all, so a redacted one shows as zeros)."""
     tower = epm.EPMTower(tower_bytes)
     floors = tower['Floors']
-    d = {'uuid': None, 'version': None, 'protocol': None, 'port': None, 'ip': None}
+    d = {'uuid': None, 'version': None, 'protocol': None, 'port': None, 'ip': None, 'endpoint': None, 'host': None}
     try:
         u, v = bin_to_uuidtup(floors[0]['InterfaceUUID'] + floors[0]['MajorVersion'].to_bytes(2, 'little')
                               + floors[0]['MinorVersion'].to_bytes(2, 'little'))
@@ -183,10 +185,14 @@ def _parse_tower(tower_bytes):
             d['protocol'], d['port'] = 'ncacn_http', int.from_bytes(rhs[:2], 'big')
         elif ident == b'\x09':
             d['ip'] = '.'.join(str(b) for b in rhs[:4])
-        elif ident == b'\x0f' and d['protocol'] is None:
-            d['protocol'] = 'ncacn_np'
-        elif ident == b'\x10' and d['protocol'] is None:
-            d['protocol'] = 'ncalrpc'
+        elif ident == b'\x0f':
+            d['protocol'] = d['protocol'] or 'ncacn_np'
+            d['endpoint'] = bytes(rhs)
+        elif ident == b'\x10':
+            d['protocol'] = d['protocol'] or 'ncalrpc'
+            d['endpoint'] = bytes(rhs)
+        elif ident == b'\x11':
+            d['host'] = bytes(rhs)
     return d
 
 

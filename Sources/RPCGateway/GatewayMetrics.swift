@@ -59,6 +59,10 @@ package struct GatewayMetrics: Sendable {
         /// Counter `{route}`: connections routed by the interface of their first bind (single-port
         /// mode, ports this instance did not hand out, transparent mode).
         package static let bindRoutedTotal = "rpcgate_connections_bind_routed_total"
+        /// Counter `{route}`: bind_ack/alter_context_resp PDUs on a mapped connection whose
+        /// secondary address (the server's port) was passed unchanged because the PDU carries an
+        /// auth verifier (rewriting would change what it authenticates).
+        package static let secondaryAddressKeptTotal = "rpcgate_secondary_address_kept_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -92,8 +96,11 @@ package struct GatewayMetrics: Sendable {
             self.code = code
         }
 
-        /// A global, per-route or per-source connection cap was reached.
+        /// The global or the route's connection cap was reached.
         package static let cap = RefusalReason(code: "cap")
+        /// The client's source (address, or IPv6 prefix) is over its own concurrent-connection or
+        /// new-connections-per-second limit.
+        package static let sourceLimit = RefusalReason(code: "source_limit")
         /// Connecting to the upstream server failed or timed out.
         package static let upstreamUnreachable = RefusalReason(code: "upstream_unreachable")
         /// A connection arrived on a gateway port that is not mapped to any server.
@@ -156,6 +163,7 @@ package final class RouteMetrics: Sendable {
     private let bytesServerToClient: Counter
     private let upstreamUp: Meter
     private let bindRoutedCounter: Counter
+    private let secondaryAddressKeptCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -217,6 +225,7 @@ package final class RouteMetrics: Sendable {
         )
         self.upstreamUp = Meter(label: Name.upstreamUp, dimensions: routeOnly, factory: factory)
         self.bindRoutedCounter = Counter(label: Name.bindRoutedTotal, dimensions: routeOnly, factory: factory)
+        self.secondaryAddressKeptCounter = Counter(label: Name.secondaryAddressKeptTotal, dimensions: routeOnly, factory: factory)
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly
@@ -238,6 +247,11 @@ package final class RouteMetrics: Sendable {
     /// A connection was routed by the interface of its first bind.
     package func bindRouted() {
         self.bindRoutedCounter.increment()
+    }
+
+    /// An authenticated bind_ack's secondary address was left naming the server's port.
+    package func secondaryAddressKept() {
+        self.secondaryAddressKeptCounter.increment()
     }
 
     /// A connection counted by ``connectionOpened(listener:)`` ended.

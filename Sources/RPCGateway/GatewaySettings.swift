@@ -92,6 +92,8 @@ public struct CoreSettings: Sendable, Hashable {
     /// The TLS handshake and PROXY header must complete within this long.
     public var headerTimeout: Duration
     public var maximumConnections: Int
+    /// What one client (the address in the edge's PROXY header) may open through the core.
+    public var perSource = SourceLimits()
 
     public init(
         listenHost: String,
@@ -163,6 +165,13 @@ public struct RouteSettings: Sendable, Hashable {
     public var mappingIdleTimeout: Duration
     /// The peer (core gateway) connections are tunnelled to; `nil`: connect to the upstream directly.
     public var via: String?
+    /// The server ports an endpoint-mapper reply may name (`server_ports`); a tower naming another
+    /// is redacted, so a hostile upstream endpoint mapper cannot make the gateway map ports
+    /// anywhere on the server. `nil`: any port of that server.
+    public var allowedServerPorts: [ClosedRange<UInt16>]?
+    /// Overrides of the global per-source limits (`nil`: the global value).
+    public var maximumConnectionsPerSource: Int?
+    public var newConnectionsPerSecondPerSource: Int?
 
     /// ``mappingIdleTimeout`` in whole seconds, rounded up.
     public var mappingIdleSeconds: Int64 {
@@ -192,6 +201,11 @@ public struct RouteSettings: Sendable, Hashable {
         self.policy = policy
         self.maximumConnections = maximumConnections
         self.mappingIdleTimeout = .seconds(mappingIdleSeconds)
+    }
+
+    /// Whether an endpoint-mapper reply may name `port` of the server (``allowedServerPorts``).
+    public func allowsServerPort(_ port: UInt16) -> Bool {
+        self.allowedServerPorts?.contains { $0.contains(port) } ?? true
     }
 
     /// In single-port mode, the one gateway port.
@@ -325,9 +339,54 @@ public struct SyslogSettings: Sendable, Hashable {
 public struct ConnectionLimits: Sendable, Hashable {
     /// Most concurrent client connections over all routes.
     public var maximumConnections: Int
+    /// What one client source may open on a route, unless the route overrides it.
+    public var perSource: SourceLimits
 
-    public init(maximumConnections: Int = 4096) {
+    public init(maximumConnections: Int = 4096, perSource: SourceLimits = SourceLimits()) {
         self.maximumConnections = maximumConnections
+        self.perSource = perSource
+    }
+}
+
+/// Fair admission: what one client source (an address, or an IPv6 /64 by default) may open, so
+/// that one host cannot take a route's whole connection cap. The defaults are far above what a
+/// Windows client opens (docs/SECURITY.md, "Fair admission"): a segment's real clients never meet
+/// them; a NAT gateway or a terminal server in front of many users may need a route override.
+public struct SourceLimits: Sendable, Hashable {
+    /// Most concurrent connections from one source on one route.
+    public var maximumConnections: Int
+    /// New connections per second from one source on one route (a token bucket refilled at this
+    /// rate), with bursts of up to ``burst`` at once.
+    public var newConnectionsPerSecond: Int
+    /// Connections a source may open at once after being quiet: twice the rate.
+    public var burst: Int { self.newConnectionsPerSecond * 2 }
+    /// Leading bits of an IPv4 client address that name its source (32: each address).
+    public var ipv4PrefixLength: Int
+    /// Leading bits of an IPv6 client address that name its source (64: one subnet, as a host
+    /// can pick any address in its /64).
+    public var ipv6PrefixLength: Int
+
+    public static let defaultMaximumConnections = 256
+    public static let defaultNewConnectionsPerSecond = 100
+
+    public init(
+        maximumConnections: Int = SourceLimits.defaultMaximumConnections,
+        newConnectionsPerSecond: Int = SourceLimits.defaultNewConnectionsPerSecond,
+        ipv4PrefixLength: Int = 32,
+        ipv6PrefixLength: Int = 64
+    ) {
+        self.maximumConnections = maximumConnections
+        self.newConnectionsPerSecond = newConnectionsPerSecond
+        self.ipv4PrefixLength = ipv4PrefixLength
+        self.ipv6PrefixLength = ipv6PrefixLength
+    }
+
+    /// These limits with a route's overrides applied.
+    public func overridden(maximumConnections: Int?, newConnectionsPerSecond: Int?) -> SourceLimits {
+        var limits = self
+        if let maximumConnections { limits.maximumConnections = maximumConnections }
+        if let newConnectionsPerSecond { limits.newConnectionsPerSecond = newConnectionsPerSecond }
+        return limits
     }
 }
 

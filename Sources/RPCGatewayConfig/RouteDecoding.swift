@@ -17,6 +17,9 @@ struct RouteDraft {
     var ports: ClosedRange<UInt16>?
     var policyName: String?
     var maximumConnections: Int?
+    var allowedServerPorts: [ClosedRange<UInt16>]?
+    var maximumConnectionsPerSource: Int?
+    var newConnectionsPerSecondPerSource: Int?
     var mappingIdle: Duration?
     var mode: RouteMode?
     var via: String?
@@ -35,6 +38,7 @@ extension ConfigurationDecoder {
     static let routeKeys = [
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
         "max_connections", "mapping_idle_timeout", "mode", "port", "servers", "via",
+        "max_connections_per_source", "new_connections_per_second_per_source", "server_ports",
     ]
     static let requiredRouteKeys = ["name", "listen", "policy"]
     static let routeModes = ["mapped", "single-port", "transparent"]
@@ -115,6 +119,25 @@ extension ConfigurationDecoder {
             )
         } else {
             draft.maximumConnections = 1024
+        }
+        if let node = fields["server_ports"] {
+            draft.allowedServerPorts = self.serverPorts(node, at: path.key("server_ports"))
+        }
+        if let node = fields["max_connections_per_source"] {
+            draft.maximumConnectionsPerSource = self.integer(
+                node,
+                at: path.key("max_connections_per_source"),
+                in: 1...Self.maximumConnectionCap,
+                what: "a number of connections"
+            )
+        }
+        if let node = fields["new_connections_per_second_per_source"] {
+            draft.newConnectionsPerSecondPerSource = self.integer(
+                node,
+                at: path.key("new_connections_per_second_per_source"),
+                in: 1...Self.maximumConnectionRate,
+                what: "a number of connections per second"
+            )
         }
         if let node = fields["mapping_idle_timeout"] {
             draft.mappingIdle = self.duration(node, at: path.key("mapping_idle_timeout"))
@@ -249,6 +272,28 @@ extension ConfigurationDecoder {
             self.report("\"\(text)\" is not an IP address or host name", at: path, node: node)
         }
         return nil
+    }
+
+    /// `server_ports`: a port, a `LOW-HIGH` range, or a list of them.
+    private mutating func serverPorts(_ node: Node, at path: ConfigPath) -> [ClosedRange<UInt16>]? {
+        guard let items = self.list(node, at: path, allowingSingle: true, what: "a list of ports or port ranges") else {
+            return nil
+        }
+        var ranges: [ClosedRange<UInt16>] = []
+        for (item, itemPath) in items {
+            guard let text = self.string(item, at: itemPath, what: "a port or a port range such as 49152-65535") else { continue }
+            if let port = UInt16(text), port > 0 {
+                ranges.append(port...port)
+            } else if let range = ValueParsers.portRange(text) {
+                ranges.append(range)
+            } else {
+                self.report("\"\(text)\" is not a port or a port range (LOW-HIGH, 1-65535)", at: itemPath, node: item)
+            }
+        }
+        if items.isEmpty {
+            self.report("an empty list allows no server port; leave server_ports out to allow any", at: path, node: node)
+        }
+        return ranges
     }
 
     private mutating func portRange(_ node: Node, at path: ConfigPath) -> ClosedRange<UInt16>? {
@@ -414,6 +459,9 @@ extension ConfigurationDecoder {
         route.mappingIdleTimeout = mappingIdle
         route.mode = mode
         route.via = draft.via
+        route.allowedServerPorts = draft.allowedServerPorts
+        route.maximumConnectionsPerSource = draft.maximumConnectionsPerSource
+        route.newConnectionsPerSecondPerSource = draft.newConnectionsPerSecondPerSource
         return route
     }
 }

@@ -13,7 +13,12 @@ extension ConfigurationDecoder {
     static let loggingKeys = ["format", "level"]
     /// Bytes read from `admin.token_file` at most: a token, not a key bundle.
     static let maximumTokenFileSize = 4096
-    static let limitKeys = ["max_connections"]
+    static let limitKeys = [
+        "max_connections", "max_connections_per_source", "new_connections_per_second_per_source",
+        "source_prefix_ipv4", "source_prefix_ipv6",
+    ]
+    /// Upper bound for `new_connections_per_second_per_source`: catches a stray digit.
+    static let maximumConnectionRate = 1_000_000
     static let timeoutKeys = ["connect", "idle", "bind", "half_close", "drain"]
     static let auditKeys = ["file", "buffer_lines", "syslog"]
     static let syslogKeys = ["address", "transport", "facility", "app_name"]
@@ -93,6 +98,8 @@ extension ConfigurationDecoder {
         if let node = top["logging"] {
             self.decodeLogging(node, at: ConfigPath.root.key("logging"), into: &logging)
         }
+
+        core?.perSource = limits.perSource
 
         guard self.problems.isEmpty else { return nil }
         let routes = drafts.compactMap { Self.settings(of: $0, policies: policies) }
@@ -304,6 +311,36 @@ extension ConfigurationDecoder {
             )
         {
             limits.maximumConnections = value
+        }
+        if let node = fields["max_connections_per_source"],
+            let value = self.integer(
+                node,
+                at: path.key("max_connections_per_source"),
+                in: 1...Self.maximumConnectionCap,
+                what: "a number of connections"
+            )
+        {
+            limits.perSource.maximumConnections = value
+        }
+        if let node = fields["new_connections_per_second_per_source"],
+            let value = self.integer(
+                node,
+                at: path.key("new_connections_per_second_per_source"),
+                in: 1...Self.maximumConnectionRate,
+                what: "a number of connections per second"
+            )
+        {
+            limits.perSource.newConnectionsPerSecond = value
+        }
+        if let node = fields["source_prefix_ipv4"],
+            let value = self.integer(node, at: path.key("source_prefix_ipv4"), in: 8...32, what: "an IPv4 prefix length (8 to 32)")
+        {
+            limits.perSource.ipv4PrefixLength = value
+        }
+        if let node = fields["source_prefix_ipv6"],
+            let value = self.integer(node, at: path.key("source_prefix_ipv6"), in: 16...128, what: "an IPv6 prefix length (16 to 128)")
+        {
+            limits.perSource.ipv6PrefixLength = value
         }
     }
 

@@ -150,6 +150,7 @@ struct Endpoints: AsyncParsableCommand {
         case .endpointMapper(let port): return "\(port) (epm)"
         case .hidden: return "hidden"
         case .foreignHost: return "redacted (other host)"
+        case .portNotAllowed: return "redacted (port outside server_ports)"
         case .exhausted: return "none free"
         case .unchanged: return "not rewritten"
         }
@@ -211,6 +212,7 @@ struct Endpoints: AsyncParsableCommand {
                 case .endpointMapper(let port): ("endpoint_mapper", Int(port))
                 case .hidden: ("hidden", nil)
                 case .foreignHost: ("foreign_host", nil)
+                case .portNotAllowed: ("port_not_allowed", nil)
                 case .exhausted: ("exhausted", nil)
                 case .unchanged: ("unchanged", nil)
                 }

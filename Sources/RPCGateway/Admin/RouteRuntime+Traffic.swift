@@ -26,7 +26,7 @@ extension RouteRuntime {
             interface = called
             denied = false
         case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered,
-            .alterContextServedElsewhere,
+            .alterContextServedElsewhere, .secondaryAddressKept,
             .protocolError:
             return
         }

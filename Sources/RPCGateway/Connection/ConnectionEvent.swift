@@ -34,6 +34,9 @@ public enum ConnectionEvent: Hashable, Sendable {
     case firstBindNotRegistered(interface: SyntaxID)
     /// An alter_context on a bind-routed connection named interfaces served on another endpoint.
     case alterContextServedElsewhere(interfaces: [SyntaxID])
+    /// A bind_ack/alter_context_resp on a connection whose secondary address is rewritten to the
+    /// gateway port carried an auth verifier, so it was passed unchanged, naming `serverPort`.
+    case secondaryAddressKept(serverPort: String)
     /// A PDU broke the protocol; `reason` is a stable short code.
     case protocolError(reason: String, detail: String)
 }

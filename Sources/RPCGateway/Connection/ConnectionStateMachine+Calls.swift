@@ -146,8 +146,10 @@ extension ConnectionStateMachine {
     private mutating func serverAcknowledged(_ raw: RawPDU) -> ServerAction {
         let offered = self.session.offeredContexts.removeValue(forKey: raw.header.callID) ?? []
         let ack: BindAckPDU
+        let pdu: PDU
         do {
-            switch try self.parse(raw).body {
+            pdu = try self.parse(raw)
+            switch pdu.body {
             case .bindAck(let body), .alterContextResponse(let body): ack = body
             default: return .close(.protocolError)
             }
@@ -168,6 +170,29 @@ extension ConnectionStateMachine {
             )
             self.isBound = true
         }
-        return .forward
+        return self.secondaryAddressRewritten(pdu)
+    }
+
+    /// The server's acknowledgement with its secondary address naming ``gatewayPort``: `.respond`
+    /// with the re-framed PDU, or `.forward` when there is nothing to change. One that carries an
+    /// auth verifier is never touched (counted instead).
+    private mutating func secondaryAddressRewritten(_ pdu: PDU) -> ServerAction {
+        guard let port = self.gatewayPort else { return .forward }
+        switch pdu.replacingSecondaryAddress(port: port) {
+        case .unchanged:
+            return .forward
+        case .authenticated(let secondaryAddress):
+            self.events.append(.secondaryAddressKept(serverPort: secondaryAddress))
+            return .forward
+        case .rewritten(let rewritten):
+            var bytes = ByteBuffer()
+            do {
+                try bytes.writePDU(rewritten)
+            } catch {
+                // Longer than frag_length allows: the server's own bytes go through.
+                return .forward
+            }
+            return .respond(bytes)
+        }
     }
 }

@@ -115,6 +115,11 @@ public struct ConnectionStateMachine: Sendable {
     public internal(set) var identity: AuthIdentity?
     /// Whether the server has accepted at least one presentation context.
     public internal(set) var isBound = false
+    /// The gateway port the client connected to, when it is not the server's own (mapped and
+    /// single-port connections): bind_ack/alter_context_resp secondary addresses are rewritten to
+    /// name it, so the server's real port never reaches the client. `nil`: left as the server
+    /// sent them (the endpoint mapper, transparent mode, a core's tunnelled connections).
+    public var gatewayPort: UInt16?
     /// The server the connection goes to, once known.
     public internal(set) var server: TCPEndpoint?
     /// Set when the first bind chose the server: the endpoint mapper that placed it there, which

@@ -47,9 +47,12 @@ package struct EndpointInventory: Sendable {
         case hidden
         /// Redacted: the tower names a host other than the route's server.
         case foreignHost
+        /// Redacted: a server port outside the route's `server_ports`.
+        case portNotAllowed
         /// Redacted: the route's port range is used up.
         case exhausted
-        /// Not ncacn_ip_tcp: the gateway passes the tower through unchanged.
+        /// Not ncacn_ip_tcp, of an interface the client may look up: the gateway passes the tower
+        /// through unchanged (one of a hidden interface is ``hidden``: its endpoints are zeroed).
         case unchanged
     }
 
@@ -108,7 +111,7 @@ package struct EndpointInventory: Sendable {
             case .ncalrpc: endpoint = tower?.localEndpoint
             case .other, .none: endpoint = nil
             }
-            var gateway = GatewayView.unchanged
+            var gateway = TowerExposure.hides(interface, mayLookUp: machine.mayLookUp) ? GatewayView.hidden : .unchanged
             if sequence == .ncacnIPTCP, let tower, let port = tower.tcpPort {
                 let exposure = TowerExposure.classify(
                     EPMTowerEndpoint(
@@ -122,6 +125,7 @@ package struct EndpointInventory: Sendable {
                 switch exposure {
                 case .hidden: gateway = .hidden
                 case .foreignHost: gateway = .foreignHost
+                case .portNotAllowed: gateway = .portNotAllowed
                 case .endpointMapper: gateway = .endpointMapper(route.epmPort)
                 case .mapped(let server):
                     gateway = allocator.allocate(for: server, now: now).port.map { .mapped($0) } ?? .exhausted

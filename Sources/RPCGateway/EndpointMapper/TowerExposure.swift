@@ -8,10 +8,19 @@ package enum TowerExposure: Hashable, Sendable {
     case hidden
     /// The tower names a host other than the route's server: redacted, never an open relay.
     case foreignHost
+    /// The tower names a port of the server outside the route's `server_ports`: redacted.
+    case portNotAllowed
     /// The server's own endpoint mapper: advertised as the route's EPM listener.
     case endpointMapper
     /// A dynamic endpoint of the route's server: advertised as a gateway port from the pool.
     case mapped(TCPEndpoint)
+
+    /// Whether a tower of `interface`, of any protocol, must not reveal its endpoints: the client
+    /// may not bind the interface. Towers without a readable interface are not subject to it.
+    package static func hides(_ interface: SyntaxID?, mayLookUp: (SyntaxID) -> Bool) -> Bool {
+        guard let interface else { return false }
+        return !mayLookUp(interface)
+    }
 
     /// Classifies `tower` for a route whose server resolved to `upstreamAddress`.
     ///
@@ -24,10 +33,11 @@ package enum TowerExposure: Hashable, Sendable {
         upstreamAddress: IPv4Address,
         mayLookUp: (SyntaxID) -> Bool
     ) -> TowerExposure {
-        if let interface = tower.interface, !mayLookUp(interface) { return .hidden }
+        if Self.hides(tower.interface, mayLookUp: mayLookUp) { return .hidden }
         let server = tower.endpoint
         guard server.address == .any || server.address == upstreamAddress else { return .foreignHost }
         if server.port == route.upstreamEPMPort { return .endpointMapper }
+        guard route.allowsServerPort(server.port) else { return .portNotAllowed }
         return .mapped(TCPEndpoint(address: upstreamAddress, port: server.port))
     }
 }

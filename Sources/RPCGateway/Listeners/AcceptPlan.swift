@@ -20,6 +20,9 @@ struct AcceptPlan: Hashable, Sendable {
     /// The server's address when it differs per connection (transparent mode: the original
     /// destination); `nil`: the route's upstream.
     var upstreamAddress: IPv4Address?
+    /// The gateway port the client connected to, when its server listens on another one (mapped
+    /// and single-port gateway ports): the machine's ``ConnectionStateMachine/gatewayPort``.
+    var gatewayPort: UInt16?
 
     /// What the accepting socket says about where the client wanted to go (transparent mode).
     enum Destination: Hashable, Sendable {
@@ -58,16 +61,16 @@ struct AcceptPlan: Hashable, Sendable {
             // instance's mapping preferred when there is one.
             return AcceptPlan(
                 action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, preferred: mapping)),
-                mappedPort: mapping == nil ? nil : listenerPort
+                mappedPort: mapping == nil ? nil : listenerPort,
+                gatewayPort: listenerPort
             )
         case .singlePort:
             if listener == .epm {
                 return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
             }
             return AcceptPlan(
-                action: .routeByBind(
-                    FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)
-                )
+                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)),
+                gatewayPort: listenerPort
             )
         case .transparent:
             guard case .original(let destination) = destination else {
@@ -106,13 +109,16 @@ struct AcceptPlan: Hashable, Sendable {
 
     /// The state machine for the planned connection; `nil` for a refusal.
     func machine(policy: Policy, client: IPAddress, limits: WireLimits) -> ConnectionStateMachine? {
+        var machine: ConnectionStateMachine
         switch self.action {
         case .splice(let role, let server):
-            return ConnectionStateMachine(role: role, policy: policy, client: client, limits: limits, server: server)
+            machine = ConnectionStateMachine(role: role, policy: policy, client: client, limits: limits, server: server)
         case .routeByBind(let routing):
-            return ConnectionStateMachine(routing: routing, policy: policy, client: client, limits: limits)
+            machine = ConnectionStateMachine(routing: routing, policy: policy, client: client, limits: limits)
         case .refuse:
             return nil
         }
+        machine.gatewayPort = self.gatewayPort
+        return machine
     }
 }

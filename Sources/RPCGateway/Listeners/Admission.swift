@@ -1,19 +1,37 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import RPCPolicy
 
 /// Who may open a connection now, and the books of those that did: the global and per-route
-/// caps, connection ids, the registry of open connections (for drain and the status page) and the
+/// caps, fair admission per client source (``SourceTable``), connection ids, the registry of open connections (for drain and the status page) and the
 /// draining flag. One per listener kind (the gateway's routes, the core listener), both taking
 /// ids from one ``ConnectionIDs`` so a connection's `conn` is unique in the process.
 ///
-/// Every ``admit(route:routeLimit:globalLimit:)`` that returns a ticket is balanced by exactly one
-/// ``release(_:)``.
+/// Every ``admit(route:routeLimit:globalLimit:source:sourceLimits:)`` that returns a ticket is
+/// balanced by exactly one ``release(_:)``.
+///
+/// At the global cap a connection is refused (closed at once), not left in the kernel backlog:
+/// with per-source limits the cap is reached only by many sources together, and a paused accept
+/// queue would hold every later client, good or not, until someone leaves (measured in
+/// docs/SECURITY.md, "Fair admission").
 final class Admission: Sendable {
     /// An admitted connection, counted in the caps until released.
     struct Ticket: Hashable, Sendable {
         let id: Int
         let route: String
+        /// The client's source, counted in ``SourceTable`` (`nil`: not tracked).
+        let source: SourceKey?
+    }
+
+    /// Why a connection was not admitted.
+    enum Refusal: Error, Equatable, Sendable {
+        case draining
+        /// The global or the route's cap.
+        case cap
+        /// The client's source is over its own limit; `log` (with `suppressed` refusals since the
+        /// last line) says whether to log it now.
+        case source(SourceTable.Refusal, SourceKey, log: Bool, suppressed: Int)
     }
 
     private struct State {
@@ -23,27 +41,48 @@ final class Admission: Sendable {
         /// Connections still waiting for (or routing) their first bind.
         var awaitingBind: Set<Int> = []
         var draining = false
+        var sources = SourceTable()
     }
 
     private let state = NIOLockedValueBox(State())
     private let ids: ConnectionIDs
+    /// Monotonic nanoseconds (injected by tests).
+    private let now: @Sendable () -> UInt64
 
-    init(ids: ConnectionIDs) {
+    init(ids: ConnectionIDs, now: @escaping @Sendable () -> UInt64 = { NIODeadline.now().uptimeNanoseconds }) {
         self.ids = ids
+        self.now = now
     }
 
-    /// A ticket, or `nil` when draining or a cap is reached.
+    /// A ticket, or `nil` when draining or a cap is reached (no per-source limits).
     func admit(route: String, routeLimit: Int, globalLimit: Int) -> Ticket? {
-        let admitted = self.state.withLockedValue { state -> Bool in
-            guard !state.draining, state.active < globalLimit, state.activeByRoute[route, default: 0] < routeLimit
-            else {
-                return false
+        try? self.admit(route: route, routeLimit: routeLimit, globalLimit: globalLimit, source: nil, sourceLimits: SourceLimits()).get()
+    }
+
+    /// A ticket, or why not. The source's own limits are checked first, so a source over them is
+    /// refused as such even when the route is full too.
+    func admit(route: String, routeLimit: Int, globalLimit: Int, source: IPAddress?, sourceLimits: SourceLimits)
+        -> Result<Ticket, Refusal>
+    {
+        let key = source.map { SourceKey($0, limits: sourceLimits) }
+        let now = self.now()
+        let result = self.state.withLockedValue { state -> Result<Void, Refusal> in
+            guard !state.draining else { return .failure(.draining) }
+            if let key {
+                let decision = state.sources.admit(route: route, source: key, limits: sourceLimits, now: now)
+                if case .refused(let why, let log, let suppressed) = decision {
+                    return .failure(.source(why, key, log: log, suppressed: suppressed))
+                }
+            }
+            guard state.active < globalLimit, state.activeByRoute[route, default: 0] < routeLimit else {
+                if let key { state.sources.release(route: route, source: key, now: now) }
+                return .failure(.cap)
             }
             state.active += 1
             state.activeByRoute[route, default: 0] += 1
-            return true
+            return .success(())
         }
-        return admitted ? Ticket(id: self.ids.next(), route: route) : nil
+        return result.map { Ticket(id: self.ids.next(), route: route, source: key) }
     }
 
     /// Lists `connection` for drain and the status page until its ticket is released.
@@ -60,7 +99,9 @@ final class Admission: Sendable {
     }
 
     func release(_ ticket: Ticket) {
+        let now = self.now()
         self.state.withLockedValue { state in
+            if let source = ticket.source { state.sources.release(route: ticket.route, source: source, now: now) }
             state.active -= 1
             state.activeByRoute[ticket.route, default: 1] -= 1
             if state.activeByRoute[ticket.route] == 0 { state.activeByRoute.removeValue(forKey: ticket.route) }
@@ -81,6 +122,8 @@ final class Admission: Sendable {
     var active: Int { self.state.withLockedValue { $0.active } }
     var activeByRoute: [String: Int] { self.state.withLockedValue { $0.activeByRoute } }
     var awaitingBind: Int { self.state.withLockedValue { $0.awaitingBind.count } }
+    /// Client sources tracked for fair admission.
+    var trackedSources: Int { self.state.withLockedValue { $0.sources.count } }
 
     /// Open connections in id order (the oldest first), without those awaiting their first bind.
     func spliceOrder() -> [NIOLoopBound<ProxyConnection>] {

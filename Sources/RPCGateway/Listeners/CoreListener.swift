@@ -250,19 +250,31 @@ package final class CoreListener: Sendable {
         let (route, settings, timeouts, limits) = self.state.withLockedValue { state in
             (state.runtimes[target.server.address], state.settings, state.timeouts, state.limits)
         }
-        guard let route,
-            let ticket = self.admission.admit(
-                route: Self.routeName,
-                routeLimit: settings.maximumConnections,
-                globalLimit: settings.maximumConnections
-            )
-        else {
-            self.refuse(
-                .cap,
-                "tunnelled connection refused: cap reached or draining",
-                address: tunnel.remoteAddress,
-                detail: "\(target)"
-            )
+        guard let route else {
+            self.refuse(.cap, "tunnelled connection refused: no route", address: tunnel.remoteAddress, detail: "\(target)")
+            return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
+        }
+        let ticket: Admission.Ticket
+        switch self.admission.admit(
+            route: Self.routeName,
+            routeLimit: settings.maximumConnections,
+            globalLimit: settings.maximumConnections,
+            source: clientIP,
+            sourceLimits: settings.perSource
+        ) {
+        case .success(let admitted):
+            ticket = admitted
+        case .failure(.source(let why, let source, let log, let suppressed)):
+            self.metrics.connectionRefused(reason: .sourceLimit)
+            if log {
+                self.logger.warning(
+                    "tunnelled connection refused: \(why) (logged once a minute per source)",
+                    metadata: ["client": "\(client.map { "\($0)" } ?? "?")", "source": "\(source)", "suppressed": "\(suppressed)", "edge": "\(peer)"]
+                )
+            }
+            return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
+        case .failure:
+            self.refuse(.cap, "tunnelled connection refused: cap reached or draining", address: tunnel.remoteAddress, detail: "\(target)")
             return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
         }
         let listener: GatewayMetrics.Listener = target.kind == .endpointMapper ? .epm : .mapped

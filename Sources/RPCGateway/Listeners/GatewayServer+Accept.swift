@@ -39,22 +39,24 @@ extension GatewayServer {
         -> EventLoopFuture<Void>
     {
         let (route, settings, peers) = self.state.withLockedValue { ($0.routes[routeName], $0.settings, $0.peers) }
-        guard let route,
-            let ticket = self.admission.admit(
-                route: routeName,
-                routeLimit: route.settings.maximumConnections,
-                globalLimit: settings.limits.maximumConnections
-            )
-        else {
-            let route = self.state.withLockedValue { $0.routes[routeName] }
-            route?.metrics.connectionRefused(reason: .cap)
-            route?.logger.warning(
-                "connection refused: connection cap reached or draining",
-                metadata: [
-                    "client": "\(HostPort.text(client.remoteAddress))",
-                    "gateway": "\(HostPort.text(client.localAddress))",
-                ]
-            )
+        guard let route else { return client.close() }
+        let sourceLimits = settings.limits.perSource.overridden(
+            maximumConnections: route.settings.maximumConnectionsPerSource,
+            newConnectionsPerSecond: route.settings.newConnectionsPerSecondPerSource
+        )
+        let admission = self.admission.admit(
+            route: routeName,
+            routeLimit: route.settings.maximumConnections,
+            globalLimit: settings.limits.maximumConnections,
+            source: IPAddress(client.remoteAddress),
+            sourceLimits: sourceLimits
+        )
+        let ticket: Admission.Ticket
+        switch admission {
+        case .success(let admitted):
+            ticket = admitted
+        case .failure(let refusal):
+            Self.logRefusal(refusal, route: route, client: client)
             return client.close()
         }
         route.metrics.connectionOpened(listener: listener)
@@ -134,5 +136,28 @@ extension GatewayServer {
             // A failed upstream has closed the connection (and so the client) already.
             return spliced.recover { _ in }
         }.nonisolated()
+    }
+
+    /// Counts a refused connection and logs it: a source over its own limit at most once per
+    /// interval (``SourceTable``), so a flood cannot flood the log.
+    private static func logRefusal(_ refusal: Admission.Refusal, route: RouteRuntime, client: any Channel) {
+        let metadata: Logger.Metadata = [
+            "client": "\(HostPort.text(client.remoteAddress))", "gateway": "\(HostPort.text(client.localAddress))",
+        ]
+        switch refusal {
+        case .draining:
+            route.metrics.connectionRefused(reason: .draining)
+            route.logger.notice("connection refused: draining", metadata: metadata)
+        case .cap:
+            route.metrics.connectionRefused(reason: .cap)
+            route.logger.warning("connection refused: connection cap reached", metadata: metadata)
+        case .source(let why, let source, let log, let suppressed):
+            route.metrics.connectionRefused(reason: .sourceLimit)
+            guard log else { return }
+            var metadata = metadata
+            metadata["source"] = "\(source)"
+            metadata["suppressed"] = "\(suppressed)"
+            route.logger.warning("connection refused: \(why) (logged once a minute per source)", metadata: metadata)
+        }
     }
 }

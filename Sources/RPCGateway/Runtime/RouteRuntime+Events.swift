@@ -117,6 +117,12 @@ extension RouteRuntime {
                 "alter_context to an interface served by another endpoint refused",
                 metadata: ["conn": "\(connection)", "client": "\(clientText)", "server": "\(server)"]
             )
+        case .secondaryAddressKept(let serverPort):
+            self.metrics.secondaryAddressKept()
+            self.logger.debug(
+                "authenticated bind_ack passed with the server's port as its secondary address",
+                metadata: ["conn": "\(connection)", "client": "\(clientText)", "secondary_address": "\(serverPort)"]
+            )
         case .protocolError(let reason, let detail):
             self.metrics.pduError(reason: reason)
             self.logger.notice(

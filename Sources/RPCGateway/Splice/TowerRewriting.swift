@@ -3,9 +3,13 @@ import NIOCore
 import RPCWire
 
 /// Endpoint-mapper replies on their way to the client: every ncacn_ip_tcp tower of the route's
-/// server gets a gateway port (allocated from the route's pool here); towers of denied interfaces,
-/// of other hosts, or that cannot be mapped are redacted (port 0, 0.0.0.0). An `ept_map` that ends
-/// up advertising nothing is answered "not registered" instead.
+/// server gets a gateway port (allocated from the route's pool here); ncacn_ip_tcp towers of other
+/// hosts, of server ports outside the route's `server_ports`, or that cannot be mapped are redacted
+/// (port 0, 0.0.0.0); and every tower of a denied interface, whatever its protocol (ncacn_np pipe
+/// and NetBIOS host, ncalrpc name, ncacn_http or UDP port, IP address), has its endpoints zeroed
+/// (``EPMTowerDecision/redact``: same lengths, so paging and multi-fragment replies stay right).
+/// Towers of other protocols of allowed interfaces pass unchanged. An `ept_map` that ends up
+/// advertising nothing is answered "not registered" instead.
 extension ProxyConnection {
     func rewrite(_ reply: ConnectionStateMachine.EndpointMapperReply) -> [ByteBuffer] {
         let route = self.route
@@ -24,42 +28,51 @@ extension ProxyConnection {
         let machine = self.machine
         let mode = self.endpointMapperMode
         var exhausted = false
+        var portsNotAllowed: [UInt16] = []
         do {
-            let result = try EPMReplyRewriter.rewrite(
+            let result = try EPMReplyRewriter.rewriteTowers(
                 fragments: reply.fragments,
                 operation: reply.operation,
                 syntax: reply.syntax,
                 limits: self.limits
-            ) { tower -> TCPEndpoint? in
+            ) { replyTower -> EPMTowerDecision in
+                guard let endpoint = replyTower.tcpEndpoint else {
+                    // Not ncacn_ip_tcp: never rewritten (the gateway relays TCP only), hidden
+                    // when the interface is.
+                    return TowerExposure.hides(replyTower.interface, mayLookUp: machine.mayLookUp) ? .redact : .keep
+                }
+                let tower = EPMTowerEndpoint(interface: replyTower.interface, endpoint: endpoint)
                 let exposure = TowerExposure.classify(
                     tower,
                     route: settings,
                     upstreamAddress: upstreamAddress,
                     mayLookUp: machine.mayLookUp
                 )
+                if case .portNotAllowed = exposure { portsNotAllowed.append(tower.endpoint.port) }
                 if mode == .redactOnly {
                     switch exposure {
-                    case .hidden, .foreignHost: return nil
-                    case .endpointMapper, .mapped: return tower.endpoint
+                    case .hidden, .foreignHost, .portNotAllowed: return .redact
+                    case .endpointMapper, .mapped: return .keep
                     }
                 }
                 switch exposure {
-                case .hidden, .foreignHost:
-                    // Never an open relay: only the configured server, whatever the reply says.
-                    return nil
+                case .hidden, .foreignHost, .portNotAllowed:
+                    // Never an open relay: only the configured server and ports, whatever the
+                    // reply says.
+                    return .redact
                 case .endpointMapper:
-                    return TCPEndpoint(address: advertised, port: settings.epmPort)
+                    return .rewrite(TCPEndpoint(address: advertised, port: settings.epmPort))
                 case .mapped(let server):
                     if let interface = tower.interface {
                         route.resolver.remember(interface, at: mapper, port: server.port)
                     }
-                    if let singlePort { return TCPEndpoint(address: advertised, port: singlePort) }
+                    if let singlePort { return .rewrite(TCPEndpoint(address: advertised, port: singlePort)) }
                     switch route.pool.allocate(for: server) {
                     case .existing(let port), .allocated(let port):
-                        return TCPEndpoint(address: advertised, port: port)
+                        return .rewrite(TCPEndpoint(address: advertised, port: port))
                     case .exhausted:
                         exhausted = true
-                        return nil
+                        return .redact
                     }
                 }
             }
@@ -69,6 +82,15 @@ extension ProxyConnection {
                     "port range exhausted: endpoint-mapper answer redacted",
                     metadata: [
                         "conn": "\(self.id)", "ports": "\(settings.ports)", "client": "\(self.clientDescription)",
+                    ]
+                )
+            }
+            if !portsNotAllowed.isEmpty {
+                route.logger.warning(
+                    "endpoint-mapper reply named server ports outside server_ports: redacted",
+                    metadata: [
+                        "conn": "\(self.id)", "server_ports": "\(portsNotAllowed.prefix(8).map(String.init).joined(separator: ","))",
+                        "towers": "\(portsNotAllowed.count)",
                     ]
                 )
             }

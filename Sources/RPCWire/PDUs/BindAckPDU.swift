@@ -6,7 +6,8 @@ public struct BindAckPDU: Hashable, Sendable {
     public var maxReceiveFragment: UInt16
     public var associationGroupID: UInt32
     /// `sec_addr`: the server's port as text, NUL included; may be empty in alter_context_resp.
-    /// Left untouched by the gateway (rewriting it would change the PDU length).
+    /// The gateway rewrites it to its own port on mapped connections
+    /// (``PDU/replacingSecondaryAddress(port:)``).
     public var secondaryAddress: [UInt8]
     public var results: [PresentationResult]
     public var trailingBytes: ByteBuffer
