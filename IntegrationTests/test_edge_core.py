@@ -365,10 +365,10 @@ def test_ipv6_client_through_edge_and_core(tunnel, direct):
     for _ in range(40):
         with open(tunnel['audit']) as f:
             records = [json.loads(line) for line in f if line.strip()]
-        if any(r.get('client') == CLIENT6 for r in records):
+        if any(r.get('source.ip') == CLIENT6 for r in records):
             break
         time.sleep(0.1)
-    assert any(r.get('client') == CLIENT6 and r.get('event') == 'bind' for r in records), \
+    assert any(r.get('source.ip') == CLIENT6 and r.get('event.action') == 'bind' for r in records), \
         'no bind of %s in the core audit log' % CLIENT6
 
 
