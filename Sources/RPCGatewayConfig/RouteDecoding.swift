@@ -180,7 +180,11 @@ extension ConfigurationDecoder {
             }
         for key in forbidden {
             if let node = fields[key] {
-                self.report("\"\(key)\" does not apply to mode \(modeName)", at: path.key(key), node: fields.keyNode(key) ?? node)
+                self.report(
+                    "\"\(key)\" does not apply to mode \(modeName)",
+                    at: path.key(key),
+                    node: fields.keyNode(key) ?? node
+                )
             }
         }
         switch modeName {
@@ -196,7 +200,11 @@ extension ConfigurationDecoder {
                 if let network = IPNetwork(text), case .v4 = network.address {
                     servers.append(network)
                 } else {
-                    self.report("\"\(text)\" is not an IPv4 network (ADDRESS/PREFIX, host bits zero)", at: itemPath, node: item)
+                    self.report(
+                        "\"\(text)\" is not an IPv4 network (ADDRESS/PREFIX, host bits zero)",
+                        at: itemPath,
+                        node: item
+                    )
                 }
             }
             if servers.isEmpty, items.isEmpty {

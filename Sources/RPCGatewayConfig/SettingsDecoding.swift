@@ -44,7 +44,8 @@ extension ConfigurationDecoder {
                 return false
             }
         }()
-        guard let top = self.fields(of: root, at: .root, known: Self.topLevelKeys, required: isCore ? [] : ["routes"]) else {
+        guard let top = self.fields(of: root, at: .root, known: Self.topLevelKeys, required: isCore ? [] : ["routes"])
+        else {
             return nil
         }
 
@@ -459,7 +460,8 @@ extension ConfigurationDecoder {
             return false
         }
         var isDirectory: ObjCBool = false
-        let existsAsDirectory = FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && isDirectory.boolValue
+        let existsAsDirectory =
+            FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory) && isDirectory.boolValue
         if file.hasSuffix("/") || existsAsDirectory {
             self.report("\"\(file)\" is a directory; give the path of the audit file", at: path, node: node)
             return false

@@ -235,7 +235,9 @@ package enum RPCClient {
                 switch result {
                 case .success(let channel):
                     do {
-                        completion(.success(try channel.pipeline.syncOperations.handler(type: RPCClientConnection.self)))
+                        completion(
+                            .success(try channel.pipeline.syncOperations.handler(type: RPCClientConnection.self))
+                        )
                     } catch {
                         channel.close(promise: nil)
                         completion(.failure(error))
@@ -305,13 +307,22 @@ package enum RPCClient {
             case .failure(let error):
                 completion(.failure(error))
             case .success(let connection):
-                connection.call(opnum: EPMOperation.map.rawValue, stub: Self.mapRequestStub(), verifier: false, collect: true) {
+                connection.call(
+                    opnum: EPMOperation.map.rawValue,
+                    stub: Self.mapRequestStub(),
+                    verifier: false,
+                    collect: true
+                ) {
                     called in
                     connection.close()
                     do {
                         var stub = ByteBuffer()
                         for var part in try called.get().stub { stub.writeBuffer(&part) }
-                        let response = try stub.readEPMMapResponse(syntax: .ndr32, endianness: .little, limits: PeerLimits.wire)
+                        let response = try stub.readEPMMapResponse(
+                            syntax: .ndr32,
+                            endianness: .little,
+                            limits: PeerLimits.wire
+                        )
                         guard response.status.rawValue == 0, let tower = response.towers.compactMap({ $0 }).first,
                             tower.isNCACNIPTCP, let port = tower.tcpPort, port != 0
                         else {

@@ -238,7 +238,11 @@ final class RPCPeerServerHandler: ChannelInboundHandler {
             if element.isBindTimeFeatureNegotiation {
                 // MS-RPCE 3.3.1.5.3: acknowledge, supporting no optional feature.
                 results.append(
-                    PresentationResult(result: .negotiateAck, reason: .notSpecified, transferSyntax: PresentationResult.nullSyntax)
+                    PresentationResult(
+                        result: .negotiateAck,
+                        reason: .notSpecified,
+                        transferSyntax: PresentationResult.nullSyntax
+                    )
                 )
             } else if !offered.contains(where: {
                 $0.uuid == element.abstractSyntax.uuid && $0.majorVersion == element.abstractSyntax.majorVersion
@@ -300,7 +304,12 @@ final class RPCPeerServerHandler: ChannelInboundHandler {
         }
         let callID = first.header.callID
         guard let interface = self.acceptedContexts[request.contextID] else {
-            try self.fault(.invalidPresentationContextID, callID: callID, contextID: request.contextID, context: context)
+            try self.fault(
+                .invalidPresentationContextID,
+                callID: callID,
+                contextID: request.contextID,
+                context: context
+            )
             return
         }
         let verifier = first.header.authLength > 0
@@ -317,7 +326,10 @@ final class RPCPeerServerHandler: ChannelInboundHandler {
                 response = stub
             case BenchInterface.sink:
                 var count = context.channel.allocator.buffer(capacity: 4)
-                count.writeInteger(UInt32(truncatingIfNeeded: stub.reduce(0) { $0 + $1.readableBytes }), endianness: .little)
+                count.writeInteger(
+                    UInt32(truncatingIfNeeded: stub.reduce(0) { $0 + $1.readableBytes }),
+                    endianness: .little
+                )
                 response = [count]
             default:
                 try self.fault(.operationRangeError, callID: callID, contextID: request.contextID, context: context)
@@ -355,7 +367,11 @@ final class RPCPeerServerHandler: ChannelInboundHandler {
 
     /// `ept_map` (C706 App. O): the tower of the first entry for the asked interface (UUID and
     /// major version), "not registered" otherwise.
-    private func answerMap(_ parts: [ByteBuffer], entries: [EPMEntry], allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    private func answerMap(
+        _ parts: [ByteBuffer],
+        entries: [EPMEntry],
+        allocator: ByteBufferAllocator
+    ) throws -> ByteBuffer {
         var stub = Self.joined(parts, allocator: allocator)
         let request = try stub.readEPMMapRequest(syntax: .ndr32, endianness: .little, limits: PeerLimits.wire)
         var tower: ProtocolTower?
@@ -375,7 +391,11 @@ final class RPCPeerServerHandler: ChannelInboundHandler {
 
     /// `ept_lookup` (C706 App. O): every entry (or those of the asked interface, for
     /// `rpc_c_ep_match_by_if`) in one page, at most `max_ents`; an empty answer is "not registered".
-    private func answerLookup(_ parts: [ByteBuffer], entries: [EPMEntry], allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    private func answerLookup(
+        _ parts: [ByteBuffer],
+        entries: [EPMEntry],
+        allocator: ByteBufferAllocator
+    ) throws -> ByteBuffer {
         var stub = Self.joined(parts, allocator: allocator)
         let request = try stub.readEPMLookupRequest(syntax: .ndr32, endianness: .little, limits: PeerLimits.wire)
         var matching = entries

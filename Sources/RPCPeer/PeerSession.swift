@@ -28,7 +28,9 @@ package struct PeerSession: Sendable {
             let promise = loop.makePromise(of: PeerSession.self)
             RPCClient.connect(to: target, on: loop) { result in
                 promise.completeWith(
-                    result.map { PeerSession(connection: NIOLoopBound($0, eventLoop: loop), loop: loop, timeout: timeout) }
+                    result.map {
+                        PeerSession(connection: NIOLoopBound($0, eventLoop: loop), loop: loop, timeout: timeout)
+                    }
                 )
             }
             return promise.futureResult

@@ -116,7 +116,11 @@ enum ClientRunner {
 
     // MARK: - idle
 
-    static func idle(_ configuration: ClientConfiguration, group: any EventLoopGroup, readyFile: String?) async throws
+    static func idle(
+        _ configuration: ClientConfiguration,
+        group: any EventLoopGroup,
+        readyFile: String?
+    ) async throws
         -> Report
     {
         let all = Self.loops(of: group)
@@ -133,7 +137,10 @@ enum ClientRunner {
         var workers: [(loop: any EventLoop, worker: NIOLoopBound<IdleWorker>)] = []
         for (loop, share) in zip(all, shares) where share > 0 {
             let bound = try await loop.submit {
-                NIOLoopBound(IdleWorker(loop: loop, configuration: configuration, target: target, count: share), eventLoop: loop)
+                NIOLoopBound(
+                    IdleWorker(loop: loop, configuration: configuration, target: target, count: share),
+                    eventLoop: loop
+                )
             }.get()
             workers.append((loop, bound))
         }

@@ -127,7 +127,8 @@ final class CallLoopWorker {
             return
         }
         self.warmupLeft -= 1
-        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) { result in
+        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) {
+            result in
             switch result {
             case .success: self.warmUp(promise)
             case .failure(let error): promise.fail(error)
@@ -202,7 +203,8 @@ final class CallLoopWorker {
         }
         let started = NIODeadline.now()
         let size = self.stub.readableBytes
-        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) { result in
+        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) {
+            result in
             let now = NIODeadline.now()
             switch result {
             case .success(let call):
@@ -289,7 +291,8 @@ final class ChurnWorker {
             return
         }
         let size = self.stub.readableBytes
-        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) { result in
+        connection.call(opnum: BenchInterface.echo, stub: self.stub, verifier: self.configuration.authTrailer) {
+            result in
             switch result {
             case .success:
                 self.result.calls += 1

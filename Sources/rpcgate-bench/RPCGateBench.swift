@@ -1,10 +1,9 @@
 import ArgumentParser
+import Foundation
 import NIOCore
 import NIOPosix
 import RPCPeer
 import RPCWire
-
-import Foundation
 
 /// Load generator and test server for measuring RPCGate against a direct path and a plain TCP
 /// proxy (see Benchmarks/compare.sh and docs/PERFORMANCE.md).
@@ -122,7 +121,9 @@ struct Client: AsyncParsableCommand {
     func validate() throws {
         guard self.epm != nil || self.direct != nil else { throw ValidationError("give --epm or --direct") }
         guard self.connections >= 1 else { throw ValidationError("--connections must be at least 1") }
-        guard self.stubSize >= 0, self.stubSize <= 64 * 1024 * 1024 else { throw ValidationError("--stub-size 0-64MiB") }
+        guard self.stubSize >= 0, self.stubSize <= 64 * 1024 * 1024 else {
+            throw ValidationError("--stub-size 0-64MiB")
+        }
         guard (WireLimits.minimumNegotiatedFragmentSize...Int(UInt16.max)).contains(self.fragSize) else {
             throw ValidationError("--frag-size must be 1432-65535")
         }

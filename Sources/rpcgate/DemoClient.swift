@@ -35,7 +35,12 @@ final class DemoClient: Sendable {
     private let state = NIOLockedValueBox(Totals())
     private static let client = IPAddress.v4(0x7f00_0001)
 
-    init(setup: DemoSetup, settings: GatewaySettings, group: any EventLoopGroup, serverCalls: NIOLockedValueBox<[DemoCall: Int]>) {
+    init(
+        setup: DemoSetup,
+        settings: GatewaySettings,
+        group: any EventLoopGroup,
+        serverCalls: NIOLockedValueBox<[DemoCall: Int]>
+    ) {
         self.setup = setup
         // DemoSetup.yaml has exactly one route.
         self.route = settings.routes[0]
@@ -117,7 +122,11 @@ final class DemoClient: Sendable {
         // What the server itself registered, for the comparison (the client never sees this).
         var serverPorts: [SyntaxID: Int] = [:]
         if round.narrate,
-            let direct = try? await mapper.lookUpAll(host: DemoSetup.host, port: self.setup.serverEPMPort, group: self.group)
+            let direct = try? await mapper.lookUpAll(
+                host: DemoSetup.host,
+                port: self.setup.serverEPMPort,
+                group: self.group
+            )
         {
             for entry in direct.entries {
                 if let interface = entry.tower?.interface, let port = entry.tower?.tcpPort {
@@ -127,7 +136,9 @@ final class DemoClient: Sendable {
         }
 
         // 1. ept_lookup through the gateway.
-        round.say("1. ept_lookup at the gateway's endpoint mapper \(DemoSetup.host):\(self.setup.epmPort): what does the server offer?")
+        round.say(
+            "1. ept_lookup at the gateway's endpoint mapper \(DemoSetup.host):\(self.setup.epmPort): what does the server offer?"
+        )
         do {
             let listing = try await mapper.lookUpAll(host: DemoSetup.host, port: self.setup.epmPort, group: self.group)
             round.entries = listing.entries.count
@@ -146,7 +157,9 @@ final class DemoClient: Sendable {
                 } else {
                     verdict = "not rewritten"
                 }
-                round.say("     \(Self.padded(name, 9)) \(original)  ->  client sees \(Self.padded(seen, 16))  \(verdict)")
+                round.say(
+                    "     \(Self.padded(name, 9)) \(original)  ->  client sees \(Self.padded(seen, 16))  \(verdict)"
+                )
             }
         } catch {
             round.failures += 1
@@ -154,18 +167,27 @@ final class DemoClient: Sendable {
         }
 
         // 2. ept_map for samr.
-        guard let samr = InterfaceCatalog.named("samr")?.syntax, let drsuapi = InterfaceCatalog.named("drsuapi")?.syntax,
+        guard let samr = InterfaceCatalog.named("samr")?.syntax,
+            let drsuapi = InterfaceCatalog.named("drsuapi")?.syntax,
             let spoolss = InterfaceCatalog.named("spoolss")?.syntax
         else { return }
         let port: Int
         do {
-            guard let mapped = try await mapper.map(samr, host: DemoSetup.host, port: self.setup.epmPort, group: self.group) else {
+            guard
+                let mapped = try await mapper.map(
+                    samr,
+                    host: DemoSetup.host,
+                    port: self.setup.epmPort,
+                    group: self.group
+                )
+            else {
                 round.failures += 1
                 demoPrint("2. ept_map samr FAILED: the gateway answered \"not registered\"")
                 return
             }
             port = Int(mapped)
-            let original = serverPorts[samr].map { " (the server said \(DemoSetup.host):\($0); the gateway rewrote it)" } ?? ""
+            let original =
+                serverPorts[samr].map { " (the server said \(DemoSetup.host):\($0); the gateway rewrote it)" } ?? ""
             round.say("2. ept_map samr: the gateway answers \(DemoSetup.host):\(port)\(original)")
         } catch {
             round.failures += 1
@@ -182,7 +204,9 @@ final class DemoClient: Sendable {
 
         // 4, 5. drsuapi: an allowed call, the DCSync call, and an allowed call after it.
         await self.session(target, &round) { session, round in
-            guard await self.bind(drsuapi, on: session, step: "4. connect \(target), bind drsuapi", &round) else { return }
+            guard await self.bind(drsuapi, on: session, step: "4. connect \(target), bind drsuapi", &round) else {
+                return
+            }
             await self.call(Operations.drsBind, of: drsuapi, on: session, step: "   call", &round)
             await self.call(Operations.drsGetNCChanges, of: drsuapi, on: session, step: "5. call", &round)
             await self.call(
@@ -217,7 +241,8 @@ final class DemoClient: Sendable {
     }
 
     /// Binds `interface`; says whether the gateway let it through and by which rule.
-    private func bind(_ interface: SyntaxID, on session: PeerSession, step: String, _ round: inout Round) async -> Bool {
+    private func bind(_ interface: SyntaxID, on session: PeerSession, step: String, _ round: inout Round) async -> Bool
+    {
         let name = Self.name(of: interface)
         let expected = self.route.policy.explain(PolicyQuery(interface: interface, client: Self.client))
         do {
@@ -227,7 +252,9 @@ final class DemoClient: Sendable {
             return true
         } catch let refused as BindRefused {
             round.bindsRefused += 1
-            let reason = refused.result == 2 && refused.reason == 1 ? "provider rejection, abstract syntax not supported" : "\(refused)"
+            let reason =
+                refused.result == 2 && refused.reason == 1
+                ? "provider rejection, abstract syntax not supported" : "\(refused)"
             round.say(
                 "\(step): refused by the gateway (bind_ack: \(reason)); \(Self.decidedBy(expected)); "
                     + "\(name) never reaches the server"
@@ -250,14 +277,18 @@ final class DemoClient: Sendable {
         _ round: inout Round
     ) async {
         let what = "\(operation.name) (opnum \(operation.opnum))"
-        let expected = self.route.policy.explain(PolicyQuery(interface: interface, opnum: operation.opnum, client: Self.client))
+        let expected = self.route.policy.explain(
+            PolicyQuery(interface: interface, opnum: operation.opnum, client: Self.client)
+        )
         do {
             _ = try await session.call(opnum: operation.opnum)
             round.callsAnswered += 1
             round.say("\(step) \(what): answered by the server\(note)")
         } catch let fault as CallFaulted where fault.status == .accessDenied {
             round.callsRefused += 1
-            let received = self.serverCalls.withLockedValue { $0[DemoCall(interface: interface, opnum: operation.opnum)] ?? 0 }
+            let received = self.serverCalls.withLockedValue {
+                $0[DemoCall(interface: interface, opnum: operation.opnum)] ?? 0
+            }
             round.say(
                 "\(step) \(what): refused by the gateway with a fault (0x00000005, access denied); "
                     + "\(Self.decidedBy(expected)); "
@@ -279,7 +310,9 @@ final class DemoClient: Sendable {
             return "\(name) opnum\(opnums.contains(",") ? "s" : "") \(opnums)"
         }
         demoPrint("")
-        demoPrint("The demo server itself received: \(received.isEmpty ? "nothing" : received.joined(separator: "; ")).")
+        demoPrint(
+            "The demo server itself received: \(received.isEmpty ? "nothing" : received.joined(separator: "; "))."
+        )
     }
 
     // MARK: - Text
@@ -289,7 +322,9 @@ final class DemoClient: Sendable {
     }
 
     static func decidedBy(_ explanation: PolicyExplanation) -> String {
-        guard let rule = explanation.rule else { return "decided by the policy's default (\(explanation.decision.action))" }
+        guard let rule = explanation.rule else {
+            return "decided by the policy's default (\(explanation.decision.action))"
+        }
         return "decided by \(rule.origin)"
     }
 
@@ -308,7 +343,9 @@ enum DemoNarration {
         let served = DemoSetup.served.map(\.name).joined(separator: ", ")
         demoPrint("RPCGate demo: a gateway in front of a bundled RPC server, and a client, all on \(DemoSetup.host).")
         demoPrint("")
-        demoPrint("  server   stands in for a domain controller: endpoint mapper \(DemoSetup.host):\(setup.serverEPMPort),")
+        demoPrint(
+            "  server   stands in for a domain controller: endpoint mapper \(DemoSetup.host):\(setup.serverEPMPort),"
+        )
         demoPrint("           \(served) on \(DemoSetup.host):\(setup.serverDataPort)")
         demoPrint(
             "  gateway  endpoint mapper \(DemoSetup.host):\(setup.epmPort), ports \(setup.ports.lowerBound)-\(setup.ports.upperBound); "

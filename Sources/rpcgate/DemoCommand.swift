@@ -18,7 +18,8 @@ import UnixSignals
 /// front of it, and a client resolves, binds and calls through the gateway, all on 127.0.0.1.
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Watch the gateway work: a bundled RPC server, the gateway in front of it and a client, all on 127.0.0.1.",
+        abstract:
+            "Watch the gateway work: a bundled RPC server, the gateway in front of it and a client, all on 127.0.0.1.",
         discussion: """
             Starts a small DCE/RPC server that registers samr, lsarpc, netlogon, drsuapi and spoolss \
             with its endpoint mapper, the gateway in front of it (the block-dcsync profile, then \
@@ -42,7 +43,9 @@ struct Demo: AsyncParsableCommand {
     @Option(help: "The gateway's endpoint-mapper port (default: 10135, or the next free one).")
     var epmPort: Int?
 
-    @Option(help: "First port of the gateway's range of \(DemoSetup.rangeSize) (default: the first free block from 50000).")
+    @Option(
+        help: "First port of the gateway's range of \(DemoSetup.rangeSize) (default: the first free block from 50000)."
+    )
     var firstPort: Int?
 
     @Option(help: "The status page's port (default: 9135, or any free one).")
@@ -57,7 +60,9 @@ struct Demo: AsyncParsableCommand {
     func validate() throws {
         guard self.rounds >= 0 else { throw ValidationError("--rounds must be 0 or more") }
         guard self.duration >= 0, self.duration <= 86400 else { throw ValidationError("--duration must be 0-86400 s") }
-        guard self.interval >= 0.1, self.interval <= 3600 else { throw ValidationError("--interval must be 0.1-3600 s") }
+        guard self.interval >= 0.1, self.interval <= 3600 else {
+            throw ValidationError("--interval must be 0.1-3600 s")
+        }
         for (name, port) in [("--epm-port", self.epmPort), ("--admin-port", self.adminPort)] {
             if let port, !(1...65535).contains(port) { throw ValidationError("\(name) must be 1-65535") }
         }
@@ -217,7 +222,9 @@ struct DemoSetup {
         onCall: @escaping @Sendable (SyntaxID, UInt16) -> Void
     ) async throws -> RPCPeerServer.Running {
         let interfaces = Self.served.compactMap { served in
-            InterfaceCatalog.named(served.name).map { RegisteredInterface(syntax: $0.syntax, annotation: served.annotation) }
+            InterfaceCatalog.named(served.name).map {
+                RegisteredInterface(syntax: $0.syntax, annotation: served.annotation)
+            }
         }
         var configuration = RPCPeerServer.Configuration(
             listen: Self.host,
@@ -236,13 +243,20 @@ struct DemoSetup {
     }
 
     /// Picks the gateway's ports: the ones asked for, else the example configuration's when free.
-    static func choose(server: RPCPeerServer.Running, epmPort: Int?, firstPort: Int?, adminPort: Int?) throws -> DemoSetup {
+    static func choose(
+        server: RPCPeerServer.Running,
+        epmPort: Int?,
+        firstPort: Int?,
+        adminPort: Int?
+    ) throws -> DemoSetup {
         let ports: ClosedRange<Int>
         if let firstPort {
             ports = firstPort...(firstPort + Self.rangeSize - 1)
         } else {
             guard let block = FreePorts.block(of: Self.rangeSize, from: 50000, below: 60000) else {
-                throw DemoError("no \(Self.rangeSize) free consecutive ports between 50000 and 59999 on 127.0.0.1; give --first-port")
+                throw DemoError(
+                    "no \(Self.rangeSize) free consecutive ports between 50000 and 59999 on 127.0.0.1; give --first-port"
+                )
             }
             ports = block
         }
@@ -251,7 +265,9 @@ struct DemoSetup {
             epm = epmPort
         } else {
             guard let free = FreePorts.first(in: 10135...10234, excluding: ports) else {
-                throw DemoError("no free port between 10135 and 10234 on 127.0.0.1 for the endpoint mapper; give --epm-port")
+                throw DemoError(
+                    "no free port between 10135 and 10234 on 127.0.0.1 for the endpoint mapper; give --epm-port"
+                )
             }
             epm = free
         }

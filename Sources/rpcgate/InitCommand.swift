@@ -56,7 +56,8 @@ struct Init: AsyncParsableCommand {
         guard (1...65535).contains(self.serverPort) else { throw ValidationError("--server-port must be 1-65535") }
         guard (1...65535).contains(self.epmPort) else { throw ValidationError("--epm-port must be 1-65535") }
         guard self.timeout > 0 else { throw ValidationError("--timeout must be at least 1 second") }
-        guard !self.route.isEmpty, self.route.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+        guard !self.route.isEmpty, self.route.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" })
+        else {
             throw ValidationError("--route: letters, digits, - and _ only")
         }
     }
@@ -105,7 +106,9 @@ struct Init: AsyncParsableCommand {
         do {
             _ = try ConfigurationLoader.parse(yaml: text, fileName: self.output ?? "<init>")
         } catch let error as ConfigurationError {
-            for problem in error.problems { printError("rpcgate: the generated configuration has a problem: \(problem)") }
+            for problem in error.problems {
+                printError("rpcgate: the generated configuration has a problem: \(problem)")
+            }
             throw ExitCode(2)
         }
         guard let output = self.output else {
@@ -113,7 +116,10 @@ struct Init: AsyncParsableCommand {
             return
         }
         do {
-            try Data(text.utf8).write(to: URL(fileURLWithPath: output), options: self.force ? [] : [.withoutOverwriting])
+            try Data(text.utf8).write(
+                to: URL(fileURLWithPath: output),
+                options: self.force ? [] : [.withoutOverwriting]
+            )
         } catch {
             printError("rpcgate: cannot write \(output): \(error.localizedDescription)")
             throw ExitCode(1)
@@ -142,7 +148,9 @@ struct StarterConfiguration {
         var annotation: String
 
         /// How a rule names it: the catalog name, or `UUID@MAJOR.MINOR`.
-        var ruleEntry: String { self.name ?? "\(self.syntax.uuid)@\(self.syntax.majorVersion).\(self.syntax.minorVersion)" }
+        var ruleEntry: String {
+            self.name ?? "\(self.syntax.uuid)@\(self.syntax.majorVersion).\(self.syntax.minorVersion)"
+        }
 
         var comment: String {
             var parts: [String] = []
@@ -173,10 +181,15 @@ struct StarterConfiguration {
         var seen: Set<SyntaxID> = []
         var result: [Interface] = []
         for entry in self.entries {
-            guard let tower = entry.tower, tower.isNCACNIPTCP, let syntax = tower.interface, !seen.contains(syntax) else { continue }
+            guard let tower = entry.tower, tower.isNCACNIPTCP, let syntax = tower.interface, !seen.contains(syntax)
+            else { continue }
             seen.insert(syntax)
             result.append(
-                Interface(syntax: syntax, name: InterfaceCatalog.name(of: syntax), annotation: Self.printable(entry.annotationText))
+                Interface(
+                    syntax: syntax,
+                    name: InterfaceCatalog.name(of: syntax),
+                    annotation: Self.printable(entry.annotationText)
+                )
             )
         }
         return result

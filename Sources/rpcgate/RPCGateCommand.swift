@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Logging
 import Metrics
 import NIOCore
@@ -6,18 +7,17 @@ import NIOPosix
 import Prometheus
 import RPCGateway
 import RPCGatewayConfig
-import ServiceLifecycle
-
-import Foundation
 import RPCPolicy
 import RPCWire
+import ServiceLifecycle
 import UnixSignals
 
 @main
 struct RPCGateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rpcgate",
-        abstract: "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
+        abstract:
+            "A gateway for Microsoft RPC (DCE/RPC over TCP): endpoint-mapper rewriting into a fixed port range, interface policy, metrics.",
         version: RPCGateVersion.full,
         subcommands: [
             Run.self, Demo.self, Init.self, CheckConfig.self, Explain.self, Interfaces.self, Endpoints.self,
@@ -89,7 +89,9 @@ struct CheckConfig: ParsableCommand {
             if let via = route.via { print("route \(route.name): via peer \(via)") }
         }
         for peer in settings.peers.values.sorted(by: { $0.name < $1.name }) {
-            print("peer \(peer.name): \(peer.host):\(peer.port), server name \(peer.serverName), cert \(peer.tls.certificate)")
+            print(
+                "peer \(peer.name): \(peer.host):\(peer.port), server name \(peer.serverName), cert \(peer.tls.certificate)"
+            )
         }
         if let core = settings.core {
             print(
@@ -286,7 +288,10 @@ struct ReloadService: Service, CustomStringConvertible {
                 continue
             } catch {
                 failed.increment()
-                self.logger.error("configuration rejected; the running configuration stays", metadata: ["error": "\(error)"])
+                self.logger.error(
+                    "configuration rejected; the running configuration stays",
+                    metadata: ["error": "\(error)"]
+                )
                 continue
             }
             var restartNeeded: [String] = []

@@ -22,7 +22,9 @@ struct ShippedConfigTests {
             _ = try ConfigurationLoader.load(path: Self.configDirectory.appendingPathComponent(file).path)
         } catch let error as ConfigurationError {
             let unexpected = error.problems.filter {
-                !($0.message.contains("does not exist") && ($0.message.hasSuffix(".pem does not exist") || $0.message.hasSuffix(".key does not exist") || $0.keyPath.hasPrefix("audit")))
+                !($0.message.contains("does not exist")
+                    && ($0.message.hasSuffix(".pem does not exist") || $0.message.hasSuffix(".key does not exist")
+                        || $0.keyPath.hasPrefix("audit")))
             }
             #expect(unexpected.isEmpty, "\(unexpected)")
         }

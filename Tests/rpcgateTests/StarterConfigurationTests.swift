@@ -16,16 +16,24 @@ struct StarterConfigurationTests {
     static func entry(_ syntax: SyntaxID, port: UInt16 = 49152, annotation: String = "") -> EPMEntry {
         EPMEntry(
             object: .zero,
-            tower: ProtocolTower.ncacnIPTCP(interface: syntax, endpoint: TCPEndpoint(address: IPv4Address(10, 0, 0, 2), port: port)),
+            tower: ProtocolTower.ncacnIPTCP(
+                interface: syntax,
+                endpoint: TCPEndpoint(address: IPv4Address(10, 0, 0, 2), port: port)
+            ),
             annotation: Array(annotation.utf8) + [0]
         )
     }
 
     /// What a Samba DC registers over TCP, roughly, plus an interface no catalog knows and an
     /// entry without a tower.
-    static let unknown = SyntaxID(uuid: DCEUUID(high: 0x0102_0304_0506_0708, low: 0x0910_1112_1314_1516), majorVersion: 2, minorVersion: 1)
+    static let unknown = SyntaxID(
+        uuid: DCEUUID(high: 0x0102_0304_0506_0708, low: 0x0910_1112_1314_1516),
+        majorVersion: 2,
+        minorVersion: 1
+    )
     static let entries: [EPMEntry] = [
-        entry("samr", annotation: "SAM \"quoted\"\u{7}"), entry("lsarpc"), entry("wkssvc"), entry("netlogon", port: 49153),
+        entry("samr", annotation: "SAM \"quoted\"\u{7}"), entry("lsarpc"), entry("wkssvc"),
+        entry("netlogon", port: 49153),
         entry("drsuapi", port: 49154), entry("dssetup"), entry("backupkey"), entry("dnsserver", port: 49155),
         entry("samr"), entry(unknown, annotation: "something else"),
         EPMEntry(object: .zero, tower: nil, annotation: [0]),
@@ -66,7 +74,10 @@ struct StarterConfigurationTests {
         let client = IPAddress.v4(0x0a00_0005)
         for name in ["samr", "lsarpc", "netlogon", "dssetup", "drsuapi"] {
             let interface = try #require(InterfaceCatalog.named(name)).syntax
-            #expect(route.policy.evaluate(PolicyQuery(interface: interface, client: client)).action == .allow, "\(name)")
+            #expect(
+                route.policy.evaluate(PolicyQuery(interface: interface, client: client)).action == .allow,
+                "\(name)"
+            )
         }
         for name in ["wkssvc", "dnsserver", "spoolss"] {
             let interface = try #require(InterfaceCatalog.named(name)).syntax
@@ -81,7 +92,10 @@ struct StarterConfigurationTests {
     func uncommented() throws {
         let text = Self.starter().yaml
             .split(separator: "\n", omittingEmptySubsequences: false)
-            .map { line in line.hasPrefix("      # - action: allow") || line.hasPrefix("      #   ") ? "      " + line.dropFirst(8) : String(line) }
+            .map { line in
+                line.hasPrefix("      # - action: allow") || line.hasPrefix("      #   ")
+                    ? "      " + line.dropFirst(8) : String(line)
+            }
             .joined(separator: "\n")
         let settings = try ConfigurationLoader.parse(yaml: text, fileName: "init.yaml")
         let route = try #require(settings.routes.first)

@@ -84,7 +84,9 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: State machine
 
-    for (inspecting, authTrailer, stubSize) in [(true, false, 100), (false, false, 100), (true, true, 100), (true, false, 5792)] {
+    for (inspecting, authTrailer, stubSize) in [
+        (true, false, 100), (false, false, 100), (true, true, 100), (true, false, 5792),
+    ] {
         let call = Inputs.call(stubSize: stubSize, authTrailer: authTrailer)
         let name =
             "State machine: request + response on a bound connection (\(stubSize)-byte stub"
@@ -173,7 +175,12 @@ enum Inputs {
     }
 
     static func ntlm() -> AuthVerifier {
-        AuthVerifier(authType: .ntlm, authLevel: .connect, contextID: 0x79231, value: ByteBuffer(repeating: 0x5A, count: 16))
+        AuthVerifier(
+            authType: .ntlm,
+            authLevel: .connect,
+            contextID: 0x79231,
+            value: ByteBuffer(repeating: 0x5A, count: 16)
+        )
     }
 
     /// The fragments of one call, FIRST_FRAG..LAST_FRAG, each at most `fragment` bytes.
@@ -203,7 +210,11 @@ enum Inputs {
             out.append(
                 Self.serialize(
                     PDU(
-                        header: PDUHeader(packetType: opnum == nil ? .response : .request, flags: flags, callID: callID),
+                        header: PDUHeader(
+                            packetType: opnum == nil ? .response : .request,
+                            flags: flags,
+                            callID: callID
+                        ),
                         body: body,
                         authVerifier: auth
                     )
@@ -218,7 +229,8 @@ enum Inputs {
         var stream = ByteBuffer()
         var pdus = 0
         for callID in 1...64 {
-            for var fragment in Self.callFragments(Self.stub(1024), request: 0, callID: UInt32(callID), fragment: 5840) {
+            for var fragment in Self.callFragments(Self.stub(1024), request: 0, callID: UInt32(callID), fragment: 5840)
+            {
                 stream.writeBuffer(&fragment)
                 pdus += 1
             }
@@ -239,7 +251,11 @@ enum Inputs {
             minorVersion: 0
         )
         let bind = PDU(
-            header: PDUHeader(packetType: .bind, flags: [.firstFragment, .lastFragment, .pendingCancelOrSupportHeaderSign], callID: 2),
+            header: PDUHeader(
+                packetType: .bind,
+                flags: [.firstFragment, .lastFragment, .pendingCancelOrSupportHeaderSign],
+                callID: 2
+            ),
             body: .bind(
                 BindPDU(
                     maxTransmitFragment: 5840,
@@ -248,7 +264,11 @@ enum Inputs {
                     contexts: [
                         PresentationContext(contextID: 0, abstractSyntax: samr, transferSyntaxes: [.ndr]),
                         PresentationContext(contextID: 1, abstractSyntax: samr, transferSyntaxes: [.ndr64]),
-                        PresentationContext(contextID: 2, abstractSyntax: samr, transferSyntaxes: [Self.featureNegotiation]),
+                        PresentationContext(
+                            contextID: 2,
+                            abstractSyntax: samr,
+                            transferSyntaxes: [Self.featureNegotiation]
+                        ),
                     ]
                 )
             ),
@@ -290,7 +310,10 @@ enum Inputs {
         let reply = EPMMapResponse(
             maxTowers: 4,
             towers: [
-                ProtocolTower.ncacnIPTCP(interface: Self.bench, endpoint: TCPEndpoint(address: IPv4Address(10, 0, 0, 2), port: 49667))
+                ProtocolTower.ncacnIPTCP(
+                    interface: Self.bench,
+                    endpoint: TCPEndpoint(address: IPv4Address(10, 0, 0, 2), port: 49667)
+                )
             ],
             status: RPCStatus(rawValue: 0)
         )
@@ -314,8 +337,16 @@ enum Inputs {
         ]
         for (index, name) in names.enumerated() {
             guard let entry = InterfaceCatalog.named(name) else { continue }
-            let matcher = InterfaceMatcher(uuid: entry.syntax.uuid, majorVersion: entry.syntax.majorVersion, label: name)
-            var rule = PolicyRule(action: index % 3 == 0 ? .deny : .allow, interfaces: [matcher], origin: RuleOrigin(index: index))
+            let matcher = InterfaceMatcher(
+                uuid: entry.syntax.uuid,
+                majorVersion: entry.syntax.majorVersion,
+                label: name
+            )
+            var rule = PolicyRule(
+                action: index % 3 == 0 ? .deny : .allow,
+                interfaces: [matcher],
+                origin: RuleOrigin(index: index)
+            )
             if index == 0, inspectingOperations {
                 rule.opnums = OpnumSet([3...3])
                 rule.exceptSources = [IPNetwork("10.0.0.11/32"), IPNetwork("10.0.0.12/32")].compactMap { $0 }
@@ -375,7 +406,13 @@ enum Inputs {
     static func call(stubSize: Int, authTrailer: Bool) -> (request: RawPDU, response: RawPDU) {
         let verifier = authTrailer ? Self.ntlm() : nil
         let request = Self.callFragments(Self.stub(stubSize), request: 0, callID: 7, fragment: 5840, verifier: verifier)
-        let response = Self.callFragments(Self.stub(stubSize), request: nil, callID: 7, fragment: 5840, verifier: verifier)
+        let response = Self.callFragments(
+            Self.stub(stubSize),
+            request: nil,
+            callID: 7,
+            fragment: 5840,
+            verifier: verifier
+        )
         return (Self.raw(request[0]), Self.raw(response[0]))
     }
 }
