@@ -225,7 +225,11 @@ package final class RouteMetrics: Sendable {
         )
         self.upstreamUp = Meter(label: Name.upstreamUp, dimensions: routeOnly, factory: factory)
         self.bindRoutedCounter = Counter(label: Name.bindRoutedTotal, dimensions: routeOnly, factory: factory)
-        self.secondaryAddressKeptCounter = Counter(label: Name.secondaryAddressKeptTotal, dimensions: routeOnly, factory: factory)
+        self.secondaryAddressKeptCounter = Counter(
+            label: Name.secondaryAddressKeptTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly

@@ -281,7 +281,9 @@ extension ConfigurationDecoder {
         }
         var ranges: [ClosedRange<UInt16>] = []
         for (item, itemPath) in items {
-            guard let text = self.string(item, at: itemPath, what: "a port or a port range such as 49152-65535") else { continue }
+            guard let text = self.string(item, at: itemPath, what: "a port or a port range such as 49152-65535") else {
+                continue
+            }
             if let port = UInt16(text), port > 0 {
                 ranges.append(port...port)
             } else if let range = ValueParsers.portRange(text) {
@@ -291,7 +293,11 @@ extension ConfigurationDecoder {
             }
         }
         if items.isEmpty {
-            self.report("an empty list allows no server port; leave server_ports out to allow any", at: path, node: node)
+            self.report(
+                "an empty list allows no server port; leave server_ports out to allow any",
+                at: path,
+                node: node
+            )
         }
         return ranges
     }

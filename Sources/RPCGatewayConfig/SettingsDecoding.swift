@@ -333,12 +333,22 @@ extension ConfigurationDecoder {
             limits.perSource.newConnectionsPerSecond = value
         }
         if let node = fields["source_prefix_ipv4"],
-            let value = self.integer(node, at: path.key("source_prefix_ipv4"), in: 8...32, what: "an IPv4 prefix length (8 to 32)")
+            let value = self.integer(
+                node,
+                at: path.key("source_prefix_ipv4"),
+                in: 8...32,
+                what: "an IPv4 prefix length (8 to 32)"
+            )
         {
             limits.perSource.ipv4PrefixLength = value
         }
         if let node = fields["source_prefix_ipv6"],
-            let value = self.integer(node, at: path.key("source_prefix_ipv6"), in: 16...128, what: "an IPv6 prefix length (16 to 128)")
+            let value = self.integer(
+                node,
+                at: path.key("source_prefix_ipv6"),
+                in: 16...128,
+                what: "an IPv6 prefix length (16 to 128)"
+            )
         {
             limits.perSource.ipv6PrefixLength = value
         }

@@ -33,13 +33,29 @@ struct SourceLimitsConfigurationTests {
             """
         let settings = try ConfigurationLoader.parse(yaml: yaml)
         let global = settings.limits.perSource
-        #expect(global == SourceLimits(maximumConnections: 32, newConnectionsPerSecond: 10, ipv4PrefixLength: 24, ipv6PrefixLength: 56))
+        #expect(
+            global
+                == SourceLimits(
+                    maximumConnections: 32,
+                    newConnectionsPerSecond: 10,
+                    ipv4PrefixLength: 24,
+                    ipv6PrefixLength: 56
+                )
+        )
         let route = settings.routes[0]
         let effective = global.overridden(
             maximumConnections: route.maximumConnectionsPerSource,
             newConnectionsPerSecond: route.newConnectionsPerSecondPerSource
         )
-        #expect(effective == SourceLimits(maximumConnections: 900, newConnectionsPerSecond: 500, ipv4PrefixLength: 24, ipv6PrefixLength: 56))
+        #expect(
+            effective
+                == SourceLimits(
+                    maximumConnections: 900,
+                    newConnectionsPerSecond: 500,
+                    ipv4PrefixLength: 24,
+                    ipv6PrefixLength: 56
+                )
+        )
     }
 
     @Test("Out-of-range values name their key")
@@ -66,11 +82,20 @@ struct SourceLimitsConfigurationTests {
     @Test("server_ports: a port, a range or a list; an empty list or a bad item is an error")
     func serverPorts() throws {
         func yaml(_ value: String) -> String {
-            minimalConfig.replacingOccurrences(of: "    policy: dc\n", with: "    policy: dc\n    server_ports: \(value)\n")
+            minimalConfig.replacingOccurrences(
+                of: "    policy: dc\n",
+                with: "    policy: dc\n    server_ports: \(value)\n"
+            )
         }
         #expect(try ConfigurationLoader.parse(yaml: minimalConfig).routes[0].allowedServerPorts == nil)
-        #expect(try ConfigurationLoader.parse(yaml: yaml("49152-65535")).routes[0].allowedServerPorts == [49152...65535])
-        #expect(try ConfigurationLoader.parse(yaml: yaml("[3268, 49152-65535]")).routes[0].allowedServerPorts == [3268...3268, 49152...65535])
+        #expect(
+            try ConfigurationLoader.parse(yaml: yaml("49152-65535")).routes[0].allowedServerPorts == [49152...65535]
+        )
+        #expect(
+            try ConfigurationLoader.parse(yaml: yaml("[3268, 49152-65535]")).routes[0].allowedServerPorts == [
+                3268...3268, 49152...65535,
+            ]
+        )
         let empty = problems(yaml("[]"))
         #expect(empty.map(\.keyPath) == ["routes[0].server_ports"])
         let bad = problems(yaml("[49152-65535, lots]"))

@@ -51,17 +51,38 @@ struct AcceptPlanTests {
                     gatewayPort: 50_000
                 )
         )
-        #expect(self.plan(.mapped, .mapped) == AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.epm)), gatewayPort: 50_000))
-        #expect(self.plan(.mapped, .mapped).machine(policy: Policy(name: "p", defaultAction: .allow, rules: []), client: .v4(1), limits: WireLimits())?.gatewayPort == 50_000)
-        #expect(self.plan(.mapped, .epm).machine(policy: Policy(name: "p", defaultAction: .allow, rules: []), client: .v4(1), limits: WireLimits())?.gatewayPort == nil)
+        #expect(
+            self.plan(.mapped, .mapped)
+                == AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.epm)), gatewayPort: 50_000)
+        )
+        #expect(
+            self.plan(.mapped, .mapped).machine(
+                policy: Policy(name: "p", defaultAction: .allow, rules: []),
+                client: .v4(1),
+                limits: WireLimits()
+            )?.gatewayPort == 50_000
+        )
+        #expect(
+            self.plan(.mapped, .epm).machine(
+                policy: Policy(name: "p", defaultAction: .allow, rules: []),
+                client: .v4(1),
+                limits: WireLimits()
+            )?.gatewayPort == nil
+        )
     }
 
     @Test("Single-port mode routes by bind; the EPM port also serves the endpoint mapper")
     func singlePort() {
-        #expect(self.plan(.singlePort, .mapped) == AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.epm)), gatewayPort: 50_000))
+        #expect(
+            self.plan(.singlePort, .mapped)
+                == AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.epm)), gatewayPort: 50_000)
+        )
         #expect(
             self.plan(.singlePort, .mapped, port: 135)
-                == AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: Self.epm, servesEndpointMapper: true)), gatewayPort: 135)
+                == AcceptPlan(
+                    action: .routeByBind(FirstBindRouting(mapper: Self.epm, servesEndpointMapper: true)),
+                    gatewayPort: 135
+                )
         )
     }
 

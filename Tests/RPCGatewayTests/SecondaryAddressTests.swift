@@ -11,7 +11,12 @@ struct SecondaryAddressTests {
     static let policy = Policy(name: "open", defaultAction: .allow, rules: [])
 
     func machine(gatewayPort: UInt16?) -> ConnectionStateMachine {
-        var machine = ConnectionStateMachine.spliced(role: .mapped, policy: Self.policy, client: .v4(1), limits: WireLimits())
+        var machine = ConnectionStateMachine.spliced(
+            role: .mapped,
+            policy: Self.policy,
+            client: .v4(1),
+            limits: WireLimits()
+        )
         machine.gatewayPort = gatewayPort
         return machine
     }
@@ -34,9 +39,12 @@ struct SecondaryAddressTests {
         )
     }
 
-    @Test("The server's port is replaced by the gateway's; frag_length follows; the context is still accepted", arguments: [
-        (UInt16(49154), UInt16(50000)), (49154, 135), (135, 50000), (9, 65535), (65535, 7),
-    ])
+    @Test(
+        "The server's port is replaced by the gateway's; frag_length follows; the context is still accepted",
+        arguments: [
+            (UInt16(49154), UInt16(50000)), (49154, 135), (135, 50000), (9, 65535), (65535, 7),
+        ]
+    )
     func rewritten(serverPort: UInt16, gatewayPort: UInt16) throws {
         var machine = self.machine(gatewayPort: gatewayPort)
         #expect(machine.clientSent(Wire.bind([Wire.samr], callID: 3)) == .forward)

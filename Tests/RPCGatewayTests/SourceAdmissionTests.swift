@@ -26,7 +26,9 @@ struct SourceAdmissionTests {
         #expect(SourceKey(Self.flood, limits: wide).description == "10.0.0.0/24")
         #expect(SourceKey(IPAddress("2001:db8:1:2::10")!, limits: wide) == c.widened(to: wide))
         let host = SourceLimits(ipv6PrefixLength: 128)
-        #expect(SourceKey(IPAddress("2001:db8::1")!, limits: host) != SourceKey(IPAddress("2001:db8::2")!, limits: host))
+        #expect(
+            SourceKey(IPAddress("2001:db8::1")!, limits: host) != SourceKey(IPAddress("2001:db8::2")!, limits: host)
+        )
         #expect(SourceKey(IPAddress("2001:db8::1")!, limits: host).description == "2001:db8::1")
     }
 
@@ -37,7 +39,10 @@ struct SourceAdmissionTests {
         let flood = SourceKey(Self.flood, limits: limits)
         let good = SourceKey(Self.good, limits: limits)
         for _ in 0..<3 { #expect(table.admit(route: "r", source: flood, limits: limits, now: 0) == .admitted) }
-        #expect(table.admit(route: "r", source: flood, limits: limits, now: 0) == .refused(.concurrent, log: true, suppressed: 0))
+        #expect(
+            table.admit(route: "r", source: flood, limits: limits, now: 0)
+                == .refused(.concurrent, log: true, suppressed: 0)
+        )
         #expect(table.admit(route: "r", source: good, limits: limits, now: 0) == .admitted)
         #expect(table.admit(route: "other", source: flood, limits: limits, now: 0) == .admitted, "limits are per route")
         table.release(route: "r", source: flood, now: 1)
@@ -50,7 +55,9 @@ struct SourceAdmissionTests {
         let limits = SourceLimits(maximumConnections: 1000, newConnectionsPerSecond: 10)
         let flood = SourceKey(Self.flood, limits: limits)
         var admitted = 0
-        for _ in 0..<50 where table.admit(route: "r", source: flood, limits: limits, now: 0) == .admitted { admitted += 1 }
+        for _ in 0..<50 where table.admit(route: "r", source: flood, limits: limits, now: 0) == .admitted {
+            admitted += 1
+        }
         #expect(admitted == 20, "burst = 2 x rate")
         #expect(table.admit(route: "r", source: flood, limits: limits, now: 0) != .admitted)
         // One emission interval (100 ms) later, one more.
@@ -73,12 +80,24 @@ struct SourceAdmissionTests {
         let other = SourceKey(IPAddress("10.0.0.67")!, limits: limits)
         #expect(table.admit(route: "r", source: flood, limits: limits, now: 0) == .admitted)
         #expect(table.admit(route: "r", source: other, limits: limits, now: 0) == .admitted)
-        #expect(table.admit(route: "r", source: flood, limits: limits, now: 1) == .refused(.concurrent, log: true, suppressed: 0))
+        #expect(
+            table.admit(route: "r", source: flood, limits: limits, now: 1)
+                == .refused(.concurrent, log: true, suppressed: 0)
+        )
         for step in 2..<1002 {
-            #expect(table.admit(route: "r", source: flood, limits: limits, now: UInt64(step)) == .refused(.concurrent, log: false, suppressed: 0))
+            #expect(
+                table.admit(route: "r", source: flood, limits: limits, now: UInt64(step))
+                    == .refused(.concurrent, log: false, suppressed: 0)
+            )
         }
-        #expect(table.admit(route: "r", source: other, limits: limits, now: 5) == .refused(.concurrent, log: true, suppressed: 0))
-        #expect(table.admit(route: "r", source: flood, limits: limits, now: 61 * Self.second) == .refused(.concurrent, log: true, suppressed: 1000))
+        #expect(
+            table.admit(route: "r", source: other, limits: limits, now: 5)
+                == .refused(.concurrent, log: true, suppressed: 0)
+        )
+        #expect(
+            table.admit(route: "r", source: flood, limits: limits, now: 61 * Self.second)
+                == .refused(.concurrent, log: true, suppressed: 1000)
+        )
     }
 
     @Test("The table stays bounded: idle sources go at release, sources without connections are evicted when full")
@@ -111,7 +130,9 @@ struct SourceAdmissionTests {
         #expect(table3.count == 0)
     }
 
-    @Test("Admission: a source over its limit is refused as source, the route keeps room for others, tickets release the source")
+    @Test(
+        "Admission: a source over its limit is refused as source, the route keeps room for others, tickets release the source"
+    )
     func admission() throws {
         let clock = NIOLockedValueBox<UInt64>(0)
         let admission = Admission(ids: ConnectionIDs(), now: { clock.withLockedValue { $0 } })

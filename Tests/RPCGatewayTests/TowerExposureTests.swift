@@ -22,7 +22,8 @@ struct TowerExposureTests {
         return route
     }
 
-    func classify(port: UInt16, host: IPv4Address = Self.upstream, serverPorts: [ClosedRange<UInt16>]?) -> TowerExposure {
+    func classify(port: UInt16, host: IPv4Address = Self.upstream, serverPorts: [ClosedRange<UInt16>]?) -> TowerExposure
+    {
         TowerExposure.classify(
             EPMTowerEndpoint(interface: Self.samr, endpoint: TCPEndpoint(address: host, port: port)),
             route: Self.route(serverPorts: serverPorts),
@@ -34,14 +35,21 @@ struct TowerExposureTests {
     @Test("Without server_ports any port of the server is mapped")
     func anyPort() {
         #expect(self.classify(port: 22, serverPorts: nil) == .mapped(TCPEndpoint(address: Self.upstream, port: 22)))
-        #expect(self.classify(port: 49154, serverPorts: nil) == .mapped(TCPEndpoint(address: Self.upstream, port: 49154)))
+        #expect(
+            self.classify(port: 49154, serverPorts: nil) == .mapped(TCPEndpoint(address: Self.upstream, port: 49154))
+        )
     }
 
     @Test("With server_ports a port outside them is redacted; the EPM port and other hosts as before")
     func allowedPorts() {
         let allowed: [ClosedRange<UInt16>] = [49152...65535, 3268...3268]
-        #expect(self.classify(port: 49154, serverPorts: allowed) == .mapped(TCPEndpoint(address: Self.upstream, port: 49154)))
-        #expect(self.classify(port: 3268, serverPorts: allowed) == .mapped(TCPEndpoint(address: Self.upstream, port: 3268)))
+        #expect(
+            self.classify(port: 49154, serverPorts: allowed)
+                == .mapped(TCPEndpoint(address: Self.upstream, port: 49154))
+        )
+        #expect(
+            self.classify(port: 3268, serverPorts: allowed) == .mapped(TCPEndpoint(address: Self.upstream, port: 3268))
+        )
         #expect(self.classify(port: 22, serverPorts: allowed) == .portNotAllowed)
         #expect(self.classify(port: 445, serverPorts: allowed) == .portNotAllowed)
         #expect(self.classify(port: 135, serverPorts: allowed) == .endpointMapper)

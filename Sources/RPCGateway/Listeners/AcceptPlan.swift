@@ -69,7 +69,9 @@ struct AcceptPlan: Hashable, Sendable {
                 return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
             }
             return AcceptPlan(
-                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)),
+                action: .routeByBind(
+                    FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)
+                ),
                 gatewayPort: listenerPort
             )
         case .transparent:

@@ -56,12 +56,24 @@ final class Admission: Sendable {
 
     /// A ticket, or `nil` when draining or a cap is reached (no per-source limits).
     func admit(route: String, routeLimit: Int, globalLimit: Int) -> Ticket? {
-        try? self.admit(route: route, routeLimit: routeLimit, globalLimit: globalLimit, source: nil, sourceLimits: SourceLimits()).get()
+        try? self.admit(
+            route: route,
+            routeLimit: routeLimit,
+            globalLimit: globalLimit,
+            source: nil,
+            sourceLimits: SourceLimits()
+        ).get()
     }
 
     /// A ticket, or why not. The source's own limits are checked first, so a source over them is
     /// refused as such even when the route is full too.
-    func admit(route: String, routeLimit: Int, globalLimit: Int, source: IPAddress?, sourceLimits: SourceLimits)
+    func admit(
+        route: String,
+        routeLimit: Int,
+        globalLimit: Int,
+        source: IPAddress?,
+        sourceLimits: SourceLimits
+    )
         -> Result<Ticket, Refusal>
     {
         let key = source.map { SourceKey($0, limits: sourceLimits) }

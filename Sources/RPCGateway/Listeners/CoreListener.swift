@@ -251,7 +251,12 @@ package final class CoreListener: Sendable {
             (state.runtimes[target.server.address], state.settings, state.timeouts, state.limits)
         }
         guard let route else {
-            self.refuse(.cap, "tunnelled connection refused: no route", address: tunnel.remoteAddress, detail: "\(target)")
+            self.refuse(
+                .cap,
+                "tunnelled connection refused: no route",
+                address: tunnel.remoteAddress,
+                detail: "\(target)"
+            )
             return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
         }
         let ticket: Admission.Ticket
@@ -269,12 +274,20 @@ package final class CoreListener: Sendable {
             if log {
                 self.logger.warning(
                     "tunnelled connection refused: \(why) (logged once a minute per source)",
-                    metadata: ["client": "\(client.map { "\($0)" } ?? "?")", "source": "\(source)", "suppressed": "\(suppressed)", "edge": "\(peer)"]
+                    metadata: [
+                        "client": "\(client.map { "\($0)" } ?? "?")", "source": "\(source)",
+                        "suppressed": "\(suppressed)", "edge": "\(peer)",
+                    ]
                 )
             }
             return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
         case .failure:
-            self.refuse(.cap, "tunnelled connection refused: cap reached or draining", address: tunnel.remoteAddress, detail: "\(target)")
+            self.refuse(
+                .cap,
+                "tunnelled connection refused: cap reached or draining",
+                address: tunnel.remoteAddress,
+                detail: "\(target)"
+            )
             return tunnel.eventLoop.makeFailedFuture(GatewayStartError(description: "refused"))
         }
         let listener: GatewayMetrics.Listener = target.kind == .endpointMapper ? .epm : .mapped

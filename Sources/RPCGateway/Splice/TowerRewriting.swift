@@ -89,7 +89,8 @@ extension ProxyConnection {
                 route.logger.warning(
                     "endpoint-mapper reply named server ports outside server_ports: redacted",
                     metadata: [
-                        "conn": "\(self.id)", "server_ports": "\(portsNotAllowed.prefix(8).map(String.init).joined(separator: ","))",
+                        "conn": "\(self.id)",
+                        "server_ports": "\(portsNotAllowed.prefix(8).map(String.init).joined(separator: ","))",
                         "towers": "\(portsNotAllowed.count)",
                     ]
                 )
