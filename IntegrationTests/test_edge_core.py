@@ -368,7 +368,6 @@ def test_ipv6_client_through_edge_and_core(tunnel, direct):
         if any(r.get('source.ip') == CLIENT6 for r in records):
             break
         time.sleep(0.1)
-    # ECS field names (docs/AUDIT.md): source.ip is the client, event.action the event.
     assert any(r.get('source.ip') == CLIENT6 and r.get('event.action') == 'bind' for r in records), \
         'no bind of %s in the core audit log' % CLIENT6
 
