@@ -30,9 +30,10 @@ extension RouteRuntime {
             .protocolError:
             return
         }
-        let source = client?.ipAddress ?? "unknown"
-        self.denials?.traffic.record(interface: interface, source: source, denied: denied)
-        let network = IPAddress(source).map { address -> String in
+        // Read from the socket address once; no text round trip.
+        let address = IPAddress(client)
+        self.denials?.traffic.record(interface: interface, source: address?.description ?? "unknown", denied: denied)
+        let network = address.map { address -> String in
             switch address {
             case .v4: return IPNetwork(containing: address, prefixLength: Self.sourceNetworkPrefixIPv4).description
             case .v6: return IPNetwork(containing: address, prefixLength: Self.sourceNetworkPrefixIPv6).description

@@ -80,27 +80,6 @@ package struct FileAuditSink: AuditSink {
 
 }
 
-// `write` and `close` are also the names of the sink's methods; these call the C functions.
-private func posixWrite(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Darwin)
-    Darwin.write(descriptor, bytes, count)
-    #elseif canImport(Glibc)
-    Glibc.write(descriptor, bytes, count)
-    #elseif canImport(Musl)
-    Musl.write(descriptor, bytes, count)
-    #endif
-}
-
-private func posixClose(_ descriptor: Int32) -> Int32 {
-    #if canImport(Darwin)
-    Darwin.close(descriptor)
-    #elseif canImport(Glibc)
-    Glibc.close(descriptor)
-    #elseif canImport(Musl)
-    Musl.close(descriptor)
-    #endif
-}
-
 /// The audit log: one JSON line per bind decision and per denied or audited call.
 ///
 /// The data path only calls ``record(_:)``, which appends a small value to a bounded queue under a

@@ -53,7 +53,7 @@ package final class SyslogSender: @unchecked Sendable {
     }
 
     deinit {
-        if self.descriptor >= 0 { _ = closeSocket(self.descriptor) }
+        if self.descriptor >= 0 { _ = posixClose(self.descriptor) }
     }
 
     /// The message for `record`, as sent (without TCP framing).
@@ -99,7 +99,7 @@ package final class SyslogSender: @unchecked Sendable {
 
     /// Closes the socket.
     package func close() {
-        if self.descriptor >= 0 { _ = closeSocket(self.descriptor) }
+        if self.descriptor >= 0 { _ = posixClose(self.descriptor) }
         self.descriptor = -1
     }
 
@@ -144,7 +144,7 @@ package final class SyslogSender: @unchecked Sendable {
         }
         guard result == 0 else {
             let code = errno
-            _ = closeSocket(descriptor)
+            _ = posixClose(descriptor)
             throw AuditLogError.posix(
                 "cannot connect to syslog \(self.settings.host):\(self.settings.port)",
                 errno: code
@@ -166,7 +166,8 @@ package final class SyslogSender: @unchecked Sendable {
     }
 }
 
-// `send`, `connect` and `close` are also method names here; these call the C functions.
+// `send` and `connect` are also method names here; these call the C functions (`posixClose`:
+// POSIXCalls.swift).
 private func sendNoSignal(_ descriptor: Int32, _ bytes: UnsafeRawPointer, _ count: Int) -> Int {
     #if canImport(Darwin)
     Darwin.send(descriptor, bytes, count, 0)
@@ -190,15 +191,5 @@ private func connectSocket(_ descriptor: Int32, _ address: UnsafePointer<sockadd
     Glibc.connect(descriptor, address, length)
     #elseif canImport(Musl)
     Musl.connect(descriptor, address, length)
-    #endif
-}
-
-private func closeSocket(_ descriptor: Int32) -> Int32 {
-    #if canImport(Darwin)
-    Darwin.close(descriptor)
-    #elseif canImport(Glibc)
-    Glibc.close(descriptor)
-    #elseif canImport(Musl)
-    Musl.close(descriptor)
     #endif
 }

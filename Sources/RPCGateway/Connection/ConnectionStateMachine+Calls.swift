@@ -185,13 +185,8 @@ extension ConnectionStateMachine {
             self.events.append(.secondaryAddressKept(serverPort: secondaryAddress))
             return .forward
         case .rewritten(let rewritten):
-            var bytes = ByteBuffer()
-            do {
-                try bytes.writePDU(rewritten)
-            } catch {
-                // Longer than frag_length allows: the server's own bytes go through.
-                return .forward
-            }
+            // Longer than frag_length allows: the server's own bytes go through.
+            guard let bytes = try? rewritten.serialized() else { return .forward }
             return .respond(bytes)
         }
     }

@@ -40,6 +40,9 @@ extension GatewayServer {
     {
         let (route, settings, peers) = self.state.withLockedValue { ($0.routes[routeName], $0.settings, $0.peers) }
         guard let route else { return client.close() }
+        // Read once: each read of a channel's address takes its lock.
+        let remote = client.remoteAddress
+        let clientIP = IPAddress(remote)
         let sourceLimits = settings.limits.perSource.overridden(
             maximumConnections: route.settings.maximumConnectionsPerSource,
             newConnectionsPerSecond: route.settings.newConnectionsPerSecondPerSource
@@ -48,7 +51,7 @@ extension GatewayServer {
             route: routeName,
             routeLimit: route.settings.maximumConnections,
             globalLimit: settings.limits.maximumConnections,
-            source: IPAddress(client.remoteAddress),
+            source: clientIP,
             sourceLimits: sourceLimits
         )
         let ticket: Admission.Ticket
@@ -92,11 +95,15 @@ extension GatewayServer {
                 destination: destination,
                 admitsServer: current.admitsServer
             )
-            let clientIP = IPAddress(client.remoteAddress) ?? .v4(0)
-            guard let machine = plan.machine(policy: route.policy.policy, client: clientIP, limits: admitted.limits)
+            guard
+                let machine = plan.machine(
+                    policy: route.policy.policy,
+                    client: clientIP ?? .v4(0),
+                    limits: admitted.limits
+                )
             else {
                 if case .refuse(let reason, let message) = plan.action {
-                    Splicer.refuse(reason, message, admitted, client: client.remoteAddress)
+                    Splicer.refuse(reason, message, admitted, client: remote)
                 }
                 return client.close()
             }
@@ -105,7 +112,7 @@ extension GatewayServer {
                 upstream = UpstreamConnection.tunnel(
                     via: via,
                     peer: peers[via],
-                    client: client.remoteAddress,
+                    client: remote,
                     gateway: client.localAddress,
                     timeouts: admitted.timeouts,
                     tlsMetrics: self.tlsMetrics,
@@ -119,8 +126,8 @@ extension GatewayServer {
                 machine: machine,
                 admitted,
                 client: Splicer.Client(
-                    address: client.remoteAddress,
-                    ip: clientIP,
+                    address: remote,
+                    ip: clientIP ?? .v4(0),
                     localAddress: client.localAddress,
                     facingAddress: IPv4Address(client.localAddress)
                 ),

@@ -70,7 +70,7 @@ struct Splicer: Sendable {
             if let mappedPort { route.pool.connectionClosed(port: mappedPort) }
             onClose?()
         }
-        let routing = !machine.isSpliced && machine.server == nil
+        let routing = machine.isAwaitingFirstBind
         if routing { connection.onSpliced = { admission.spliced(ticket) } }
         admission.register(ticket, NIOLoopBound(connection, eventLoop: eventLoop), awaitingBind: routing)
         let started = connection.start()
