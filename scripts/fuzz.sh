@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets, each for SECONDS with its own corpus:
-#   RPCWireFuzz     framer, PDU parser/round trip, endpoint-mapper rewriter and stubs
+#   RPCWireFuzz     framer, PDU parser/round trip, endpoint-mapper rewriter and stubs, DCOM parsers
 #   RPCGatewayFuzz  the whole per-connection pipeline (framers, glue handlers, state machine,
 #                   EPM rewriting, port pool, timers) in EmbeddedChannels, bytes from both sides
 #   RPCConfigFuzz   the YAML configuration loader
@@ -66,6 +66,27 @@ if target == "RPCWireFuzz":
     spnego = der(0x60, der(0x06, bytes.fromhex("2b0601050502"))
                  + der(0xA0, der(0x30, der(0xA0, der(0x30, der(0x06, krb5_oid))) + der(0xA2, der(0x04, gss)))))
     write("kerberos-ap-req", ap_req); write("kerberos-gss", gss); write("spnego-kerberos", spnego); n += 3
+    # Synthetic DCOM stubs (MS-DCOM 2.2.19, 3.1.2.5.1.5-6; captures stay outside the project): a
+    # ServerAlive2 reply, a ResolveOxid2 reply and a standard OBJREF, for the DCOM parsers.
+    def dsa_units(addresses, principal="host/dc1"):
+        u = []
+        for a in addresses:
+            u += [7] + [ord(c) for c in a] + [0]
+        u.append(0); off = len(u)
+        u += [0x0A, 0xFFFF] + [ord(c) for c in principal] + [0, 0]
+        return u, off
+    def ndr_dsa(addresses):
+        u, off = dsa_units(addresses)
+        return struct.pack("<IHH", len(u), len(u), off) + b"".join(struct.pack("<H", x) for x in u)
+    def pad4(b):
+        return b + b"\0" * (-len(b) % 4)
+    guid = bytes(range(16))
+    alive = struct.pack("<HHI", 5, 7, 0x20000) + pad4(ndr_dsa(["WORKSTATION6", "172.18.39.6"])) + struct.pack("<II", 0, 0)
+    resolve = struct.pack("<I", 0x20000) + pad4(ndr_dsa(["ws6[65082]", "172.18.39.6[65082]"])) + guid + struct.pack("<IHHI", 4, 5, 7, 0)
+    u, off = dsa_units(["dc1[49670]"])
+    objref = (struct.pack("<II", 0x574F454D, 1) + guid + struct.pack("<IIQQ", 0, 5, 0x0537, 0x1234) + guid
+              + struct.pack("<HH", len(u), off) + b"".join(struct.pack("<H", x) for x in u))
+    write("dcom-serveralive2-reply", alive); write("dcom-resolveoxid2-reply", resolve); write("dcom-objref", objref); n += 3
 elif target == "RPCGatewayFuzz":
     # GatewayHarness: selector byte, then [op u8][n u16 le][data]; op 0 client, 3 server, 6 clock.
     def chunk(op, data=b"", n=None):

@@ -21,12 +21,15 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
 /// 6. The input, and the `auth_value` of every parsed PDU, is read as an NTLM, SPNEGO and Kerberos
 ///    token by ``AuthIdentity``; every name it returns must respect the limits.
+/// 7. The input, and the stub of every parsed request and response, is read by the DCOM parsers
+///    (activation, OXID resolution, ServerAlive2, ORPC headers, OBJREF): see ``fuzzDCOM``.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
     var framer = PDUFramer(limits: limits)
     var fragments: [RawPDU] = []
     var framerFailed = false
+    var parsed: [PDU] = []
     while true {
         let next: RawPDU?
         do {
@@ -38,6 +41,7 @@ func fuzzOneInput(_ input: ByteBuffer) {
         guard let raw = next else { break }
         fragments.append(raw)
         guard let pdu = try? raw.parse(limits: limits) else { continue }
+        parsed.append(pdu)
         checkRoundTrip(pdu, limits: limits)
         if let verifier = pdu.authVerifier {
             fuzzAuthIdentity(verifier.value, limits: limits)
@@ -47,6 +51,7 @@ func fuzzOneInput(_ input: ByteBuffer) {
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
     fuzzAuthIdentity(input, limits: limits)
+    fuzzDCOM(input: input, pdus: parsed, limits: limits)
 }
 
 /// Parses `token` under each auth type that carries names; what comes out must be within limits.
