@@ -63,6 +63,13 @@ package struct GatewayMetrics: Sendable {
         /// secondary address (the server's port) was passed unchanged because the PDU carries an
         /// auth verifier (rewriting would change what it authenticates).
         package static let secondaryAddressKeptTotal = "rpcgate_secondary_address_kept_total"
+        /// Counter `{route, decision, clsid}`: DCOM activation requests on the endpoint-mapper
+        /// listener, by decision (`allow`, `audit`, `deny`) and whether the CLSID could be read
+        /// (`clsid`: `read` or `sealed`, which counts unreadable ones too).
+        package static let dcomActivationsTotal = "rpcgate_dcom_activations_total"
+        /// Counter `{route}`: TCP ports announced by readable DCOM replies (activation replies'
+        /// OXID bindings, ResolveOxid/ResolveOxid2), one per port per reply.
+        package static let dcomPortsAnnouncedTotal = "rpcgate_dcom_ports_announced_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -164,6 +171,7 @@ package final class RouteMetrics: Sendable {
     private let upstreamUp: Meter
     private let bindRoutedCounter: Counter
     private let secondaryAddressKeptCounter: Counter
+    private let dcomPortsAnnouncedCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -179,6 +187,7 @@ package final class RouteMetrics: Sendable {
         var callsDenied: [String: Counter] = [:]
         var closed: [String: Counter] = [:]
         var sources: [SourceKey: Counter] = [:]
+        var dcomActivations: [String: Counter] = [:]
     }
 
     private struct SourceKey: Hashable {
@@ -227,6 +236,11 @@ package final class RouteMetrics: Sendable {
         self.bindRoutedCounter = Counter(label: Name.bindRoutedTotal, dimensions: routeOnly, factory: factory)
         self.secondaryAddressKeptCounter = Counter(
             label: Name.secondaryAddressKeptTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
+        self.dcomPortsAnnouncedCounter = Counter(
+            label: Name.dcomPortsAnnouncedTotal,
             dimensions: routeOnly,
             factory: factory
         )
@@ -294,6 +308,22 @@ package final class RouteMetrics: Sendable {
         self.labelledCounter(\.binds, key: BindKey(interface: interface, decision: decision), name: Name.bindsTotal) {
             [("route", self.route), ("interface", interface), ("decision", decision.rawValue)]
         }.increment()
+    }
+
+    /// A DCOM activation request was decided; `sealed` when its CLSID could not be read.
+    ///
+    /// - Parameter decision: `allow`, `audit` or `deny` (a policy action's raw value).
+    package func dcomActivation(decision: String, sealed: Bool) {
+        let clsid = sealed ? "sealed" : "read"
+        self.labelledCounter(\.dcomActivations, key: "\(decision)/\(clsid)", name: Name.dcomActivationsTotal) {
+            [("route", self.route), ("decision", decision), ("clsid", clsid)]
+        }.increment()
+    }
+
+    /// A readable DCOM reply announced `count` ports.
+    package func dcomPortsAnnounced(count: Int) {
+        guard count > 0 else { return }
+        self.dcomPortsAnnouncedCounter.increment(by: count)
     }
 
     /// A request was refused by the operation policy.

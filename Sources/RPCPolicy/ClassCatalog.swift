@@ -102,11 +102,15 @@ public enum ActivationClass: Hashable, Sendable, CustomStringConvertible {
     case known(DCEUUID)
     /// The request was sealed (privacy): the CLSID cannot be read.
     case sealed
+    /// The request was not sealed but could not be read: split into fragments, or not understood.
+    /// Rules treat it as sealed.
+    case unreadable
 
     public var description: String {
         switch self {
         case .known(let classID): return ClassCatalog.name(of: classID) ?? "\(classID)"
         case .sealed: return "sealed"
+        case .unreadable: return "unreadable"
         }
     }
 }

@@ -271,7 +271,7 @@ public struct Policy: Hashable, Sendable {
                     return nil
                 case .known(let classID):
                     guard classIDs.contains(where: { $0.classID == classID }) else { return nil }
-                case .sealed:
+                case .sealed, .unreadable:
                     action = rule.sealedActivation ?? PolicyRule.defaultSealedActivation
                 }
             }

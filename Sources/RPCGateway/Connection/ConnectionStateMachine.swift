@@ -102,6 +102,8 @@ public struct ConnectionStateMachine: Sendable {
     var session = Session()
     /// Endpoint-mapper calls and reassembly; created when the connection takes that role.
     var endpointMapper: EndpointMapperCalls?
+    /// DCOM calls on the SCM (the endpoint-mapper listener), see ConnectionStateMachine+DCOM.swift.
+    var dcom = DCOMCalls()
     /// The route's policy. The connection replaces it after a configuration reload, so new binds
     /// and calls on established connections follow the new rules.
     public var policy: Policy
@@ -172,7 +174,7 @@ public struct ConnectionStateMachine: Sendable {
     /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.
     /// A draining gateway closes a connection as soon as this becomes false.
     public var hasCallsInFlight: Bool {
-        !self.session.callsInFlight.isEmpty || !self.session.offeredContexts.isEmpty
+        !self.session.callsInFlight.isEmpty || !self.session.offeredContexts.isEmpty || !self.dcom.pending.isEmpty
             || (self.endpointMapper?.isCollecting ?? false)
     }
 
@@ -309,7 +311,11 @@ public struct ConnectionStateMachine: Sendable {
             let decision: PolicyDecision
             switch self.role {
             case .endpointMapper:
-                decision = self.endpointMapperBindDecision(context.abstractSyntax)
+                // RPCSS serves DCOM activation and OXID resolution on 135 beside the mapper.
+                decision =
+                    Self.isSCMInterface(context.abstractSyntax)
+                    ? self.scmBindDecision(context.abstractSyntax)
+                    : self.endpointMapperBindDecision(context.abstractSyntax)
             case .mapped:
                 decision = self.policy.evaluate(
                     PolicyQuery(interface: context.abstractSyntax, client: self.client, authLevel: self.authLevel)

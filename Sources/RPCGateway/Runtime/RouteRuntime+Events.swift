@@ -55,8 +55,8 @@ extension RouteRuntime {
                 listener: listener,
                 identity: identity
             )
-        case .callDenied(let interface, let opnum, let decision, let level, let type),
-            .callAudited(let interface, let opnum, let decision, let level, let type):
+        case .callDenied(let interface, let opnum, let decision, let level, let type, let objectUUID),
+            .callAudited(let interface, let opnum, let decision, let level, let type, let objectUUID):
             if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
             // A refusal and an audit rule's call are notable; a learning policy's default audits
             // every call, which the audit log records: those log lines stay at debug.
@@ -68,6 +68,7 @@ extension RouteRuntime {
                     "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
                     "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
+                    "ipid": "\(objectUUID.map(\.description) ?? "-")",
                 ]
             )
             self.recordDecision(
@@ -80,8 +81,71 @@ extension RouteRuntime {
                 client: client,
                 server: server,
                 listener: listener,
-                identity: identity
+                identity: identity,
+                dcom: objectUUID.map { AuditRecord.DCOM(ipids: [$0]) }
             )
+        case .activation(let interface, let opnum, let activation, let decision, let level, let type):
+            let readable: Bool
+            if case .known = activation { readable = true } else { readable = false }
+            self.metrics.dcomActivation(decision: decision.action.rawValue, sealed: !readable)
+            if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
+            self.logger.log(
+                level: decision.permits && decision.origin == nil ? .info : .notice,
+                decision.permits ? "DCOM activation allowed" : "DCOM activation denied",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))", "opnum": "\(opnum)",
+                    "clsid": "\(activation)", "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
+                ]
+            )
+            self.recordDecision(
+                .activation,
+                interface,
+                opnum,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity,
+                dcom: AuditRecord.DCOM(activation: activation)
+            )
+        case .dcomEndpointsAnnounced(let announcement):
+            // Readable replies only: a sealed one announces nothing the gateway can see.
+            self.metrics.dcomPortsAnnounced(count: announcement.ports.count)
+            self.logger.info(
+                "DCOM object exporter announced",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "source": "\(announcement.source.rawValue)",
+                    "oxid": "\(announcement.oxid.map(AuditRecord.DCOM.hex) ?? "-")",
+                    "ports": "\(announcement.ports.map(String.init).joined(separator: ","))",
+                    "bindings": "\(announcement.bindings.joined(separator: " "))",
+                ]
+            )
+            self.recordDecision(
+                announcement.source == .activation ? .activationReply : .oxidResolution,
+                announcement.interface,
+                announcement.opnum,
+                announcement.decision,
+                announcement.authLevel,
+                .none,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity,
+                dcom: AuditRecord.DCOM(
+                    classID: announcement.classID,
+                    oxid: announcement.oxid,
+                    ports: announcement.ports,
+                    bindings: announcement.bindings,
+                    ipids: announcement.ipids
+                )
+            )
+            // The (server, port) pairs here are what a table of learned pinholes (transparent mode,
+            // `pinholes: learned`) would admit next; this event is where it gets fed.
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(
@@ -146,7 +210,8 @@ extension RouteRuntime {
         client: SocketAddress?,
         server: TCPEndpoint,
         listener: GatewayMetrics.Listener,
-        identity: AuthIdentity?
+        identity: AuthIdentity?,
+        dcom: AuditRecord.DCOM? = nil
     ) {
         let refused = !decision.permits
         guard self.audit != nil || (refused && self.denials != nil) else { return }
@@ -164,7 +229,8 @@ extension RouteRuntime {
             authLevel: level,
             identity: identity,
             decision: decision,
-            policy: settings.policy.name
+            policy: settings.policy.name,
+            dcom: dcom
         )
         self.audit?.record(record)
         if refused { self.denials?.record(record) }
