@@ -19,7 +19,8 @@ extension ConnectionStateMachine {
             }
             if isLast { self.session.incomingCall = nil }
             if incoming.dropped { return .drop }
-            return self.role == .endpointMapper && !incoming.isSCMCall ? self.collectEndpointMapperRequest(raw) : .forward
+            return self.role == .endpointMapper && !incoming.isSCMCall
+                ? self.collectEndpointMapperRequest(raw) : .forward
         }
         guard isFirst else {
             // Without this check a fragment lacking FIRST_FRAG would reach the server before any

@@ -159,7 +159,8 @@ extension ConnectionStateMachine {
                         source: .activation,
                         interface: call.interface,
                         opnum: call.opnum,
-                        oxid: reply.exporter?.oxid ?? reply.interfaces.lazy.compactMap { $0.reference?.standard?.oxid }.first,
+                        oxid: reply.exporter?.oxid
+                            ?? reply.interfaces.lazy.compactMap { $0.reference?.standard?.oxid }.first,
                         ports: reply.announcedPorts,
                         bindings: bindings,
                         ipids: reply.interfaces.compactMap { $0.reference?.standard?.ipid },

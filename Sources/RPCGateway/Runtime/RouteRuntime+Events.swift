@@ -144,8 +144,8 @@ extension RouteRuntime {
                     ipids: announcement.ipids
                 )
             )
-            // The (server, port) pairs here are what a table of learned pinholes (transparent mode,
-            // `pinholes: learned`) would admit next; this event is where it gets fed.
+        // The (server, port) pairs here are what a table of learned pinholes (transparent mode,
+        // `pinholes: learned`) would admit next; this event is where it gets fed.
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(
