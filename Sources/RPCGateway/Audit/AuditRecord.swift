@@ -93,9 +93,10 @@ package struct AuditTimestamp: Hashable, Sendable, Comparable {
 /// ...); the rest are in the custom `rpc.*` namespace. Keys are flat and dotted, which
 /// Elasticsearch, Vector and jq all read. `docs/AUDIT.md` lists every field.
 ///
-/// Binds on the endpoint-mapper listener are decided by the listener itself (only the endpoint
-/// mapper, below packet level), not by a policy rule: their `rule.id` is `null` and
-/// `rpc.listener` is `epm`.
+/// Endpoint-mapper binds on the endpoint-mapper listener are decided by the listener itself (below
+/// packet level), not by a policy rule: their `rule.id` is `null` and `rpc.listener` is `epm`. The
+/// DCOM SCM interfaces there (activation, OXID resolution) are decided by the policy, and their
+/// lines carry `rpc.dcom.*` (``DCOM``).
 package struct AuditRecord: Hashable, Sendable {
     package enum Event: String, Hashable, Sendable {
         case bind
