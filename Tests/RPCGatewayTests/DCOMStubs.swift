@@ -79,9 +79,9 @@ func dualStringUnits(_ addresses: [String], principal: String = "host/dc1") -> (
 }
 
 /// A type-serialized (MS-RPCE 2.2.6) little-endian object around `body`, padded to 8.
-func typeSerialized(_ body: ByteBuffer) -> ByteBuffer {
+func typeSerialized(_ body: ByteBuffer, padded: Bool = true) -> ByteBuffer {
     var object = body
-    while object.readableBytes % 8 != 0 { object.writeInteger(UInt8(0)) }
+    while padded, object.readableBytes % 8 != 0 { object.writeInteger(UInt8(0)) }
     var out = ByteBuffer()
     out.writeBytes([1, 0x10, 8, 0])
     out.writeInteger(UInt32(0xcccc_cccc), endianness: .little)

@@ -77,9 +77,9 @@ func dualStringUnits(_ addresses: [String], principal: String = "host/dc1") -> (
 }
 
 /// A type-serialized (MS-RPCE 2.2.6) little-endian object around `body`, padded to 8.
-func typeSerialized(_ body: ByteBuffer) -> ByteBuffer {
+func typeSerialized(_ body: ByteBuffer, padded: Bool = true) -> ByteBuffer {
     var object = body
-    while object.readableBytes % 8 != 0 { object.writeInteger(UInt8(0)) }
+    while padded, object.readableBytes % 8 != 0 { object.writeInteger(UInt8(0)) }
     var out = ByteBuffer()
     out.writeBytes([1, 0x10, 8, 0])
     out.writeInteger(UInt32(0xcccc_cccc), endianness: .little)
@@ -514,6 +514,28 @@ struct DCOMMessagesTests {
                 _ = try stub.readActivationRequest(.remoteGetClassObject, syntax: .ndr32)
             }
         }
+    }
+
+    /// impacket writes the unpadded object buffer length (MS-RPCE 2.2.6.2 asks for a multiple of
+    /// 8) and Windows accepts it: so does the parser.
+    @Test func unpaddedTypeSerializationAsImpacketWritesIt() throws {
+        var info = StubBuilder()
+        info.uuid(DCOMSamples.mmc20)
+        for value: UInt32 in [0x14, 0, 0, 1, 0] { info.u32(value) }
+        info.referent()
+        info.u32(0)
+        info.u16(5)
+        info.u16(7)
+        info.u32(1)
+        info.uuid(DCOMSamples.iDispatch)
+        #expect(info.buffer.readableBytes % 8 != 0)
+        let blob = activationBlob([(DCOMClassID.instantiationInfo, typeSerialized(info.buffer, padded: false))])
+        var b = StubBuilder()
+        b.orpcThis(cid: DCOMSamples.cid)
+        b.referent()
+        b.interfacePointer(customObjectReference(iid: .zero, clsid: DCOMClassID.activationPropertiesIn, data: blob))
+        var stub = b.buffer
+        #expect(try stub.readActivationRequest(.remoteGetClassObject, syntax: .ndr32).classID == DCOMSamples.mmc20)
     }
 
     @Test func operationsFromInterfaceAndOpnum() {

@@ -106,8 +106,12 @@ extension ByteBuffer {
 
     /// A type-serialized object, version 1 (MS-RPCE 2.2.6): the 8-byte common header (version 1,
     /// endianness 0x10 little or 0x00 big, header length 8, filler), the 8-byte private header
-    /// (object buffer length, a multiple of 8, and filler), then the NDR of the object. Returns a
-    /// reader over the object buffer and moves past it.
+    /// (object buffer length and filler), then the NDR of the object. Returns a reader over the
+    /// object buffer and moves past it.
+    ///
+    /// MS-RPCE 2.2.6.2 says the object buffer length MUST be a multiple of 8; Windows pads, but
+    /// impacket writes the unpadded length (and pads after it), and Windows accepts that, so any
+    /// length that fits is read.
     mutating func readTypeSerializedObject(
         _ what: String,
         limits: WireLimits
@@ -140,10 +144,10 @@ extension ByteBuffer {
         else {
             throw RPCWireError(.invalidDCOM, "\(what) shorter than its private header")
         }
-        guard objectLength % 8 == 0, let object = self.readSlice(length: Int(objectLength)) else {
+        guard let object = self.readSlice(length: Int(objectLength)) else {
             throw RPCWireError(
                 .invalidDCOM,
-                "\(what) object buffer length \(objectLength) is not a multiple of 8 or runs past the data"
+                "\(what) object buffer length \(objectLength) runs past the \(self.readableBytes) bytes left"
             )
         }
         let reader = try NDRReader(buffer: object, syntax: .ndr32, endianness: endianness, limits: limits)
