@@ -13,14 +13,16 @@ servers' own RPC range), the route uses it instead and the peer announces a port
 What is checked: activation (RemoteCreateInstance of WbemLevel1Login), RemQueryInterface (impacket
 sends it on IRemUnknown; IRemUnknown2 derives from it), IWbemLevel1Login NTLMLogin and a harmless IWbemServices call (GetObject,
 answered "not found" by the peer) pass; ExecMethod (Win32_Process.Create) and an MMC20.Application
-activation are refused by the gateway and never reach the peer; the audit log carries the CLSID,
-the OXID and the announced port, and the IPID of the refused call.
+activation are refused by the gateway and never reach the peer; a sealed activation (impacket's
+default level) cannot be read and is audited, not refused; the audit log carries the CLSID, the
+OXID and the announced port, `sealed`, and the IPID of the refused call.
 """
 
 import json
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -28,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LIB = os.path.join(HERE, 'lib')
 sys.path.insert(0, LIB)
 
-from dcom_peer import DCOMPeer, IPID_SERVICES, OXID  # noqa: E402
+from dcom_peer import IPID_SERVICES, OXID  # noqa: E402
 from gateway import Metrics  # noqa: E402
 from test_modes import HOST_IP, NS, OUT, BINARY, VETH_H, client_ns, nft, sh  # noqa: E402,F401
 
@@ -52,7 +54,7 @@ import json, sys
 from impacket.dcerpc.v5.dcomrt import DCOMConnection
 from impacket.dcerpc.v5.dcom import wmi
 from impacket.dcerpc.v5.dtypes import NULL
-from impacket.dcerpc.v5.rpcrt import RPC_C_AUTHN_LEVEL_PKT_INTEGRITY
+from impacket.dcerpc.v5.rpcrt import RPC_C_AUTHN_LEVEL_PKT_INTEGRITY, RPC_C_AUTHN_LEVEL_PKT_PRIVACY
 from impacket.uuid import string_to_bin
 
 host = sys.argv[1]
@@ -100,6 +102,18 @@ except Exception as e:
 finally:
     try:
         dcom.disconnect()
+    except Exception:
+        pass
+# impacket's default: sealed. The gateway cannot read the CLSID; block-remote-exec audits it and
+# lets it through (the peer, which cannot unseal, answers with a fault).
+sealed = DCOMConnection(host, 'Administrator', 'Passw0rd-interop', 'EXAMPLE', authLevel=RPC_C_AUTHN_LEVEL_PKT_PRIVACY,
+                        oxidResolver=False)
+try:
+    attempt('sealed', lambda: bool(sealed.CoCreateInstanceEx(string_to_bin('49B2791A-B1AE-4C90-9B8E-E860BA07F889'),
+                                                             string_to_bin('00020400-0000-0000-C000-000000000046'))))
+finally:
+    try:
+        sealed.disconnect()
     except Exception:
         pass
 print(json.dumps(out))
@@ -195,7 +209,9 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
         assert ('iwbemlevel1login', 6) in seen, summary
         assert ('iwbemservices', 6) in seen, summary
         assert ('iwbemservices', 24) not in seen, summary
-        assert sum(1 for c in calls if c[1] == 'isystemactivator') == 1, 'the MMC20 activation reached the peer: ' + summary
+        # The readable MMC20 activation never reached the peer; the sealed one did (audited).
+        assert sum(1 for c in calls if c[1] == 'isystemactivator') == 2, summary
+        assert out['sealed'][0] == 'error' and '00000721' in out['sealed'][1], summary
 
         lines = audit_lines(audit)
         activations = [l for l in lines if l['event.action'] == 'activation']
@@ -203,19 +219,23 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
         mmc = [l for l in activations if l.get('rpc.dcom.class') == 'mmc20.application']
         assert mmc and mmc[0]['rpc.decision'] == 'deny' and mmc[0]['rule.category'] == 'block-remote-exec', activations
         assert mmc[0]['threat.technique.subtechnique.id'] == ['T1021.003'], mmc
+        sealed = [l for l in activations if l.get('rpc.dcom.sealed') is True]
+        assert len(sealed) == 1 and sealed[0]['rpc.dcom.clsid'] == 'sealed', activations
+        assert sealed[0]['rpc.decision'] == 'audit' and sealed[0]['rule.category'] == 'block-remote-exec', sealed
+        assert sealed[0]['rpc.auth_level'] == 'privacy', sealed
         replies = [l for l in lines if l['event.action'] == 'activation_reply']
         assert replies and replies[0]['rpc.dcom.oxid'] == '0x%016x' % OXID, replies
         assert replies[0]['rpc.dcom.ports'] == [object_port], replies
         assert replies[0].get('rpc.dcom.class') == 'wbemlevel1login', replies
         denied = [l for l in lines if l['event.action'] == 'call' and l.get('rpc.opnum') == 24]
-        ipid = '00014007-0530-0000-0333-997691ea98ab'
+        ipid = str(uuid.UUID(bytes_le=IPID_SERVICES))  # the peer's IWbemServices object
         assert denied and denied[0]['rpc.dcom.ipid'] == [ipid] and denied[0]['rpc.interface'] == 'iwbemservices', denied
-        assert IPID_SERVICES  # the peer's IWbemServices IPID, as above
 
         m = Metrics.scrape(admin)
         assert m.value('rpcgate_dcom_activations_total', route='dcom', decision='allow', clsid='read') >= 1, \
             m.lines('rpcgate_dcom_activations_total')
         assert m.value('rpcgate_dcom_activations_total', route='dcom', decision='deny', clsid='read') >= 1
+        assert m.value('rpcgate_dcom_activations_total', route='dcom', decision='audit', clsid='sealed') >= 1
         assert m.value('rpcgate_dcom_ports_announced_total', route='dcom') >= 1
     finally:
         if peer is not None and peer.poll() is None:
