@@ -175,16 +175,20 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert peer.stdout.readline().strip() == 'ready', peer.stderr.read()
         sh('sysctl', '-qw', 'net.ipv4.ip_forward=1')
-        ports = '135, %d' % object_port if server_ports else redirected
+        # Transparent server_ports: the servers' own RPC range goes to the one listener
+        # (`redirect to :server_ports_listen`); otherwise the gateway range, port for port.
+        extra = ''
+        if server_ports:
+            extra = '\n    iifname "%s" ip daddr 10.99.0.0/24 tcp dport 49152-65535 counter redirect to :50100' % VETH_H
         nft('''
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    iifname "%(veth)s" ip daddr 10.99.0.0/24 tcp dport { %(ports)s } counter redirect%(to)s
+    iifname "%(veth)s" ip daddr 10.99.0.0/24 tcp dport { %(ports)s } counter redirect%(extra)s
   }
   chain forward {
     type filter hook forward priority filter; policy accept;
     iifname "%(veth)s" counter reject with tcp reset
-  }''' % {'veth': VETH_H, 'ports': ports, 'to': ''})
+  }''' % {'veth': VETH_H, 'ports': '135' if server_ports else redirected, 'extra': extra})
         r = sh('ip', 'netns', 'exec', NS, '/usr/bin/python3', '-c', CLIENT, PEER_IP, check=False, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         out = json.loads(r.stdout.strip().splitlines()[-1])
