@@ -62,3 +62,38 @@ struct PolicyCommandDCOMTests {
         #expect(replay.denied == 1)
     }
 }
+
+/// `rpcgate explain --clsid`.
+@Suite("explain: DCOM activations")
+struct ExplainDCOMTests {
+    @Test func clsidArgumentAndReport() throws {
+        #expect(try Explain.activation("MMC20.Application") == .known(ClassCatalog.named("mmc20.application")!.classID))
+        #expect(try Explain.activation("sealed") == .sealed)
+        #expect(try Explain.activation(nil) == nil)
+        #expect(throws: (any Error).self) { try Explain.activation("mmc21") }
+        let settings = try ConfigurationLoader.parse(
+            yaml: """
+                routes:
+                  - {name: dc1, listen: 127.0.0.1, epm_port: 10135, upstream: 127.0.0.1, ports: 50000-50009, policy: dc}
+                policies:
+                  dc:
+                    default: deny
+                    rules:
+                      - profile: block-remote-exec
+                      - action: allow
+                        interfaces: [isystemactivator]
+                """
+        )
+        let route = settings.routes[0]
+        let query = PolicyQuery(
+            interface: DCOMInterface.remoteSCMActivator,
+            opnum: 4,
+            client: IPAddress("10.1.1.1")!,
+            activation: try Explain.activation("shellbrowserwindow")
+        )
+        let report = Explain.report(route.policy.explain(query), for: query, route: route)
+        #expect(report.contains("activation of class shellbrowserwindow"))
+        #expect(report.contains("decision: deny"))
+        #expect(report.contains { $0.contains("the bind and other calls stay allowed") })
+    }
+}
