@@ -200,6 +200,76 @@ struct CapturedDCOMTests {
         }
     }
 
+    /// Every readable ORPC request in the captures (activations on 135 and object calls, signed at
+    /// packet integrity): its ORPCTHIS causality id must be the one Wireshark shows, and its
+    /// header's object UUID (the IPID) Wireshark's `dcerpc.obj_id`.
+    @Test func orpcHeadersOfObjectCallsMatchWireshark() throws {
+        guard let tshark = CapturedAuthIdentityTests.tshark else {
+            print("skipped: tshark is not installed")
+            return
+        }
+        let directory = CapturedAuthIdentityTests.capturesDirectory
+        guard FileManager.default.fileExists(atPath: directory.path) else {
+            print("skipped: no captures at \(directory.path) (set RPCGATE_CAPTURES)")
+            return
+        }
+        let limits = WireLimits(maximumFragmentLength: 65535)
+        var checked = 0
+        var withObject = 0
+        for name in Self.captures {
+            let file = directory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: file.path) else { continue }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: tshark)
+            process.arguments = [
+                "-r", file.path, "-Y", "dcom.this.uuid && dcerpc.pkt_type==0", "-T", "fields", "-E", "separator=|",
+                "-E", "occurrence=f", "-e", "frame.number", "-e", "dcerpc.cn_call_id", "-e", "dcerpc.obj_id",
+                "-e", "dcom.this.uuid", "-e", "tcp.reassembled.data", "-e", "tcp.payload",
+            ]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let data = output.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                let fields = line.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+                guard fields.count == 6, let callID = UInt32(fields[1]),
+                    let bytes = try? hexBytes(fields[4].isEmpty ? fields[5] : fields[4])
+                else { continue }
+                var buffer = ByteBuffer(bytes: bytes)
+                for _ in 0..<64 {
+                    guard let raw = try? buffer.readRawPDU(limits: limits) else { break }
+                    guard raw.header.callID == callID, raw.header.packetType == .request,
+                        raw.header.flags.contains(.firstFragment),
+                        (raw.securityTrailer?.authLevel ?? .none) < .privacy,
+                        let pdu = try? raw.parse(limits: limits), case .request(let request) = pdu.body
+                    else { continue }
+                    let label = "\(name) #\(fields[0])"
+                    var ndr32 = request.stub
+                    var ndr64 = request.stub
+                    let this =
+                        (try? ndr32.readORPCThis(syntax: .ndr32, limits: limits))
+                        ?? (try? ndr64.readORPCThis(syntax: .ndr64, limits: limits))
+                    #expect(this?.causalityID.description == fields[3], "\(label)")
+                    #expect(this?.version.major == 5, "\(label)")
+                    if !fields[2].isEmpty {
+                        #expect(raw.requestObjectUUID?.description == fields[2], "\(label)")
+                        withObject += 1
+                    } else {
+                        #expect(raw.requestObjectUUID == nil, "\(label)")
+                    }
+                    checked += 1
+                    break
+                }
+            }
+        }
+        print("captured ORPC requests: \(checked), \(withObject) with an object UUID (IPID)")
+        if checked > 0 {
+            #expect(withObject > 0)
+        }
+    }
+
     /// `LM_dcom_mmc20.application` starts mid-stream, so tshark cannot name the interface: frames
     /// #1/#2 are opnum 3 on port 135 (RemoteGetClassObject), whose reply INDEX.md says announces
     /// `172.16.66.36[60283]`.
