@@ -112,6 +112,9 @@ struct CheckConfig: ParsableCommand {
             let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
             print("audit: \(target) (buffer \(audit.bufferLines) lines)")
         }
+        if let kernel = EphemeralPorts.kernelRanges() {
+            for warning in EphemeralPorts.warnings(for: settings, kernel: kernel) { print("warning: \(warning)") }
+        }
     }
 
     /// The server side of a route: its upstream, or a transparent route's server networks.
@@ -189,6 +192,9 @@ struct Run: AsyncParsableCommand {
                 try? await group.shutdownGracefully()
                 throw ExitCode(1)
             }
+        }
+        if let kernel = EphemeralPorts.kernelRanges() {
+            for warning in EphemeralPorts.warnings(for: settings, kernel: kernel) { logger.warning("\(warning)") }
         }
         logger.info(
             "rpcgate \(RPCGateVersion.full) started",
