@@ -23,17 +23,25 @@ struct ProtectedEndpointMapperSpliceTests {
         let metrics = TestMetrics()
         let connection: ProxyConnection
 
-        init(portMapping: PortMappingMode) throws {
+        /// - Parameter transparent: a transparent route with `server_ports` 49152-49160 and
+        ///   `server_ports_listen` 40135 instead of a mapped one.
+        init(portMapping: PortMappingMode, transparent: Bool = false) throws {
             var settings = RouteSettings(
                 name: "dc1",
                 listenAddress: "127.0.0.1",
                 epmPort: 135,
-                advertiseAddress: IPv4Address("192.0.2.10"),
+                advertiseAddress: transparent ? nil : IPv4Address("192.0.2.10"),
                 upstreamHost: "10.99.0.2",
-                ports: 49_152...49_160,
+                ports: transparent ? 40_135...40_135 : 49_152...49_160,
                 policy: Lookups.policy
             )
             settings.portMapping = portMapping
+            if transparent {
+                settings.mode = .transparent(servers: [IPNetwork("10.99.0.0/24")!])
+                settings.allowedServerPorts = [49_152...49_160]
+                settings.serverPortsListen = 40_135
+                settings.pinholes = .learned
+            }
             self.route = RouteRuntime(
                 settings: settings,
                 upstreamAddress: Lookups.server,
@@ -59,6 +67,7 @@ struct ProtectedEndpointMapperSpliceTests {
                 clientAddress: try SocketAddress(ipAddress: "10.1.2.3", port: 50_123),
                 localAddress: try SocketAddress(ipAddress: "127.0.0.1", port: 135),
                 clientFacingAddress: IPv4Address("127.0.0.1"),
+                upstreamAddress: Lookups.server,
                 eventLoop: self.loop,
                 timeouts: Timeouts(),
                 limits: WireLimits(),
@@ -176,6 +185,54 @@ struct ProtectedEndpointMapperSpliceTests {
         #expect(lookup.entries.first?.tower?.ipv4Address == IPv4Address("192.0.2.10"))
         #expect(harness.counter("rpcgate_epm_towers_outside_range_total") == 1)
         #expect(harness.route.pool.mappings.isEmpty, "preserve never uses the pool")
+    }
+
+    @Test("Transparent server_ports_listen: towers keep the server's address and port and open pinholes")
+    func transparentKeepsServerEndpointsAndLearnsPinholes() throws {
+        let harness = try Harness(portMapping: .pool, transparent: true)
+        try harness.clientWrites(Wire.bind([SyntaxID.endpointMapper]))
+        try harness.serverWrites(Wire.bindAck(accepting: 1).bytes)
+        _ = try harness.drain(harness.client)
+        try harness.clientWrites(Wire.request(callID: 2, opnum: 3, stub: Lookups.mapStub(for: Wire.samr)))
+        try harness.serverWrites(Wire.response(callID: 2, stub: Lookups.mapReplyStub(ports: [49_154])).bytes)
+        let answer = try #require(Wire.parse(try harness.drain(harness.client)))
+        guard case .response(var response) = answer.body else {
+            Issue.record("expected a response")
+            return
+        }
+        let map = try response.stub.readEPMMapResponse(syntax: .ndr32)
+        #expect(map.towers.first??.tcpPort == 49_154)
+        #expect(map.towers.first??.ipv4Address == Lookups.server)
+        let pinholes = harness.route.pinholes
+        #expect(pinholes.isOpen(client: Lookups.client, server: TCPEndpoint(address: Lookups.server, port: 49_154)))
+        #expect(!pinholes.isOpen(client: Lookups.client, server: TCPEndpoint(address: Lookups.server, port: 49_153)))
+        #expect(
+            !pinholes.isOpen(client: IPAddress("10.1.2.4")!, server: TCPEndpoint(address: Lookups.server, port: 49_154))
+        )
+        #expect(harness.route.pool.mappings.isEmpty, "no pool port is handed out")
+    }
+
+    @Test("Transparent server_ports_listen: a signed reply passes unchanged and its towers still open pinholes")
+    func transparentSignedReplyOpensPinholes() throws {
+        let harness = try Harness(portMapping: .pool, transparent: true)
+        try harness.clientWrites(Wire.bind([SyntaxID.endpointMapper], auth: Wire.ntlm(.integrity)))
+        try harness.serverWrites(Wire.bindAck(accepting: 1).bytes)
+        _ = try harness.drain(harness.client)
+        try harness.clientWrites(
+            Wire.request(callID: 2, opnum: 3, stub: Lookups.mapStub(for: Wire.samr), auth: Wire.ntlm(.integrity))
+        )
+        let reply = Lookups.signedResponse(
+            callID: 2,
+            stub: Lookups.mapReplyStub(ports: [49_153], address: Lookups.server)
+        )
+        try harness.serverWrites(reply.bytes)
+        #expect(try harness.drain(harness.client) == reply.bytes)
+        #expect(
+            harness.route.pinholes.isOpen(
+                client: Lookups.client,
+                server: TCPEndpoint(address: Lookups.server, port: 49_153)
+            )
+        )
     }
 
     @Test("Pool: the signed bind is rejected and the connection closed with authenticated_epm")
