@@ -100,8 +100,25 @@ def settled(read, target, tries=40):
 # ------------------------------------------------------------------ (a) replays
 
 @pytest.fixture(scope='module')
-def replay_gateway():
+def reserved_ports():
+    """The preserve gateways listen on the servers' own ranges, inside Linux's ephemeral range,
+    where an outgoing connection's TIME-WAIT socket can stop them from binding (as check-config
+    warns): reserve them while the module runs (docs/DEPLOYMENT.md), and put the old list back."""
+    before = sh('sysctl', '-n', 'net.ipv4.ip_local_reserved_ports').stdout.strip()
+    extra = '%d-%d,%d-%d,%d' % (SAMBA_RANGE[0], SAMBA_RANGE[1], PRESERVE_PORTS[0], PRESERVE_PORTS[1] + 2,
+                                SERVER_PORTS_LISTEN)
+    sh('sysctl', '-qw', 'net.ipv4.ip_local_reserved_ports=%s' % (before + ',' + extra if before else extra))
+    try:
+        yield
+    finally:
+        sh('sysctl', '-qw', 'net.ipv4.ip_local_reserved_ports=%s' % before, check=False)
+
+
+@pytest.fixture(scope='module')
+def replay_gateway(reserved_ports):
     """Two routes in front of the fake server: pool (default) and preserve."""
+    for capture in (ZEROLOGON, DCSHADOW):
+        skip_without(capture)
     def route(name, epm_port, ports, extra):
         return ('  - name: %s\n    listen: 127.0.0.1\n    epm_port: %d\n    advertise: %s\n'
                 '    upstream: %s\n    upstream_epm_port: %d\n    ports: %d-%d\n    policy: dc\n%s') % (
@@ -241,7 +258,7 @@ def transparent_nft(servers, server_ports):
 
 
 @pytest.mark.timeout_s(90)
-def test_replay_signed_lookup_transparent_and_learned_pinholes(client_ns, fake_address):
+def test_replay_signed_lookup_transparent_and_learned_pinholes(client_ns, fake_address, reserved_ports):
     skip_without(ZEROLOGON)
     skip_without(DCSHADOW)
     gw = start('gateway-replay-transparent', (
@@ -341,20 +358,7 @@ def check_calls(out):
 
 
 @pytest.fixture(scope='module')
-def reserved_samba_range():
-    """The preserve gateway listens on Samba's own range, inside Linux's ephemeral range: reserve
-    it while the module runs (docs/DEPLOYMENT.md), and put the old list back."""
-    before = sh('sysctl', '-n', 'net.ipv4.ip_local_reserved_ports').stdout.strip()
-    extra = '%d-%d,%d' % (SAMBA_RANGE[0], SAMBA_RANGE[1], SERVER_PORTS_LISTEN)
-    sh('sysctl', '-qw', 'net.ipv4.ip_local_reserved_ports=%s' % (before + ',' + extra if before else extra))
-    try:
-        yield
-    finally:
-        sh('sysctl', '-qw', 'net.ipv4.ip_local_reserved_ports=%s' % before, check=False)
-
-
-@pytest.fixture(scope='module')
-def preserve_gateway(samba, reserved_samba_range):
+def preserve_gateway(samba, reserved_ports):
     gw = start('gateway-preserve', (
         '  - name: samba-preserve\n    listen: %s\n    epm_port: %d\n    upstream: %s\n'
         '    ports: %d-%d\n    port_mapping: preserve\n    policy: dc\n') % (
@@ -378,7 +382,7 @@ def test_authenticated_lookup_and_calls_in_preserve_mode(preserve_gateway, level
 
 
 @pytest.mark.timeout_s(120)
-def test_authenticated_lookup_and_calls_in_transparent_mode(client_ns, reserved_samba_range):
+def test_authenticated_lookup_and_calls_in_transparent_mode(client_ns, reserved_ports):
     admin = '127.0.0.1:19263'
     gw = start('gateway-transparent-ports', (
         '  - name: samba-transparent\n    mode: transparent\n    listen: %s\n    servers: [10.99.0.0/24]\n'
