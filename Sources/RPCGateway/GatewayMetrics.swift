@@ -63,6 +63,13 @@ package struct GatewayMetrics: Sendable {
         /// secondary address (the server's port) was passed unchanged because the PDU carries an
         /// auth verifier (rewriting would change what it authenticates).
         package static let secondaryAddressKeptTotal = "rpcgate_secondary_address_kept_total"
+        /// Counter `{route}`: endpoint-mapper replies carrying an auth verifier (signed or
+        /// sealed) forwarded byte for byte (preserve mapping, transparent `server_ports_listen`).
+        package static let epmProtectedRepliesTotal = "rpcgate_epm_protected_replies_total"
+        /// Counter `{route}`: towers of a preserve route's server naming a port outside the
+        /// route's `ports` (the server's range is wider than the gateway's): redacted, or, in a
+        /// signed reply, passed and unreachable through the gateway.
+        package static let epmTowersOutsideRangeTotal = "rpcgate_epm_towers_outside_range_total"
         /// Counter `{route, decision, clsid}`: DCOM activation requests on the endpoint-mapper
         /// listener, by decision (`allow`, `audit`, `deny`) and whether the CLSID could be read
         /// (`clsid`: `read` or `sealed`, which counts unreadable ones too).
@@ -118,6 +125,9 @@ package struct GatewayMetrics: Sendable {
         package static let destinationNotAllowed = RefusalReason(code: "destination_not_allowed")
         /// Transparent mode: the connection was not redirected (no original destination).
         package static let noOriginalDestination = RefusalReason(code: "no_original_destination")
+        /// Transparent `server_ports_listen` with `pinholes: learned`: no readable reply told the
+        /// client about the endpoint it connects to (or it expired).
+        package static let noPinhole = RefusalReason(code: "no_pinhole")
         /// Bind routing: the first PDU was not a bind, or no bind came within the bind timeout.
         package static let noBind = RefusalReason(code: "no_bind")
         /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
@@ -171,6 +181,8 @@ package final class RouteMetrics: Sendable {
     private let upstreamUp: Meter
     private let bindRoutedCounter: Counter
     private let secondaryAddressKeptCounter: Counter
+    private let protectedRepliesCounter: Counter
+    private let towersOutsideRangeCounter: Counter
     private let dcomPortsAnnouncedCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
@@ -239,6 +251,16 @@ package final class RouteMetrics: Sendable {
             dimensions: routeOnly,
             factory: factory
         )
+        self.protectedRepliesCounter = Counter(
+            label: Name.epmProtectedRepliesTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
+        self.towersOutsideRangeCounter = Counter(
+            label: Name.epmTowersOutsideRangeTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
         self.dcomPortsAnnouncedCounter = Counter(
             label: Name.dcomPortsAnnouncedTotal,
             dimensions: routeOnly,
@@ -265,6 +287,16 @@ package final class RouteMetrics: Sendable {
     /// A connection was routed by the interface of its first bind.
     package func bindRouted() {
         self.bindRoutedCounter.increment()
+    }
+
+    /// A signed or sealed endpoint-mapper reply was forwarded unchanged.
+    package func protectedReplyPassed() {
+        self.protectedRepliesCounter.increment()
+    }
+
+    /// `count` towers named server ports outside a preserve route's range.
+    package func towersOutsideRange(_ count: Int = 1) {
+        self.towersOutsideRangeCounter.increment(by: count)
     }
 
     /// An authenticated bind_ack's secondary address was left naming the server's port.

@@ -21,7 +21,9 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
 /// 6. The input, and the `auth_value` of every parsed PDU, is read as an NTLM, SPNEGO and Kerberos
 ///    token by ``AuthIdentity``; every name it returns must respect the limits.
-/// 7. The input, and the stub of every parsed request and response, is read by the DCOM parsers
+/// 7. The framed PDUs go through fragment reassembly, the secondary-address rewrite and the
+///    refusals answering them (``fuzzFragmentAssembly(_:limits:)`` and its siblings).
+/// 8. The input, and the stub of every parsed request and response, is read by the DCOM parsers
 ///    (activation, OXID resolution, ServerAlive2, ORPC headers, OBJREF): see ``fuzzDCOM``.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
@@ -48,6 +50,9 @@ func fuzzOneInput(_ input: ByteBuffer) {
         }
     }
     checkStream(input, expected: fragments, framerFailed: framerFailed, limits: limits)
+    fuzzFragmentAssembly(fragments, limits: limits)
+    fuzzSecondaryAddressRewrite(parsed, limits: limits)
+    fuzzRefusals(parsed, limits: limits)
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
     fuzzAuthIdentity(input, limits: limits)
@@ -120,6 +125,10 @@ private func fuzzProxyHeader(_ input: ByteBuffer) {
     encoded.writeProxyHeader(header)
     guard let again = try? encoded.readProxyHeader(), again == header, encoded.readableBytes == 0 else {
         fatalError("PROXY v2 round trip changed the header: \(header)")
+    }
+    // The core routes a tunnelled connection by this TLV alone.
+    if let target = header.rpcGateTarget, RPCGateTarget(tlvValue: target.tlv.value) != target {
+        fatalError("RPCGate target TLV round trip changed \(target)")
     }
 }
 
