@@ -8,7 +8,9 @@ host 10.96.0.1); the peer on a second address of the server namespace, 10.99.0.3
 10.99.0.0/24 to rpcgate. The object exporter listens on a port of the route's `ports` range, so
 the existing transparent mode routes its connection by the first bind (the peer's endpoint mapper
 places every interface there). When the gateway supports `server_ports` (transparent mode for the
-servers' own RPC range), the route uses it instead and the peer announces a port outside `ports`.
+servers' own RPC range, `server_ports_listen`), the route uses it instead, with `pinholes: learned`:
+the peer announces 49670, and only the pinhole the readable activation reply opened admits the
+client's connection there.
 
 What is checked: activation (RemoteCreateInstance of WbemLevel1Login), RemQueryInterface (impacket
 sends it on IRemUnknown; IRemUnknown2 derives from it), IWbemLevel1Login NTLMLogin and a harmless IWbemServices call (GetObject,
@@ -39,6 +41,8 @@ SERVER_VETH = 'rpcg-s'
 RANGE = (50000, 50099)
 OBJECT_PORT_IN_RANGE = 50050
 OBJECT_PORT_SERVER_RANGE = 49670
+SERVER_PORTS = '49660-49680'
+SERVER_PORTS_LISTEN = 40136
 
 POLICY = '''policies:
   dcom:
@@ -124,11 +128,21 @@ def supports_server_ports():
     """Whether this rpcgate accepts `server_ports` on a transparent route (issue 18, item 2)."""
     config = os.path.join(OUT, 'dcom-probe.yaml')
     with open(config, 'w') as f:
-        f.write('routes:\n  - name: probe\n    mode: transparent\n    listen: %s\n    ports: 50000-50099\n'
-                '    server_ports: 49152-65535\n    server_ports_listen: 50100\n    servers: [10.99.0.0/24]\n'
-                '    policy: dcom\n' % HOST_IP + POLICY)
+        f.write(transparent_route(True) + POLICY)
     r = subprocess.run([BINARY, 'check-config', config], capture_output=True, text=True, timeout=30)
     return r.returncode == 0
+
+
+def transparent_route(server_ports):
+    """The route: with `server_ports`, the servers' range goes to one listener and only the ports a
+    readable reply named to the client are admitted (`pinholes: learned`, fed by the DCOM replies);
+    without, the gateway range `ports` routed by the first bind."""
+    route = ('routes:\n  - name: dcom\n    mode: transparent\n    listen: %s\n    servers: [10.99.0.0/24]\n'
+             '    policy: dcom\n') % HOST_IP
+    if server_ports:
+        return route + '    server_ports: %s\n    server_ports_listen: %d\n    pinholes: learned\n' % (
+            SERVER_PORTS, SERVER_PORTS_LISTEN)
+    return route + '    ports: %d-%d\n' % RANGE
 
 
 def audit_lines(path):
@@ -147,11 +161,8 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
     audit = os.path.join(OUT, 'dcom-audit.jsonl')
     if os.path.exists(audit):
         os.unlink(audit)
-    route = ('routes:\n  - name: dcom\n    mode: transparent\n    listen: %s\n    ports: %d-%d\n'
-             '    servers: [10.99.0.0/24]\n    policy: dcom\n') % (HOST_IP, RANGE[0], RANGE[1])
+    route = transparent_route(server_ports)
     redirected = '135, %d-%d' % RANGE
-    if server_ports:
-        route += '    server_ports: 49152-65535\n    server_ports_listen: 50100\n'
     config = route + POLICY + 'audit:\n  file: %s\n' % audit + 'admin:\n  listen: %s\n' % admin
     gw = Gateway(BINARY, config, OUT, name='gateway-dcom')
 
@@ -179,7 +190,8 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
         # (`redirect to :server_ports_listen`); otherwise the gateway range, port for port.
         extra = ''
         if server_ports:
-            extra = '\n    iifname "%s" ip daddr 10.99.0.0/24 tcp dport 49152-65535 counter redirect to :50100' % VETH_H
+            extra = '\n    iifname "%s" ip daddr 10.99.0.0/24 tcp dport %s counter redirect to :%d' % (
+                VETH_H, SERVER_PORTS, SERVER_PORTS_LISTEN)
         nft('''
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
@@ -241,6 +253,11 @@ def test_dcom_wmi_through_transparent_gateway(client_ns):
         assert m.value('rpcgate_dcom_activations_total', route='dcom', decision='deny', clsid='read') >= 1
         assert m.value('rpcgate_dcom_activations_total', route='dcom', decision='audit', clsid='sealed') >= 1
         assert m.value('rpcgate_dcom_ports_announced_total', route='dcom') >= 1
+        if server_ports:
+            # The object exporter's connection was admitted by the pinhole the activation reply
+            # opened (pinholes: learned), not refused.
+            assert (m.value('rpcgate_connections_refused_total', route='dcom', reason='no_pinhole') or 0) == 0, \
+                m.lines('rpcgate_connections_refused_total')
     finally:
         if peer is not None and peer.poll() is None:
             peer.kill()

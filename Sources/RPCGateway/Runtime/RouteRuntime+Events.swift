@@ -144,8 +144,7 @@ extension RouteRuntime {
                     ipids: announcement.ipids
                 )
             )
-        // The (server, port) pairs here are what a table of learned pinholes (transparent mode,
-        // `pinholes: learned`) would admit next; this event is where it gets fed.
+            self.learnPinholes(from: announcement, client: client, server: server)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(
@@ -221,6 +220,19 @@ extension RouteRuntime {
                     "conn": "\(connection)", "client": "\(clientText)", "reason": "\(reason)", "detail": "\(detail)",
                 ]
             )
+        }
+    }
+
+    /// A readable DCOM reply told the client where the object exporter listens: on a transparent
+    /// route with `server_ports_listen`, open those (server, port) pairs for `pinholes: learned`,
+    /// as readable endpoint-mapper towers do. The exporter is on the SCM's host (the connection's
+    /// server); ports outside `server_ports` are not opened (that listener would refuse them).
+    private func learnPinholes(from announcement: DCOMAnnouncement, client: SocketAddress?, server: TCPEndpoint) {
+        let settings = self.settings
+        guard settings.serverPortsListen != nil, let address = IPAddress(client) else { return }
+        for port in announcement.ports
+        where settings.allowedServerPorts.map({ ranges in ranges.contains { $0.contains(port) } }) ?? true {
+            self.pinholes.open(client: address, server: TCPEndpoint(address: server.address, port: port))
         }
     }
 
