@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets, each for SECONDS with its own corpus:
-#   RPCWireFuzz     framer, PDU parser/round trip, endpoint-mapper rewriter and stubs
+#   RPCWireFuzz     framer, PDU parser/round trip, endpoint-mapper rewriter and stubs, DCOM parsers
 #   RPCGatewayFuzz  the whole per-connection pipeline (framers, glue handlers, state machine,
 #                   EPM rewriting, port pool, timers) in EmbeddedChannels, bytes from both sides
 #   RPCConfigFuzz   the YAML configuration loader
@@ -45,6 +45,74 @@ def write(name, data):
     (out / ("seed-" + name)).write_bytes(data)
 
 n = 0
+
+# Synthetic DCOM messages (MS-DCOM 2.2; captures stay outside the project), NDR32 little-endian:
+# activation request and reply stubs, and PDUs around them, for the DCOM parsers and the SCM path.
+def u16(v): return struct.pack("<H", v)
+def u32(v): return struct.pack("<I", v)
+def pad(b, n): return b + b"\0" * (-len(b) % n)
+def guid(text):
+    import uuid as _u
+    return _u.UUID(text).bytes_le
+def dsa_units(addresses, principal="host/dc1"):
+    u = []
+    for a in addresses:
+        u += [7] + [ord(c) for c in a] + [0]
+    u.append(0); off = len(u)
+    u += [0x0A, 0xFFFF] + [ord(c) for c in principal] + [0, 0]
+    return u, off
+def units_bytes(u): return b"".join(u16(x) for x in u)
+def ndr_dsa(addresses):
+    u, off = dsa_units(addresses)
+    return u32(len(u)) + u16(len(u)) + u16(off) + units_bytes(u)
+def type_serialized(body):
+    body = pad(body, 8)
+    return bytes([1, 0x10, 8, 0]) + u32(0xCCCCCCCC) + u32(len(body)) + u32(0) + body
+def activation_blob(props):
+    n_ = len(props)
+    def header(total, size):
+        h = u32(total) + u32(size) + u32(0) + u32(2) + u32(n_) + b"\0" * 16 + u32(0x20000) + u32(0x20004) + u32(0)
+        h += u32(n_) + b"".join(guid(c) for c, _ in props) + u32(n_) + b"".join(u32(len(b)) for _, b in props)
+        return type_serialized(h)
+    size = len(header(0, 0))
+    total = size + sum(len(b) for _, b in props)
+    return u32(total) + u32(0) + header(total, size) + b"".join(b for _, b in props)
+def objref_custom(iid, clsid, data):
+    return u32(0x574F454D) + u32(4) + guid(iid) + guid(clsid) + u32(0) + u32(len(data) + 8) + data
+def objref_standard(iid, oxid, ipid, addresses):
+    u, off = dsa_units(addresses)
+    return (u32(0x574F454D) + u32(1) + guid(iid) + u32(0) + u32(5) + struct.pack("<QQ", oxid, 0x1234) + guid(ipid)
+            + u16(len(u)) + u16(off) + units_bytes(u))
+def interface_pointer(objref): return pad(u32(len(objref)) + u32(len(objref)) + objref, 4)
+IDISPATCH = "00020400-0000-0000-c000-000000000046"
+def activation_request(clsid, create=True):
+    info = guid(clsid) + u32(0x14) + u32(0) + u32(0) + u32(1) + u32(0) + u32(0x20000) + u32(0) + u16(5) + u16(7)
+    info += u32(1) + guid(IDISPATCH)
+    blob = activation_blob([("000001ab-0000-0000-c000-000000000046", type_serialized(info))])
+    objref = objref_custom("000001a2-0000-0000-c000-000000000046", "00000338-0000-0000-c000-000000000046", blob)
+    this = u16(5) + u16(7) + u32(0) + u32(0) + guid("fd7ed21b-dac9-49d2-aadd-65b0c706fc49") + u32(0)
+    return this + (u32(0) if create else b"") + u32(0x20000) + interface_pointer(objref)
+def activation_reply(port):
+    scm = u32(0) + u32(0x20000) + struct.pack("<Q", 0x0537735075213667) + u32(0x20004)
+    scm += guid("0000c000-0530-0000-7d85-2faeeac5c880") + u32(4) + u16(5) + u16(7)
+    scm += ndr_dsa(["dc1[%d]" % port, "10.0.0.5[%d]" % port])
+    std = objref_standard(IDISPATCH, 0x0537735075213667, "00014006-0530-0000-0333-997691ea98ab", ["dc1", "10.0.0.5"])
+    props = u32(1) + u32(0x20000) + u32(0x20004) + u32(0x20008) + u32(1) + guid(IDISPATCH) + u32(1) + u32(0)
+    props += u32(1) + u32(0x2000C) + interface_pointer(std)
+    blob = activation_blob([("00000339-0000-0000-c000-000000000046", type_serialized(props)),
+                            ("000001b6-0000-0000-c000-000000000046", type_serialized(scm))])
+    objref = objref_custom("000001a3-0000-0000-c000-000000000046", "00000339-0000-0000-c000-000000000046", blob)
+    return u32(1) + u32(0) + u32(0x20000) + interface_pointer(objref) + u32(0)
+def co_pdu(ptype, body, call_id, flags=3):
+    return struct.pack("<BBBB4sHHI", 5, 0, ptype, flags, b"\x10\0\0\0", 16 + len(body), 0, call_id) + body
+NDR32 = guid("8a885d04-1ceb-11c9-9fe8-08002b104860") + u32(2)
+ACTIVATOR = guid("000001a0-0000-0000-c000-000000000046") + u32(0)
+dcom_bind = co_pdu(11, u16(4280) + u16(4280) + u32(0) + struct.pack("<B3x", 1) + u16(0) + bytes([1, 0]) + ACTIVATOR + NDR32, 1)
+dcom_bind_ack = co_pdu(12, pad(u16(4280) + u16(4280) + u32(0x1234) + u16(4) + b"135\0", 4)
+                       + struct.pack("<B3x", 1) + u16(0) + u16(0) + NDR32, 1)
+def dcom_request(stub, opnum=4, call_id=2): return co_pdu(0, u32(len(stub)) + u16(0) + u16(opnum) + stub, call_id)
+def dcom_response(stub, call_id=2): return co_pdu(2, u32(len(stub)) + u16(0) + bytes([0, 0]) + stub, call_id)
+
 if target == "RPCWireFuzz":
     for f in sorted(fixtures.glob("*.hex")):
         write(f.stem, fixture(f.stem)); n += 1
@@ -66,6 +134,17 @@ if target == "RPCWireFuzz":
     spnego = der(0x60, der(0x06, bytes.fromhex("2b0601050502"))
                  + der(0xA0, der(0x30, der(0xA0, der(0x30, der(0x06, krb5_oid))) + der(0xA2, der(0x04, gss)))))
     write("kerberos-ap-req", ap_req); write("kerberos-gss", gss); write("spnego-kerberos", spnego); n += 3
+    # DCOM stubs and PDUs (see the builders above).
+    guid16 = bytes(range(16))
+    alive = u16(5) + u16(7) + u32(0x20000) + pad(ndr_dsa(["WORKSTATION6", "172.18.39.6"]), 4) + u32(0) + u32(0)
+    resolve = u32(0x20000) + pad(ndr_dsa(["ws6[65082]", "172.18.39.6[65082]"]), 4) + guid16 + u32(4) + u16(5) + u16(7) + u32(0)
+    objref = objref_standard(IDISPATCH, 0x0537, "00014006-0530-0000-0333-997691ea98ab", ["dc1[49670]"])
+    mmc20 = activation_request("49b2791a-b1ae-4c90-9b8e-e860ba07f889")
+    reply = activation_reply(49670)
+    for name_, data in [("dcom-serveralive2-reply", alive), ("dcom-resolveoxid2-reply", resolve), ("dcom-objref", objref),
+                        ("dcom-activation-request", mmc20), ("dcom-activation-reply", reply),
+                        ("dcom-activation-pdus", dcom_bind + dcom_bind_ack + dcom_request(mmc20) + dcom_response(reply))]:
+        write(name_, data); n += 1
     # PROXY v2 headers as an edge sends them to a core (IPv4 and IPv6 clients, the RPCGate target
     # TLV 0xE0: kind, server IPv4, port), followed by a bind: libFuzzer does not find the 12-byte
     # signature on its own (coverage of ProxyHeader.swift was 16 % before these seeds).
@@ -109,6 +188,14 @@ elif target == "RPCGatewayFuzz":
             write("%s-%d" % (name, selector | extra), bytes([selector | extra]) + body); n += 1
         # then the clock runs past every timeout, and the client half-closes
         write("%s-timeouts" % name, bytes([selector]) + body + chunk(6, n=40) + chunk(7, n=0) + chunk(6, n=1000)); n += 1
+    # DCOM on the endpoint-mapper listener: activator bind, an activation and its reply. The
+    # harness's policies do not allow the activator, so this reaches the SCM bind decision and its
+    # refusal (the allowed path is covered by the unit tests and test_dcom.py).
+    dcom = (chunk(C, dcom_bind) + chunk(S, dcom_bind_ack)
+            + chunk(C, dcom_request(activation_request("8bc3f05e-d86b-11d0-a075-00c04fb68820")))
+            + chunk(S, dcom_response(activation_reply(49670))))
+    for extra in (0, 2, 8):
+        write("dcom-activation-%d" % (1 | extra), bytes([1 | extra]) + dcom); n += 1
     for f in sorted(fixtures.glob("*.hex")):
         for selector in (0, 1):
             for op in (C, S):

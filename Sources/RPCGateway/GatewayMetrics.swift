@@ -70,6 +70,13 @@ package struct GatewayMetrics: Sendable {
         /// route's `ports` (the server's range is wider than the gateway's): redacted, or, in a
         /// signed reply, passed and unreachable through the gateway.
         package static let epmTowersOutsideRangeTotal = "rpcgate_epm_towers_outside_range_total"
+        /// Counter `{route, decision, clsid}`: DCOM activation requests on the endpoint-mapper
+        /// listener, by decision (`allow`, `audit`, `deny`) and whether the CLSID could be read
+        /// (`clsid`: `read` or `sealed`, which counts unreadable ones too).
+        package static let dcomActivationsTotal = "rpcgate_dcom_activations_total"
+        /// Counter `{route}`: TCP ports announced by readable DCOM replies (activation replies'
+        /// OXID bindings, ResolveOxid/ResolveOxid2), one per port per reply.
+        package static let dcomPortsAnnouncedTotal = "rpcgate_dcom_ports_announced_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -176,6 +183,7 @@ package final class RouteMetrics: Sendable {
     private let secondaryAddressKeptCounter: Counter
     private let protectedRepliesCounter: Counter
     private let towersOutsideRangeCounter: Counter
+    private let dcomPortsAnnouncedCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -191,6 +199,7 @@ package final class RouteMetrics: Sendable {
         var callsDenied: [String: Counter] = [:]
         var closed: [String: Counter] = [:]
         var sources: [SourceKey: Counter] = [:]
+        var dcomActivations: [String: Counter] = [:]
     }
 
     private struct SourceKey: Hashable {
@@ -249,6 +258,11 @@ package final class RouteMetrics: Sendable {
         )
         self.towersOutsideRangeCounter = Counter(
             label: Name.epmTowersOutsideRangeTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
+        self.dcomPortsAnnouncedCounter = Counter(
+            label: Name.dcomPortsAnnouncedTotal,
             dimensions: routeOnly,
             factory: factory
         )
@@ -326,6 +340,22 @@ package final class RouteMetrics: Sendable {
         self.labelledCounter(\.binds, key: BindKey(interface: interface, decision: decision), name: Name.bindsTotal) {
             [("route", self.route), ("interface", interface), ("decision", decision.rawValue)]
         }.increment()
+    }
+
+    /// A DCOM activation request was decided; `sealed` when its CLSID could not be read.
+    ///
+    /// - Parameter decision: `allow`, `audit` or `deny` (a policy action's raw value).
+    package func dcomActivation(decision: String, sealed: Bool) {
+        let clsid = sealed ? "sealed" : "read"
+        self.labelledCounter(\.dcomActivations, key: "\(decision)/\(clsid)", name: Name.dcomActivationsTotal) {
+            [("route", self.route), ("decision", decision), ("clsid", clsid)]
+        }.increment()
+    }
+
+    /// A readable DCOM reply announced `count` ports.
+    package func dcomPortsAnnounced(count: Int) {
+        guard count > 0 else { return }
+        self.dcomPortsAnnouncedCounter.increment(by: count)
     }
 
     /// A request was refused by the operation policy.

@@ -13,7 +13,9 @@ struct DecodedPolicies {
 
 extension ConfigurationDecoder {
     static let policyKeys = ["default", "rules"]
-    static let ruleKeys = ["action", "interfaces", "opnums", "sources", "except_sources", "min_auth_level"]
+    static let ruleKeys = [
+        "action", "interfaces", "opnums", "sources", "except_sources", "min_auth_level", "clsids", "sealed_activation",
+    ]
     static let profileItemKeys = ["profile", "except_sources"]
     static let authLevels: [(name: String, level: AuthLevel)] = [
         ("none", .none), ("connect", .connect), ("call", .call),
@@ -166,6 +168,27 @@ extension ConfigurationDecoder {
                 valid = false
             }
         }
+        if let node = fields["clsids"] {
+            if let classes = self.classIDs(node, at: path.key("clsids")) {
+                rule.classIDs = classes
+            } else {
+                valid = false
+            }
+        }
+        if let node = fields["sealed_activation"] {
+            if fields["clsids"] == nil {
+                self.report(
+                    "sealed_activation applies only to a rule with clsids (it says what to do when the CLSID of an activation cannot be read)",
+                    at: path.key("sealed_activation"),
+                    node: node
+                )
+                valid = false
+            } else if let action = self.action(node, at: path.key("sealed_activation")) {
+                rule.sealedActivation = action
+            } else {
+                valid = false
+            }
+        }
         return valid ? [rule] : nil
     }
 
@@ -197,6 +220,48 @@ extension ConfigurationDecoder {
             result.append(matcher)
         }
         return valid ? result : nil
+    }
+
+    /// `clsids:` class catalog names or CLSIDs (braces allowed).
+    private mutating func classIDs(_ node: Node, at path: ConfigPath) -> [ClassIDMatcher]? {
+        guard let items = self.list(node, at: path, allowingSingle: true, what: "a list of COM classes") else {
+            return nil
+        }
+        guard !items.isEmpty else {
+            self.report(
+                "an empty list matches no activation; leave \"clsids\" out to match any call",
+                at: path,
+                node: node
+            )
+            return nil
+        }
+        var result: [ClassIDMatcher] = []
+        var valid = true
+        for item in items {
+            guard let text = self.string(item.node, at: item.path, what: "a class name or CLSID") else {
+                valid = false
+                continue
+            }
+            guard let matcher = ClassIDMatcher(parsing: text) else {
+                self.report(Self.unknownClassMessage(text), at: item.path, node: item.node)
+                valid = false
+                continue
+            }
+            result.append(matcher)
+        }
+        return valid ? result : nil
+    }
+
+    static func unknownClassMessage(_ text: String) -> String {
+        let forms = "a class catalog name or a CLSID"
+        if text.count >= 32 && text.filter({ $0 == "-" }).count >= 3 {
+            return "\"\(text)\" is not a CLSID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, braces allowed)"
+        }
+        let names = ClassCatalog.all.map(\.name)
+        if let hint = Suggestions.didYouMean(text, among: names, matchingSubstrings: true) {
+            return "unknown COM class \"\(text)\"; \(hint) (\(forms))"
+        }
+        return "unknown COM class \"\(text)\" (known: \(names.joined(separator: ", ")); or write its CLSID)"
     }
 
     static func unknownInterfaceMessage(_ text: String) -> String {

@@ -48,8 +48,12 @@ public struct AttackTechnique: Hashable, Sendable, CustomStringConvertible {
 public struct ProfileRule: Hashable, Sendable {
     /// Catalog names (``InterfaceCatalog``) of the interfaces the rule covers.
     public var interfaces: [String]
-    /// The operations refused. `nil` refuses the interface outright, bind included.
+    /// The operations refused. `nil` refuses the interface outright, bind included, unless
+    /// ``classes`` is set.
     public var operations: [ProfileOperation]?
+    /// Class catalog names (``ClassCatalog``): the rule refuses only activation requests that
+    /// create one of these classes (sealed ones get ``PolicyRule/defaultSealedActivation``).
+    public var classes: [String]?
     /// Where the interface and its operation numbers are specified.
     public var specification: String
     /// What the operations are abused for.
@@ -63,10 +67,12 @@ public struct ProfileRule: Hashable, Sendable {
         operations: [ProfileOperation]?,
         specification: String,
         reason: String,
-        techniques: [AttackTechnique] = []
+        techniques: [AttackTechnique] = [],
+        classes: [String]? = nil
     ) {
         self.interfaces = interfaces
         self.operations = operations
+        self.classes = classes
         self.specification = specification
         self.reason = reason
         self.techniques = techniques
@@ -109,6 +115,7 @@ public struct PolicyProfile: Hashable, Sendable {
                 interfaces: rule.interfaces.compactMap(Self.matcher(named:)),
                 opnums: rule.opnumSet,
                 exceptSources: exceptSources,
+                classIDs: rule.classes.map { $0.compactMap(ClassIDMatcher.init(parsing:)) },
                 origin: RuleOrigin(index: index, profile: self.name)
             )
         }
@@ -120,6 +127,11 @@ public struct PolicyProfile: Hashable, Sendable {
         for rule in self.rules {
             let covers = rule.interfaces.contains { Self.matcher(named: $0)?.matches(interface) == true }
             guard covers else { continue }
+            if rule.classes != nil {
+                // Decides activation calls only, never the bind.
+                if opnum != nil, rule.operations == nil { return (rule, nil) }
+                continue
+            }
             guard let operations = rule.operations else { return (rule, nil) }
             if let opnum, let operation = operations.first(where: { $0.opnum == opnum }) { return (rule, operation) }
         }
@@ -273,11 +285,12 @@ public enum BuiltInProfiles {
 
     // MARK: - block-remote-exec
 
-    /// Remote command execution through the service control manager and the task scheduler
-    /// (PsExec, smbexec, SCShell, atexec).
+    /// Remote command execution through the service control manager, the task scheduler, WMI and
+    /// DCOM (PsExec, smbexec, SCShell, atexec, wmiexec, dcomexec).
     public static let blockRemoteExec = PolicyProfile(
         name: "block-remote-exec",
-        summary: "Remote execution: service creation, reconfiguration and start; AT jobs; task registration and run",
+        summary:
+            "Remote execution: service creation, reconfiguration and start; AT jobs; task registration and run; WMI method execution; DCOM lateral-movement activations",
         rules: [
             ProfileRule(
                 interfaces: ["svcctl"],
@@ -319,6 +332,26 @@ public enum BuiltInProfiles {
                 specification: "MS-TSCH 3.2.5.4",
                 reason: "registering a task and running it on demand",
                 techniques: [.scheduledTask]
+            ),
+            ProfileRule(
+                interfaces: ["iwbemservices"],
+                operations: [
+                    ProfileOperation(24, "ExecMethod"),
+                    ProfileOperation(25, "ExecMethodAsync"),
+                ],
+                specification: "MS-WMI 3.1.4.3",
+                reason:
+                    "WMI method execution: Win32_Process.Create (wmiexec), Win32_Service.Create; the class and method are in the stub, which is sealed, so every method call is refused",
+                techniques: [.windowsManagementInstrumentation]
+            ),
+            ProfileRule(
+                interfaces: ["iremotescmactivator", "iactivation"],
+                operations: nil,
+                specification: "MS-DCOM 3.1.2.5.2.3, 2.2.22.2.1",
+                reason:
+                    "DCOM lateral movement (dcomexec): activating MMC20.Application, ShellWindows or ShellBrowserWindow, whose methods run commands; readable activations only",
+                techniques: [.distributedComponentObjectModel],
+                classes: ["mmc20.application", "shellwindows", "shellbrowserwindow"]
             ),
         ]
     )

@@ -217,6 +217,103 @@ public enum InterfaceCatalog {
             specification: "MS-EVEN6",
             summary: "EventLog remoting v6"
         ),
+        // DCOM and WMI: bound at version 0.0; ORPC calls carry the IPID as the object UUID.
+        .init(
+            name: "iremotescmactivator",
+            uuid: "000001a0-0000-0000-c000-000000000046",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.2.5.2.3",
+            summary: "DCOM activation (RemoteCreateInstance, RemoteGetClassObject)"
+        ),
+        .init(
+            name: "isystemactivator",
+            uuid: "000001a0-0000-0000-c000-000000000046",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.2.5.2.3",
+            summary: "DCOM activation (Wireshark and impacket name for IRemoteSCMActivator)"
+        ),
+        .init(
+            name: "iactivation",
+            uuid: "4d9f4ab8-7d1c-11cf-861e-0020af6e7c57",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.2.5.2.3.1",
+            summary: "DCOM activation, old style (RemoteActivation)"
+        ),
+        .init(
+            name: "iobjectexporter",
+            uuid: "99fcfec4-5260-101b-bbcb-00aa0021347a",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.2.5.1",
+            summary: "DCOM OXID resolver (ResolveOxid2, ServerAlive2, pings)"
+        ),
+        .init(
+            name: "iremunknown",
+            uuid: "00000131-0000-0000-c000-000000000046",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.1.5.6",
+            summary: "DCOM remote IUnknown (RemQueryInterface, RemAddRef, RemRelease)"
+        ),
+        .init(
+            name: "iremunknown2",
+            uuid: "00000143-0000-0000-c000-000000000046",
+            major: 0,
+            minor: 0,
+            specification: "MS-DCOM 3.1.1.5.7",
+            summary: "DCOM remote IUnknown, version 2 (RemQueryInterface2)"
+        ),
+        .init(
+            name: "iwbemlevel1login",
+            uuid: "f309ad18-d86a-11d0-a075-00c04fb68820",
+            major: 0,
+            minor: 0,
+            specification: "MS-WMI 3.1.4.1",
+            summary: "WMI login (NTLMLogin)"
+        ),
+        .init(
+            name: "iwbemservices",
+            uuid: "9556dc99-828c-11cf-a37e-00aa003240c7",
+            major: 0,
+            minor: 0,
+            specification: "MS-WMI 3.1.4.3",
+            summary: "WMI services (queries, GetObject, ExecMethod)"
+        ),
+        .init(
+            name: "ienumwbemclassobject",
+            uuid: "027947e1-d731-11ce-a357-000000000001",
+            major: 0,
+            minor: 0,
+            specification: "MS-WMI 3.1.4.4",
+            summary: "WMI result enumeration"
+        ),
+        .init(
+            name: "iwbemcallresult",
+            uuid: "44aca675-e8fc-11d0-a07c-00c04fb68820",
+            major: 0,
+            minor: 0,
+            specification: "MS-WMI 3.1.4.7",
+            summary: "WMI semisynchronous call result"
+        ),
+        .init(
+            name: "iwbemfetchsmartenum",
+            uuid: "1c1c45ee-4395-11d2-b60b-00104b703efd",
+            major: 0,
+            minor: 0,
+            specification: "MS-WMI 3.1.4.5",
+            summary: "WMI smart enumerator"
+        ),
+        .init(
+            name: "idispatch",
+            uuid: "00020400-0000-0000-c000-000000000046",
+            major: 0,
+            minor: 0,
+            specification: "MS-OAUT 3.1.4",
+            summary: "OLE Automation IDispatch (Invoke: what dcomexec's objects are driven by)"
+        ),
     ]
 
     private static let byName: [String: CatalogInterface] = Dictionary(

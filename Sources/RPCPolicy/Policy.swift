@@ -120,7 +120,20 @@ public struct PolicyRule: Hashable, Sendable {
     public var exceptSources: [IPNetwork]
     /// The rule matches only when the connection's auth level is at least this.
     public var minimumAuthLevel: AuthLevel?
+    /// `nil`: any call. Otherwise the rule decides only DCOM activation requests
+    /// (RemoteCreateInstance, RemoteGetClassObject, RemoteActivation) that create one of these
+    /// classes. Like `opnums`, a `deny` rule with classes does not refuse the bind.
+    public var classIDs: [ClassIDMatcher]?
+    /// What a rule with ``classIDs`` does with an activation whose CLSID cannot be read (sealed
+    /// at privacy level). `nil` means ``defaultSealedActivation``.
+    public var sealedActivation: PolicyAction?
     public var origin: RuleOrigin
+
+    /// `audit`: a sealed activation passes and is logged as notable. The gateway cannot tell which
+    /// class it creates; refusing would break every client that seals its activations (impacket
+    /// does by default), and allowing silently would hide exactly the activations the rule was
+    /// written for. Write `sealed_activation: deny` for a strict allow list.
+    public static let defaultSealedActivation = PolicyAction.audit
 
     public init(
         action: PolicyAction,
@@ -129,6 +142,8 @@ public struct PolicyRule: Hashable, Sendable {
         sources: [IPNetwork]? = nil,
         exceptSources: [IPNetwork] = [],
         minimumAuthLevel: AuthLevel? = nil,
+        classIDs: [ClassIDMatcher]? = nil,
+        sealedActivation: PolicyAction? = nil,
         origin: RuleOrigin
     ) {
         self.action = action
@@ -137,6 +152,8 @@ public struct PolicyRule: Hashable, Sendable {
         self.sources = sources
         self.exceptSources = exceptSources
         self.minimumAuthLevel = minimumAuthLevel
+        self.classIDs = classIDs
+        self.sealedActivation = sealedActivation
         self.origin = origin
     }
 }
@@ -148,12 +165,22 @@ public struct PolicyQuery: Hashable, Sendable {
     public var client: IPAddress
     /// The auth level of the connection's security context; `.none` when unauthenticated.
     public var authLevel: AuthLevel
+    /// For a DCOM activation request: the class it creates, or that it is sealed. `nil` for a
+    /// bind or any other call.
+    public var activation: ActivationClass?
 
-    public init(interface: SyntaxID, opnum: UInt16? = nil, client: IPAddress, authLevel: AuthLevel = .none) {
+    public init(
+        interface: SyntaxID,
+        opnum: UInt16? = nil,
+        client: IPAddress,
+        authLevel: AuthLevel = .none,
+        activation: ActivationClass? = nil
+    ) {
         self.interface = interface
         self.opnum = opnum
         self.client = client
         self.authLevel = authLevel
+        self.activation = activation
     }
 }
 
@@ -188,8 +215,10 @@ public struct Policy: Hashable, Sendable {
 
     /// First matching rule wins; the default applies when none matches.
     public func evaluate(_ query: PolicyQuery) -> PolicyDecision {
-        for rule in self.rules where Self.rule(rule, matches: query) {
-            return PolicyDecision(action: rule.action, origin: rule.origin)
+        for rule in self.rules {
+            if let action = Self.action(of: rule, for: query) {
+                return PolicyDecision(action: action, origin: rule.origin)
+            }
         }
         return PolicyDecision(action: self.defaultAction, origin: nil)
     }
@@ -199,14 +228,14 @@ public struct Policy: Hashable, Sendable {
     public func explain(_ query: PolicyQuery) -> PolicyExplanation {
         var deniedOperations: [PolicyRule] = []
         for rule in self.rules {
-            if Self.rule(rule, matches: query) {
+            if let action = Self.action(of: rule, for: query) {
                 return PolicyExplanation(
-                    decision: PolicyDecision(action: rule.action, origin: rule.origin),
+                    decision: PolicyDecision(action: action, origin: rule.origin),
                     rule: rule,
                     deniedOperations: deniedOperations
                 )
             }
-            if query.opnum == nil, rule.action == .deny, rule.opnums != nil,
+            if query.opnum == nil, rule.action == .deny, rule.opnums != nil || rule.classIDs != nil,
                 Self.conditionsOtherThanOpnums(of: rule, hold: query)
             {
                 deniedOperations.append(rule)
@@ -219,17 +248,35 @@ public struct Policy: Hashable, Sendable {
         )
     }
 
-    private static func rule(_ rule: PolicyRule, matches query: PolicyQuery) -> Bool {
+    /// The action `rule` takes on `query`, or `nil` when it does not match.
+    private static func action(of rule: PolicyRule, for query: PolicyQuery) -> PolicyAction? {
         if let opnums = rule.opnums {
             if let opnum = query.opnum {
-                guard opnums.contains(opnum) else { return false }
+                guard opnums.contains(opnum) else { return nil }
             } else if rule.action == .deny {
                 // A bind: a deny of some operations leaves the others reachable, so it does not
                 // decide the bind. The calls are checked one by one.
-                return false
+                return nil
             }
         }
-        return self.conditionsOtherThanOpnums(of: rule, hold: query)
+        var action = rule.action
+        if let classIDs = rule.classIDs {
+            if query.opnum == nil {
+                // A bind: like a deny of some operations, a deny of some classes leaves the
+                // interface's other activations reachable.
+                guard rule.action != .deny else { return nil }
+            } else {
+                switch query.activation {
+                case nil:
+                    return nil
+                case .known(let classID):
+                    guard classIDs.contains(where: { $0.classID == classID }) else { return nil }
+                case .sealed, .unreadable:
+                    action = rule.sealedActivation ?? PolicyRule.defaultSealedActivation
+                }
+            }
+        }
+        return self.conditionsOtherThanOpnums(of: rule, hold: query) ? action : nil
     }
 
     private static func conditionsOtherThanOpnums(of rule: PolicyRule, hold query: PolicyQuery) -> Bool {
@@ -255,7 +302,9 @@ public struct Policy: Hashable, Sendable {
     /// (`default: audit`) records each opnum its clients call.
     public var inspectsOperations: Bool {
         self.defaultAction == .audit
-            || self.rules.contains { $0.opnums != nil || $0.minimumAuthLevel != nil || $0.action == .audit }
+            || self.rules.contains {
+                $0.opnums != nil || $0.minimumAuthLevel != nil || $0.classIDs != nil || $0.action == .audit
+            }
     }
 }
 
@@ -295,6 +344,10 @@ extension PolicyRule {
         }
         if let level = self.minimumAuthLevel {
             lines.append("  min_auth_level: \(level)")
+        }
+        if let classIDs = self.classIDs {
+            lines.append("  clsids: [\(classIDs.map(\.label).joined(separator: ", "))]")
+            lines.append("  sealed_activation: \((self.sealedActivation ?? Self.defaultSealedActivation).rawValue)")
         }
         return lines
     }

@@ -27,6 +27,7 @@ public struct RPCWireError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidNTLMMessage = "invalid_ntlm_message"
             case invalidSPNEGOToken = "invalid_spnego_token"
             case invalidKerberosToken = "invalid_kerberos_token"
+            case invalidDCOM = "invalid_dcom"
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -73,6 +74,9 @@ public struct RPCWireError: Error, Hashable, Sendable, CustomStringConvertible {
         /// A Kerberos token (RFC 4121 4.1, RFC 4120 5.5.1) in an `auth_value` that is not
         /// well-formed DER or over a limit.
         public static let invalidKerberosToken = Code(.invalidKerberosToken)
+        /// DCOM data (MS-DCOM 2.2: ORPC headers, OBJREFs, string bindings, activation properties)
+        /// whose fields are inconsistent or over a limit.
+        public static let invalidDCOM = Code(.invalidDCOM)
 
         /// A short, stable identifier such as `fragment_too_long`.
         public var description: String { self.base.rawValue }

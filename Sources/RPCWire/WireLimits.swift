@@ -30,6 +30,21 @@ public struct WireLimits: Hashable, Sendable {
     public var maximumIdentityNameLength: Int
     /// Most components accepted in a Kerberos principal name (`ldap/dc1.example.com` has 2).
     public var maximumPrincipalComponents: Int
+    /// Largest accepted DCOM `MInterfacePointer` (`ulCntData`, MS-DCOM 2.2.14): the marshaled
+    /// OBJREF, or the activation properties blob it wraps. Windows activations carry about 1 KiB.
+    public var maximumInterfacePointerLength: Int
+    /// Most 16-bit entries accepted in a DCOM `DUALSTRINGARRAY` (`wNumEntries`, MS-DCOM 2.2.19.1).
+    /// A Windows server's OXID bindings with named pipes and six security bindings use about 300.
+    public var maximumDualStringArrayEntries: Int
+    /// Most properties in one activation properties blob (`cIfs` of the CustomHeader, MS-DCOM
+    /// 2.2.22.1, whose IDL range is `MAX_ACTPROP_LIMIT` = 10), and most interfaces requested or
+    /// returned by one activation (MS-DCOM declares `MAX_REQUESTED_INTERFACES` 0x8000; Windows asks
+    /// for one or two).
+    public var maximumActivationEntries: Int
+    /// Most ORPC extents accepted in one ORPCTHIS/ORPCTHAT (MS-DCOM 2.2.13.2; Windows sends at most two).
+    public var maximumORPCExtents: Int
+    /// Largest accepted ORPC extent body, in bytes (MS-DCOM 2.2.13.1).
+    public var maximumORPCExtentLength: Int
 
     public init(
         maximumFragmentLength: Int = 16 * 1024,
@@ -42,7 +57,12 @@ public struct WireLimits: Hashable, Sendable {
         maximumAnnotationLength: Int = 256,
         maximumFragmentsPerCall: Int = 1024,
         maximumIdentityNameLength: Int = 512,
-        maximumPrincipalComponents: Int = 8
+        maximumPrincipalComponents: Int = 8,
+        maximumInterfacePointerLength: Int = 64 * 1024,
+        maximumDualStringArrayEntries: Int = 8 * 1024,
+        maximumActivationEntries: Int = 64,
+        maximumORPCExtents: Int = 16,
+        maximumORPCExtentLength: Int = 16 * 1024
     ) {
         self.maximumFragmentLength = maximumFragmentLength
         self.maximumPresentationContexts = maximumPresentationContexts
@@ -55,6 +75,11 @@ public struct WireLimits: Hashable, Sendable {
         self.maximumFragmentsPerCall = maximumFragmentsPerCall
         self.maximumIdentityNameLength = maximumIdentityNameLength
         self.maximumPrincipalComponents = maximumPrincipalComponents
+        self.maximumInterfacePointerLength = maximumInterfacePointerLength
+        self.maximumDualStringArrayEntries = maximumDualStringArrayEntries
+        self.maximumActivationEntries = maximumActivationEntries
+        self.maximumORPCExtents = maximumORPCExtents
+        self.maximumORPCExtentLength = maximumORPCExtentLength
     }
 
     /// The 16-byte common header of every connection-oriented PDU (C706 12.6.3.1).

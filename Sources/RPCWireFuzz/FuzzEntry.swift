@@ -23,6 +23,8 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    token by ``AuthIdentity``; every name it returns must respect the limits.
 /// 7. The framed PDUs go through fragment reassembly, the request and security-trailer peeks
 ///    (checked against the full parse), the secondary-address rewrite and the refusals answering them (``fuzzFragmentAssembly(_:limits:)`` and its siblings).
+/// 8. The input, and the stub of every parsed request and response, is read by the DCOM parsers
+///    (activation, OXID resolution, ServerAlive2, ORPC headers, OBJREF): see ``fuzzDCOM``.
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
@@ -55,6 +57,7 @@ func fuzzOneInput(_ input: ByteBuffer) {
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
     fuzzAuthIdentity(input, limits: limits)
+    fuzzDCOM(input: input, pdus: parsed, limits: limits)
 }
 
 /// Parses `token` under each auth type that carries names; what comes out must be within limits.

@@ -105,8 +105,8 @@ func fuzzRefusals(_ pdus: [PDU], limits: WireLimits) {
 }
 
 /// The gateway decides most PDUs on two peeks (``RawPDU/requestHeader`` and
-/// ``RawPDU/securityTrailer``) and forwards the bytes unparsed: on every PDU that parses, a peek
-/// must say what the full parse says.
+/// ``RawPDU/securityTrailer``; ``RawPDU/requestObjectUUID`` for audit lines) and forwards the
+/// bytes unparsed: on every PDU that parses, a peek must say what the full parse says.
 func fuzzPeeks(_ fragments: [RawPDU], limits: WireLimits) {
     for raw in fragments {
         let peekedRequest = raw.requestHeader
@@ -122,6 +122,12 @@ func fuzzPeeks(_ fragments: [RawPDU], limits: WireLimits) {
                     )
             else {
                 fatalError("request peek \(String(describing: peekedRequest)) disagrees with the parse")
+            }
+            // The object UUID (a DCOM call's IPID, which audit lines carry) likewise.
+            guard raw.requestObjectUUID == request.objectUUID else {
+                fatalError(
+                    "object UUID peek \(String(describing: raw.requestObjectUUID)) disagrees with the parse"
+                )
             }
         }
         if let verifier = pdu.authVerifier {

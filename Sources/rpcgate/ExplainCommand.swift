@@ -39,10 +39,35 @@ struct Explain: ParsableCommand {
     @Option(help: "The route whose policy applies (needed when the configuration has several).")
     var route: String?
 
+    @Option(
+        help: "For a DCOM activation call: the class it creates (a class catalog name or CLSID), or `sealed`."
+    )
+    var clsid: String?
+
     func validate() throws {
         _ = try Self.client(self.from)
         _ = try Self.syntax(self.interface)
         _ = try Self.authLevel(self.authLevel)
+        _ = try Self.activation(self.clsid)
+        if self.clsid != nil, self.opnum == nil {
+            throw ValidationError("--clsid needs --opnum: it describes an activation call")
+        }
+    }
+
+    /// `--clsid`: a class catalog name, a CLSID, `sealed` or `unreadable`.
+    static func activation(_ text: String?) throws -> ActivationClass? {
+        guard let text else { return nil }
+        switch text.lowercased() {
+        case "sealed": return .sealed
+        case "unreadable": return .unreadable
+        default:
+            guard let matcher = ClassIDMatcher(parsing: text) else {
+                throw ValidationError(
+                    "unknown COM class \"\(text)\" (\(ClassCatalog.all.map(\.name).joined(separator: ", ")), a CLSID, or sealed)"
+                )
+            }
+            return .known(matcher.classID)
+        }
     }
 
     func run() throws {
@@ -59,7 +84,8 @@ struct Explain: ParsableCommand {
             interface: try Self.syntax(self.interface),
             opnum: self.opnum,
             client: try Self.client(self.from),
-            authLevel: try Self.authLevel(self.authLevel)
+            authLevel: try Self.authLevel(self.authLevel),
+            activation: try Self.activation(self.clsid)
         )
         let explanation = route.policy.explain(query)
         for line in Self.report(explanation, for: query, route: route) {
@@ -79,6 +105,9 @@ struct Explain: ParsableCommand {
         lines.append(
             "\(what) \(self.describe(query.interface)) from \(query.client), auth level \(query.authLevel)"
         )
+        if let activation = query.activation {
+            lines.append("activation of class \(activation)")
+        }
         lines.append("decision: \(explanation.decision.action)")
         if let rule = explanation.rule {
             lines.append("decided by \(rule.origin):")
@@ -123,7 +152,12 @@ struct Explain: ParsableCommand {
         guard let name = rule.origin.profile, let profile = BuiltInProfiles.named(name),
             let entry = profile.entry(for: query.interface, opnum: query.opnum)
         else { return [] }
-        let operation = entry.operation.map { "opnum \($0.opnum): \($0.name)" } ?? "every operation, bind included"
+        let operation: String
+        if let classes = entry.rule.classes {
+            operation = "activations of \(classes.joined(separator: ", ")) only; the bind and other calls stay allowed"
+        } else {
+            operation = entry.operation.map { "opnum \($0.opnum): \($0.name)" } ?? "every operation, bind included"
+        }
         return [operation, "\(entry.rule.specification): \(entry.rule.reason)"]
     }
 

@@ -234,7 +234,7 @@ struct ConnectionStateMachineTests {
 
     static func deniedCalls(_ events: [ConnectionEvent]) -> [(UInt16, AuthLevel)] {
         events.compactMap { event in
-            if case .callDenied(_, let opnum, _, let level, _) = event { return (opnum, level) }
+            if case .callDenied(_, let opnum, _, let level, _, _) = event { return (opnum, level) }
             return nil
         }
     }

@@ -175,6 +175,9 @@ struct ProfileTests {
                     )
                     #expect(Set(operations.map(\.name)).count == operations.count)
                 }
+                for name in rule.classes ?? [] {
+                    #expect(ClassCatalog.named(name) != nil, "\(profile.name): \(name) is in the class catalog")
+                }
                 #expect(!rule.specification.isEmpty && !rule.reason.isEmpty)
             }
             let expanded = profile.expand(at: 7, exceptSources: Self.dcs)
@@ -184,6 +187,7 @@ struct ProfileTests {
                 #expect(rule.origin == RuleOrigin(index: 7, profile: profile.name))
                 #expect(rule.interfaces?.map(\.label) == source.interfaces)
                 #expect(rule.exceptSources == Self.dcs)
+                #expect(rule.classIDs?.map(\.label) == source.classes)
                 #expect(rule.sources == nil && rule.minimumAuthLevel == nil)
                 if let operations = source.operations {
                     let listed = Set(operations.map(\.opnum))

@@ -19,15 +19,15 @@ extension RouteRuntime {
         case .bindDecision(let bound, let decision, _, _):
             interface = bound
             denied = !decision.permits
-        case .callDenied(let called, _, _, _, _):
+        case .callDenied(let called, _, _, _, _, _):
             interface = called
             denied = true
-        case .callAudited(let called, _, _, _, _):
+        case .callAudited(let called, _, _, _, _, _):
             interface = called
             denied = false
         case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered,
             .alterContextServedElsewhere, .secondaryAddressKept, .authenticatedEndpointMapperRefused,
-            .protectedEndpointLookupDenied, .protocolError:
+            .protectedEndpointLookupDenied, .protocolError, .activation, .dcomEndpointsAnnounced:
             return
         }
         // Read from the socket address once; no text round trip.

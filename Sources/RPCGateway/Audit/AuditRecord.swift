@@ -93,13 +93,55 @@ package struct AuditTimestamp: Hashable, Sendable, Comparable {
 /// ...); the rest are in the custom `rpc.*` namespace. Keys are flat and dotted, which
 /// Elasticsearch, Vector and jq all read. `docs/AUDIT.md` lists every field.
 ///
-/// Binds on the endpoint-mapper listener are decided by the listener itself (only the endpoint
-/// mapper, below packet level), not by a policy rule: their `rule.id` is `null` and
-/// `rpc.listener` is `epm`.
+/// Endpoint-mapper binds on the endpoint-mapper listener are decided by the listener itself (below
+/// packet level), not by a policy rule: their `rule.id` is `null` and `rpc.listener` is `epm`. The
+/// DCOM SCM interfaces there (activation, OXID resolution) are decided by the policy, and their
+/// lines carry `rpc.dcom.*` (``DCOM``).
 package struct AuditRecord: Hashable, Sendable {
     package enum Event: String, Hashable, Sendable {
         case bind
         case call
+        /// A DCOM activation request on the SCM (MS-DCOM 3.1.2.5.2.3), whatever its decision.
+        case activation
+        /// A readable activation reply: the object exporter's OXID and ports.
+        case activationReply = "activation_reply"
+        /// A readable ResolveOxid/ResolveOxid2 reply: the exporter's ports.
+        case oxidResolution = "oxid_resolution"
+    }
+
+    /// What a DCOM line adds (`rpc.dcom.*`).
+    package struct DCOM: Hashable, Sendable {
+        /// Activation lines: the class created, or `sealed`/`unreadable`.
+        package var activation: ActivationClass?
+        /// Replies: the CLSID of the readable request they answer.
+        package var classID: DCEUUID?
+        package var oxid: UInt64?
+        package var ports: [UInt16]
+        package var bindings: [String]
+        /// Calls: the request's object UUID (IPID); replies: the returned interfaces' IPIDs.
+        package var ipids: [DCEUUID]
+
+        package init(
+            activation: ActivationClass? = nil,
+            classID: DCEUUID? = nil,
+            oxid: UInt64? = nil,
+            ports: [UInt16] = [],
+            bindings: [String] = [],
+            ipids: [DCEUUID] = []
+        ) {
+            self.activation = activation
+            self.classID = classID
+            self.oxid = oxid
+            self.ports = ports
+            self.bindings = bindings
+            self.ipids = ipids
+        }
+
+        /// `0x053773507f213667`: 16 hex digits, as Wireshark shows OXIDs.
+        static func hex(_ value: UInt64) -> String {
+            let digits = String(value, radix: 16)
+            return "0x" + String(repeating: "0", count: 16 - digits.count) + digits
+        }
     }
 
     package var time: AuditTimestamp
@@ -121,6 +163,8 @@ package struct AuditRecord: Hashable, Sendable {
     package var decision: PolicyDecision
     /// The name of the route's policy.
     package var policy: String
+    /// DCOM details: activation lines, DCOM replies, and calls that name an object (IPID).
+    package var dcom: DCOM?
 
     package init(
         time: AuditTimestamp,
@@ -135,7 +179,8 @@ package struct AuditRecord: Hashable, Sendable {
         authLevel: AuthLevel,
         identity: AuthIdentity? = nil,
         decision: PolicyDecision,
-        policy: String
+        policy: String,
+        dcom: DCOM? = nil
     ) {
         self.time = time
         self.route = route
@@ -150,12 +195,14 @@ package struct AuditRecord: Hashable, Sendable {
         self.identity = identity
         self.decision = decision
         self.policy = policy
+        self.dcom = dcom
     }
 
     /// The ATT&CK techniques of the built-in profile rule that made the decision; empty when no
     /// profile did.
     package var techniques: [AttackTechnique] {
         guard let profile = self.decision.origin?.profile else { return [] }
+        guard self.event != .activationReply, self.event != .oxidResolution else { return [] }
         return BuiltInProfiles.techniques(profile: profile, interface: self.interface, opnum: self.opnum)
     }
 
@@ -231,6 +278,9 @@ package struct AuditRecord: Hashable, Sendable {
         case nil:
             break
         }
+        if let dcom = self.dcom {
+            self.writeDCOM(dcom, into: &object, &buffer)
+        }
         let techniques = self.techniques
         if !techniques.isEmpty {
             object.field("threat.framework", "MITRE ATT&CK", &buffer)
@@ -248,6 +298,34 @@ package struct AuditRecord: Hashable, Sendable {
         }
         object.end(&buffer)
         buffer.writeInteger(UInt8(ascii: "\n"))
+    }
+
+    /// The `rpc.dcom.*` fields, in a fixed order; each only when known.
+    private func writeDCOM(_ dcom: DCOM, into object: inout JSONObjectWriter, _ buffer: inout ByteBuffer) {
+        switch dcom.activation {
+        case .known(let classID):
+            object.field("rpc.dcom.clsid", classID.description, &buffer)
+            object.field("rpc.dcom.class", ClassCatalog.name(of: classID), &buffer)
+            object.field("rpc.dcom.sealed", false, &buffer)
+        case .sealed, .unreadable:
+            object.field("rpc.dcom.clsid", dcom.activation?.description, &buffer)
+            object.field("rpc.dcom.sealed", dcom.activation == .sealed, &buffer)
+        case nil:
+            if let classID = dcom.classID {
+                object.field("rpc.dcom.clsid", classID.description, &buffer)
+                object.field("rpc.dcom.class", ClassCatalog.name(of: classID), &buffer)
+            }
+        }
+        if let oxid = dcom.oxid {
+            object.field("rpc.dcom.oxid", DCOM.hex(oxid), &buffer)
+        }
+        if !dcom.ports.isEmpty || self.event == .activationReply || self.event == .oxidResolution {
+            object.field("rpc.dcom.ports", integers: dcom.ports.map(Int64.init), &buffer)
+            object.field("rpc.dcom.bindings", strings: dcom.bindings, &buffer)
+        }
+        if !dcom.ipids.isEmpty {
+            object.field("rpc.dcom.ipid", strings: dcom.ipids.map(\.description), &buffer)
+        }
     }
 
     /// The record as one line of JSON, without the newline (for tests and diagnostics).
@@ -300,6 +378,17 @@ struct JSONObjectWriter {
     mutating func field(_ key: StaticString, _ value: Bool, _ buffer: inout ByteBuffer) {
         self.key(key, &buffer)
         buffer.writeStaticString(value ? "true" : "false")
+    }
+
+    /// A JSON array of integers.
+    mutating func field(_ key: StaticString, integers values: [Int64], _ buffer: inout ByteBuffer) {
+        self.key(key, &buffer)
+        buffer.writeInteger(UInt8(ascii: "["))
+        for (index, value) in values.enumerated() {
+            if index > 0 { buffer.writeInteger(UInt8(ascii: ",")) }
+            buffer.writeString(String(value))
+        }
+        buffer.writeInteger(UInt8(ascii: "]"))
     }
 
     /// A JSON array of strings (ECS fields such as `event.type` are arrays).

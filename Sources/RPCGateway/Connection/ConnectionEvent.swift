@@ -7,13 +7,15 @@ public enum ConnectionEvent: Hashable, Sendable {
     /// A bind or alter_context presentation context was decided.
     case bindDecision(interface: SyntaxID, decision: PolicyDecision, authLevel: AuthLevel, authType: AuthType)
     /// A request was refused by an opnum rule. The auth level and type are the request's own
-    /// (its `sec_trailer`), or the connection's when it carries none.
+    /// (its `sec_trailer`), or the connection's when it carries none. `objectUUID` is the request
+    /// header's object UUID: for a DCOM call, the IPID of the interface pointer called.
     case callDenied(
         interface: SyntaxID,
         opnum: UInt16,
         decision: PolicyDecision,
         authLevel: AuthLevel,
-        authType: AuthType
+        authType: AuthType,
+        objectUUID: DCEUUID? = nil
     )
     /// A request was allowed by an `audit` rule.
     case callAudited(
@@ -21,8 +23,23 @@ public enum ConnectionEvent: Hashable, Sendable {
         opnum: UInt16,
         decision: PolicyDecision,
         authLevel: AuthLevel,
+        authType: AuthType,
+        objectUUID: DCEUUID? = nil
+    )
+    /// A DCOM activation request (RemoteCreateInstance, RemoteGetClassObject, RemoteActivation)
+    /// was decided; recorded whatever the decision. `activation` is the class it creates, or that
+    /// it could not be read (sealed).
+    case activation(
+        interface: SyntaxID,
+        opnum: UInt16,
+        activation: ActivationClass,
+        decision: PolicyDecision,
+        authLevel: AuthLevel,
         authType: AuthType
     )
+    /// A readable DCOM reply named where an object exporter listens: the ports a client will
+    /// connect to next. What a table of learned pinholes is fed from.
+    case dcomEndpointsAnnounced(DCOMAnnouncement)
     /// A request named a presentation context that was never accepted.
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
@@ -68,4 +85,58 @@ public enum CloseReason: String, Hashable, Sendable, CaseIterable {
     /// A call was refused on a signed or sealed session, which cannot continue without it.
     case callDeniedOnProtectedSession = "call_denied_on_protected_session"
     case shutdown = "shutdown"
+}
+
+/// What a readable DCOM reply on the SCM (port 135) announced: an activation reply's OXID
+/// bindings (MS-DCOM 2.2.22.2.8) and returned interface pointers, or a ResolveOxid/ResolveOxid2
+/// reply (3.1.2.5.1.1, 3.1.2.5.1.5). The server is the connection's.
+public struct DCOMAnnouncement: Hashable, Sendable {
+    public enum Source: String, Hashable, Sendable {
+        /// The reply to RemoteCreateInstance, RemoteGetClassObject or RemoteActivation.
+        case activation = "activation_reply"
+        /// The reply to ResolveOxid or ResolveOxid2.
+        case oxidResolution = "oxid_resolution"
+    }
+
+    public var source: Source
+    public var interface: SyntaxID
+    public var opnum: UInt16
+    /// The object exporter; for a ResolveOxid reply, the OXID the request asked for.
+    public var oxid: UInt64?
+    /// The TCP ports of the `HOST[PORT]` string bindings, without repeats.
+    public var ports: [UInt16]
+    /// The string bindings' network addresses as sent (`dc1[49670]`, `10.0.0.5[49670]`).
+    public var bindings: [String]
+    /// The IPIDs of the interface pointers an activation returned.
+    public var ipids: [DCEUUID]
+    /// The CLSID the activation request named, when it was readable.
+    public var classID: DCEUUID?
+    /// The reply's own auth level (its `sec_trailer`): below privacy, or it could not be read.
+    public var authLevel: AuthLevel
+    /// The decision that let the request through (for the audit line).
+    public var decision: PolicyDecision
+
+    public init(
+        source: Source,
+        interface: SyntaxID,
+        opnum: UInt16,
+        oxid: UInt64?,
+        ports: [UInt16],
+        bindings: [String],
+        ipids: [DCEUUID] = [],
+        classID: DCEUUID? = nil,
+        authLevel: AuthLevel,
+        decision: PolicyDecision
+    ) {
+        self.source = source
+        self.interface = interface
+        self.opnum = opnum
+        self.oxid = oxid
+        self.ports = ports
+        self.bindings = bindings
+        self.ipids = ipids
+        self.classID = classID
+        self.authLevel = authLevel
+        self.decision = decision
+    }
 }

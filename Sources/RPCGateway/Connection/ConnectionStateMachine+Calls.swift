@@ -19,7 +19,8 @@ extension ConnectionStateMachine {
             }
             if isLast { self.session.incomingCall = nil }
             if incoming.dropped { return .drop }
-            return self.role == .endpointMapper ? self.collectEndpointMapperRequest(raw) : .forward
+            return self.role == .endpointMapper && !incoming.isSCMCall
+                ? self.collectEndpointMapperRequest(raw) : .forward
         }
         guard isFirst else {
             // Without this check a fragment lacking FIRST_FRAG would reach the server before any
@@ -44,54 +45,86 @@ extension ConnectionStateMachine {
             guard let bytes = try? fault.serialized() else { return .close(.unknownContext) }
             return .respondAndClose(bytes, .unknownContext)
         }
-        if !isLast { self.session.incomingCall = IncomingCall(callID: header.callID, dropped: false) }
+        let isSCMCall = self.role == .endpointMapper && Self.isSCMInterface(context.interface)
+        if !isLast {
+            self.session.incomingCall = IncomingCall(callID: header.callID, dropped: false, isSCMCall: isSCMCall)
+        }
         switch self.role {
         case .endpointMapper:
+            if isSCMCall {
+                return self.decideSCMCall(raw, context: context, fields: fields, isLast: isLast)
+            }
             return self.collectEndpointMapperRequest(raw)
         case .mapped:
-            return self.decideCall(raw, interface: context.interface, fields: fields, isLast: isLast)
+            guard self.policy.inspectsOperations else { return .forward }
+            return self.decideCall(raw, interface: context.interface, fields: fields, isLast: isLast).action
         }
     }
 
-    /// Decides a call on a mapped connection by its interface and opnum.
-    private mutating func decideCall(
+    /// Decides a call by its interface and opnum (and, for a DCOM activation request, the class it
+    /// creates). An activation is always recorded; other calls when denied or audited.
+    mutating func decideCall(
         _ raw: RawPDU,
         interface: SyntaxID,
         fields: RequestHeaderFields,
-        isLast: Bool
-    ) -> ClientAction {
-        guard self.policy.inspectsOperations else { return .forward }
+        isLast: Bool,
+        activation: ActivationClass? = nil
+    ) -> (action: ClientAction, decision: PolicyDecision) {
         let header = raw.header
         let requestAuth = raw.securityTrailer
         let requestLevel = requestAuth?.authLevel ?? self.authLevel
         let requestType = requestAuth?.authType ?? self.authType
         let decision = self.policy.evaluate(
-            PolicyQuery(interface: interface, opnum: fields.opnum, client: self.client, authLevel: requestLevel)
+            PolicyQuery(
+                interface: interface,
+                opnum: fields.opnum,
+                client: self.client,
+                authLevel: requestLevel,
+                activation: activation
+            )
         )
+        if let activation {
+            self.events.append(
+                .activation(
+                    interface: interface,
+                    opnum: fields.opnum,
+                    activation: activation,
+                    decision: decision,
+                    authLevel: requestLevel,
+                    authType: requestType
+                )
+            )
+        }
         switch decision.action {
         case .allow:
-            return .forward
+            return (.forward, decision)
         case .audit:
-            self.events.append(
-                .callAudited(
-                    interface: interface,
-                    opnum: fields.opnum,
-                    decision: decision,
-                    authLevel: requestLevel,
-                    authType: requestType
+            if activation == nil {
+                self.events.append(
+                    .callAudited(
+                        interface: interface,
+                        opnum: fields.opnum,
+                        decision: decision,
+                        authLevel: requestLevel,
+                        authType: requestType,
+                        objectUUID: raw.requestObjectUUID
+                    )
                 )
-            )
-            return .forward
+            }
+            return (.forward, decision)
         case .deny:
-            self.events.append(
-                .callDenied(
-                    interface: interface,
-                    opnum: fields.opnum,
-                    decision: decision,
-                    authLevel: requestLevel,
-                    authType: requestType
+            if activation == nil {
+                self.events.append(
+                    .callDenied(
+                        interface: interface,
+                        opnum: fields.opnum,
+                        decision: decision,
+                        authLevel: requestLevel,
+                        authType: requestType,
+                        objectUUID: raw.requestObjectUUID
+                    )
                 )
-            )
+            }
             if !isLast { self.session.incomingCall?.dropped = true }
             let fault = PDU.fault(
                 callID: header.callID,
@@ -99,7 +132,7 @@ extension ConnectionStateMachine {
                 status: .accessDenied,
                 dataRepresentation: header.dataRepresentation
             )
-            guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+            guard let bytes = try? fault.serialized() else { return (.close(.protocolError), decision) }
             // With per-message protection (NTLM or Kerberos signing/sealing: level call and
             // above) the client has already advanced its sequence number and cipher state for
             // this call; the server, never seeing it, would reject every later call
@@ -107,9 +140,9 @@ extension ConnectionStateMachine {
             // resynchronise them, so it ends the connection right after the fault: the
             // client fails at once and cleanly, and reconnects for its next call.
             if requestLevel >= .call, self.authType != .none {
-                return .respondAndClose(bytes, .callDeniedOnProtectedSession)
+                return (.respondAndClose(bytes, .callDeniedOnProtectedSession), decision)
             }
-            return .respond(bytes)
+            return (.respond(bytes), decision)
         }
     }
 
@@ -125,9 +158,11 @@ extension ConnectionStateMachine {
         case .response:
             if raw.header.flags.contains(.lastFragment) { self.session.callsInFlight.remove(raw.header.callID) }
             guard self.role == .endpointMapper else { return .forward }
+            if let call = self.dcom.pending[raw.header.callID] { return self.scmResponse(raw, call: call) }
             return self.endpointMapperResponse(raw)
         case .fault:
             self.session.callsInFlight.remove(raw.header.callID)
+            self.dcom.pending.removeValue(forKey: raw.header.callID)
             self.endpointMapper?.callFaulted(raw.header.callID)
             return .forward
         case .shutdown:

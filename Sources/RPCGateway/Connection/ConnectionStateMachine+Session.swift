@@ -35,6 +35,9 @@ extension ConnectionStateMachine {
         var callID: UInt32
         /// The first fragment was refused (opnum rule): the rest of the call is swallowed.
         var dropped: Bool
+        /// A DCOM call on the endpoint-mapper listener (``isSCMInterface(_:)``): its later
+        /// fragments are forwarded, not collected as an endpoint-mapper request.
+        var isSCMCall = false
     }
 
     /// What the connection has agreed with the server: contexts, security, calls in flight.

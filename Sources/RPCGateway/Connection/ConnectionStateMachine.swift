@@ -102,6 +102,8 @@ public struct ConnectionStateMachine: Sendable {
     var session = Session()
     /// Endpoint-mapper calls and reassembly; created when the connection takes that role.
     var endpointMapper: EndpointMapperCalls?
+    /// DCOM calls on the SCM (the endpoint-mapper listener), see ConnectionStateMachine+DCOM.swift.
+    var dcom = DCOMCalls()
     /// The route's policy. The connection replaces it after a configuration reload, so new binds
     /// and calls on established connections follow the new rules.
     public var policy: Policy
@@ -176,7 +178,7 @@ public struct ConnectionStateMachine: Sendable {
     /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.
     /// A draining gateway closes a connection as soon as this becomes false.
     public var hasCallsInFlight: Bool {
-        !self.session.callsInFlight.isEmpty || !self.session.offeredContexts.isEmpty
+        !self.session.callsInFlight.isEmpty || !self.session.offeredContexts.isEmpty || !self.dcom.pending.isEmpty
             || (self.endpointMapper?.isCollecting ?? false)
     }
 
@@ -314,9 +316,14 @@ public struct ConnectionStateMachine: Sendable {
             let decision: PolicyDecision
             switch self.role {
             case .endpointMapper:
-                decision = self.endpointMapperBindDecision(context.abstractSyntax)
-                if !decision.permits, self.refusesProtectedLookup(context.abstractSyntax) {
-                    protectedLookupRefused = true
+                // RPCSS serves DCOM activation and OXID resolution on 135 beside the mapper.
+                if Self.isSCMInterface(context.abstractSyntax) {
+                    decision = self.scmBindDecision(context.abstractSyntax)
+                } else {
+                    decision = self.endpointMapperBindDecision(context.abstractSyntax)
+                    if !decision.permits, self.refusesProtectedLookup(context.abstractSyntax) {
+                        protectedLookupRefused = true
+                    }
                 }
             case .mapped:
                 decision = self.policy.evaluate(

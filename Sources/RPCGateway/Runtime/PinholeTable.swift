@@ -7,8 +7,9 @@ public import RPCWire
 /// a while: what a transparent route with `pinholes: learned` admits on its `server_ports_listen`.
 ///
 /// Fed by the endpoint-mapper role (the ncacn_ip_tcp towers of unprotected and signed replies;
-/// sealed ones cannot be read). A DCOM role can feed it from OXID resolutions and activation
-/// replies it can read (``open(client:server:now:)``). Thread-safe; bounded.
+/// sealed ones cannot be read) and by the DCOM role's readable OXID resolutions and activation
+/// replies (``ConnectionEvent/dcomEndpointsAnnounced(_:)``, in `RouteRuntime+Events`). Thread-safe;
+/// bounded.
 public final class PinholeTable: Sendable {
     private let pinholes: NIOLockedValueBox<PinholeSet>
 

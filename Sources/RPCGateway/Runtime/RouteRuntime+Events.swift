@@ -55,8 +55,8 @@ extension RouteRuntime {
                 listener: listener,
                 identity: identity
             )
-        case .callDenied(let interface, let opnum, let decision, let level, let type),
-            .callAudited(let interface, let opnum, let decision, let level, let type):
+        case .callDenied(let interface, let opnum, let decision, let level, let type, let objectUUID),
+            .callAudited(let interface, let opnum, let decision, let level, let type, let objectUUID):
             if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
             // A refusal and an audit rule's call are notable; a learning policy's default audits
             // every call, which the audit log records: those log lines stay at debug.
@@ -68,6 +68,7 @@ extension RouteRuntime {
                     "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)", "opnum": "\(opnum)",
                     "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
                     "rule": "\(decision.origin.map(\.description) ?? "default")",
+                    "ipid": "\(objectUUID.map(\.description) ?? "-")",
                 ]
             )
             self.recordDecision(
@@ -80,8 +81,70 @@ extension RouteRuntime {
                 client: client,
                 server: server,
                 listener: listener,
-                identity: identity
+                identity: identity,
+                dcom: objectUUID.map { AuditRecord.DCOM(ipids: [$0]) }
             )
+        case .activation(let interface, let opnum, let activation, let decision, let level, let type):
+            let readable: Bool
+            if case .known = activation { readable = true } else { readable = false }
+            self.metrics.dcomActivation(decision: decision.action.rawValue, sealed: !readable)
+            if !decision.permits { self.metrics.callDenied(interface: self.interfaceLabel(interface)) }
+            self.logger.log(
+                level: decision.permits && decision.origin == nil ? .info : .notice,
+                decision.permits ? "DCOM activation allowed" : "DCOM activation denied",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "interface": "\(self.interfaceLabel(interface))", "opnum": "\(opnum)",
+                    "clsid": "\(activation)", "auth_level": "\(level)", "decision": "\(decision.action.rawValue)",
+                    "rule": "\(decision.origin.map(\.description) ?? "default")",
+                ]
+            )
+            self.recordDecision(
+                .activation,
+                interface,
+                opnum,
+                decision,
+                level,
+                type,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity,
+                dcom: AuditRecord.DCOM(activation: activation)
+            )
+        case .dcomEndpointsAnnounced(let announcement):
+            // Readable replies only: a sealed one announces nothing the gateway can see.
+            self.metrics.dcomPortsAnnounced(count: announcement.ports.count)
+            self.logger.info(
+                "DCOM object exporter announced",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)", "server": "\(server)",
+                    "source": "\(announcement.source.rawValue)",
+                    "oxid": "\(announcement.oxid.map(AuditRecord.DCOM.hex) ?? "-")",
+                    "ports": "\(announcement.ports.map(String.init).joined(separator: ","))",
+                    "bindings": "\(announcement.bindings.joined(separator: " "))",
+                ]
+            )
+            self.recordDecision(
+                announcement.source == .activation ? .activationReply : .oxidResolution,
+                announcement.interface,
+                announcement.opnum,
+                announcement.decision,
+                announcement.authLevel,
+                .none,
+                client: client,
+                server: server,
+                listener: listener,
+                identity: identity,
+                dcom: AuditRecord.DCOM(
+                    classID: announcement.classID,
+                    oxid: announcement.oxid,
+                    ports: announcement.ports,
+                    bindings: announcement.bindings,
+                    ipids: announcement.ipids
+                )
+            )
+            self.learnPinholes(from: announcement, client: client, server: server)
         case .unknownContext(let contextID):
             self.metrics.pduError(reason: "unknown_context")
             self.logger.notice(
@@ -160,6 +223,19 @@ extension RouteRuntime {
         }
     }
 
+    /// A readable DCOM reply told the client where the object exporter listens: on a transparent
+    /// route with `server_ports_listen`, open those (server, port) pairs for `pinholes: learned`,
+    /// as readable endpoint-mapper towers do. The exporter is on the SCM's host (the connection's
+    /// server); ports outside `server_ports` are not opened (that listener would refuse them).
+    private func learnPinholes(from announcement: DCOMAnnouncement, client: SocketAddress?, server: TCPEndpoint) {
+        let settings = self.settings
+        guard settings.serverPortsListen != nil, let address = IPAddress(client) else { return }
+        for port in announcement.ports
+        where settings.allowedServerPorts.map({ ranges in ranges.contains { $0.contains(port) } }) ?? true {
+            self.pinholes.open(client: address, server: TCPEndpoint(address: server.address, port: port))
+        }
+    }
+
     /// One record per decision: queued for the audit log (the JSON is built on the audit writer
     /// thread) and, for a refusal, kept for the status page.
     private func recordDecision(
@@ -172,7 +248,8 @@ extension RouteRuntime {
         client: SocketAddress?,
         server: TCPEndpoint,
         listener: GatewayMetrics.Listener,
-        identity: AuthIdentity?
+        identity: AuthIdentity?,
+        dcom: AuditRecord.DCOM? = nil
     ) {
         let refused = !decision.permits
         guard self.audit != nil || (refused && self.denials != nil) else { return }
@@ -190,7 +267,8 @@ extension RouteRuntime {
             authLevel: level,
             identity: identity,
             decision: decision,
-            policy: settings.policy.name
+            policy: settings.policy.name,
+            dcom: dcom
         )
         self.audit?.record(record)
         if refused { self.denials?.record(record) }

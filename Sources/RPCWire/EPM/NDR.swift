@@ -83,6 +83,15 @@ struct NDRReader {
         return value
     }
 
+    /// A `hyper` (u64), aligned to 8 in both NDR and NDR64 (C706 14.2.5).
+    mutating func readUInt64(_ what: @autoclosure () -> String) throws -> UInt64 {
+        try self.align(8)
+        guard let value = self.buffer.readInteger(endianness: self.endianness, as: UInt64.self) else {
+            throw RPCWireError(.invalidNDR, "\(what()) at stub offset \(self.offset) past the end")
+        }
+        return value
+    }
+
     /// A u32 (NDR) or u64 (NDR64) value: conformance, offset, actual count or referent.
     mutating func readWide(_ what: @autoclosure () -> String) throws -> UInt64 {
         switch self.syntax {

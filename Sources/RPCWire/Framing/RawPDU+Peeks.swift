@@ -67,6 +67,19 @@ extension RawPDU {
         return RequestHeaderFields(allocationHint: allocationHint, contextID: contextID, opnum: opnum)
     }
 
+    /// The object UUID of a `request` whose `PFC_OBJECT_UUID` flag is set (C706 12.6.4.9: it
+    /// follows `opnum`, in `drep` order). For DCOM calls this is the IPID of the interface
+    /// pointer called (MS-DCOM 1.3.5); it stays in the clear when the stub is sealed.
+    ///
+    /// `nil` when the PDU is not a request, has no object UUID, or is too short to hold it.
+    public var requestObjectUUID: DCEUUID? {
+        guard self.header.packetType == .request, self.header.flags.contains(.objectUUID) else { return nil }
+        return self.bytes.getDCEUUID(
+            at: self.bytes.readerIndex + WireLimits.commonHeaderLength + 8,
+            endianness: self.header.endianness
+        )
+    }
+
     /// The `sec_trailer`, at `frag_length - auth_length - 8` (the PDU's end is the end of
     /// ``bytes``, which the framer makes `frag_length` long).
     ///

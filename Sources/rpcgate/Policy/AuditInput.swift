@@ -28,9 +28,19 @@ struct AuditEntry: Hashable, Sendable {
     var decision: PolicyAction
     var user: String?
     var servicePrincipal: String?
+    /// DCOM activation lines (`event.action` `activation`, read as calls): the class created, or
+    /// that it could not be read (`rpc.dcom.clsid`).
+    var activation: ActivationClass?
+    /// A DCOM reply line (`activation_reply`, `oxid_resolution`): it records what a request led to,
+    /// not a decision; learning and replay skip it.
+    var isAnnouncement = false
 
-    /// Whether the line was decided by the endpoint-mapper listener (not by a policy).
-    var isEndpointMapperListener: Bool { self.listener == "epm" }
+    /// Whether the line was decided by the endpoint-mapper listener itself (not by a policy). The
+    /// DCOM interfaces RPCSS serves on the same port are decided by the policy.
+    var isEndpointMapperListener: Bool {
+        self.listener == "epm" && !DCOMInterface.isActivator(self.interface.uuid)
+            && self.interface.uuid != DCOMInterface.objectExporter.uuid
+    }
 
     static let authLevels: [String: AuthLevel] = [
         "none": .none, "connect": .connect, "call": .call, "packet": .packet, "integrity": .integrity,
@@ -50,7 +60,8 @@ struct AuditEntry: Hashable, Sendable {
         }
         guard let timeText = string("@timestamp", "time"), let time = AuditTime.parse(timeText),
             let route = string("rpc.route", "route"),
-            let eventText = string("event.action", "event"), let event = Event(rawValue: eventText),
+            let eventText = string("event.action", "event"),
+            let event = Event(rawValue: eventText) ?? Self.dcomEvents[eventText],
             let clientText = string("source.ip", "client"), let client = IPAddress(clientText),
             let uuidText = string("rpc.interface_uuid", "uuid"), let uuid = DCEUUID(uuidText),
             let versionText = string("rpc.interface_version", "version"),
@@ -74,7 +85,18 @@ struct AuditEntry: Hashable, Sendable {
         let domain = string("user.domain")
         self.user = user.map { name in domain.map { "\($0)\\\(name)" } ?? name }
         self.servicePrincipal = string("rpc.auth.service_principal")
+        self.isAnnouncement = eventText == "activation_reply" || eventText == "oxid_resolution"
+        if eventText == "activation", let classText = string("rpc.dcom.clsid") {
+            switch classText {
+            case "sealed": self.activation = .sealed
+            case "unreadable": self.activation = .unreadable
+            default: self.activation = DCEUUID(classText).map { .known($0) }
+            }
+        }
     }
+
+    /// DCOM lines (`docs/AUDIT.md`): an activation is a call; replies are read and skipped.
+    static let dcomEvents: [String: Event] = ["activation": .call, "activation_reply": .call, "oxid_resolution": .call]
 }
 
 /// RFC 3339 timestamps, as the audit log writes them and as `--since`/`--until` take them.

@@ -47,6 +47,8 @@ struct PolicyReplay {
             self.unknownRoutes[entry.route, default: 0] += 1
             return
         }
+        // A DCOM reply line is no decision.
+        guard !entry.isAnnouncement else { return }
         // The endpoint-mapper listener decides its binds itself, whatever the policy.
         guard !entry.isEndpointMapperListener else {
             self.endpointMapperRecords += 1
@@ -58,7 +60,8 @@ struct PolicyReplay {
                 interface: entry.interface,
                 opnum: entry.event == .call ? entry.opnum : nil,
                 client: entry.client,
-                authLevel: entry.authLevel
+                authLevel: entry.authLevel,
+                activation: entry.activation
             )
         )
         guard !decision.permits else { return }

@@ -112,6 +112,7 @@ struct PolicyLearner {
             self.unknownRoutes[entry.route, default: 0] += 1
             return
         }
+        guard !entry.isAnnouncement else { return }
         guard !entry.isEndpointMapperListener else {
             self.endpointMapperRecords += 1
             return
