@@ -37,7 +37,9 @@ public struct ConnectionStateMachine: Sendable {
         case awaitingFirstBind(FirstBindRouting)
         /// The first bind is allowed; the runtime resolves its interface at the server's endpoint
         /// mapper and answers with ``firstBindResolved(_:)``.
-        case resolvingFirstBind(FirstBindRouting, HeldBind)
+        /// (`indirect`: the held bind, parsed, is most of a machine's size, and only a connection
+        /// being routed needs it; an idle one keeps a pointer-sized state.)
+        indirect case resolvingFirstBind(FirstBindRouting, HeldBind)
         /// The upstream connection is being made; the PDU that chose it goes first once it is up
         /// (``connected()``).
         case connecting(held: HeldPDU?)
@@ -45,7 +47,7 @@ public struct ConnectionStateMachine: Sendable {
         case spliced
         /// An `alter_context` on a bind-routed connection waits for the runtime's cached
         /// endpoint look-up (``alterContextChecked(_:)``).
-        case checkingAlterContext(HeldBind)
+        indirect case checkingAlterContext(HeldBind)
     }
 
     /// What to do with a PDU that came from the client, or with the runtime's answer.
@@ -165,8 +167,11 @@ public struct ConnectionStateMachine: Sendable {
     /// Events recorded since the last call; the caller turns them into metrics and logs.
     public mutating func takeEvents() -> [ConnectionEvent] {
         guard !self.events.isEmpty else { return [] }
-        defer { self.events.removeAll(keepingCapacity: true) }
-        return self.events
+        // Hands the storage over instead of keeping its capacity: events come with binds and
+        // decisions, not with every PDU, and an idle connection then holds no event storage.
+        let events = self.events
+        self.events = []
+        return events
     }
 
     /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.

@@ -56,8 +56,16 @@ final class ProxyConnection {
     /// When bytes last arrived from either side (updated once per read burst), on the event
     /// loop's clock.
     var lastActivity: NIODeadline
-    var timers: [Scheduled<Void>] = []
-    var idleCheck: Scheduled<Void>?
+    /// The connection's one timer: the bind, idle and half-close deadlines share it (see
+    /// `ProxyConnection+Lifecycle.swift`), so an idle connection holds one scheduled callback and
+    /// no promise.
+    var timer: NIOScheduledCallback?
+    /// When ``timer`` fires.
+    var timerDeadline: NIODeadline?
+    /// Until the first bind is accepted: the connection closes at this deadline if it is not.
+    var bindDeadline: NIODeadline?
+    /// Set when one side half-closed: the other direction may stay open until then.
+    var halfCloseDeadline: NIODeadline?
     var finished = false
     var policyGeneration: Int
     /// Set by a graceful shutdown: close as soon as no call is in flight.
@@ -125,13 +133,10 @@ final class ProxyConnection {
     func start() -> (handler: GlueHandler, spliced: EventLoopFuture<Void>) {
         let client = GlueHandler(side: .client, connection: self, limits: self.limits)
         self.clientHandler = client
-        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) {
-            [self] in
-            if !self.machine.isBound { self.close(.bindTimeout) }
-        }
-        self.timers.append(bindTimer)
-        self.lastActivity = self.eventLoop.now
-        self.scheduleIdleCheck(in: TimeAmount(self.timeouts.idleDuration))
+        let now = self.eventLoop.now
+        self.lastActivity = now
+        self.bindDeadline = now + TimeAmount(self.timeouts.bindDuration)
+        self.armTimer()
         if let server = self.machine.server, !self.machine.isSpliced {
             return (client, self.connect(to: server))
         }
@@ -227,13 +232,13 @@ final class ProxyConnection {
             self.close(self.closedReason)
             return
         }
-        // Propagate the FIN, and bound how long the other direction may stay open.
+        // Propagate the FIN, and bound how long the other direction may stay open (from the
+        // first half-close: a second one closes the connection above).
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) {
-            [self] in
-            self.close(.halfCloseTimeout)
+        if self.halfCloseDeadline == nil {
+            self.halfCloseDeadline = self.eventLoop.now + TimeAmount(self.timeouts.halfCloseDuration)
+            self.armTimer()
         }
-        self.timers.append(timer)
     }
 
     func channelInactive(_ side: ProxySide) {
