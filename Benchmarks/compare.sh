@@ -194,6 +194,10 @@ policies:
         sources: [127.0.0.0/8]
 limits:
   max_connections: 30000
+  # One client address opens every connection here (haproxy has no such limits): lift the
+  # per-source caps of fair admission, which would refuse churn and idle otherwise.
+  max_connections_per_source: 30000
+  new_connections_per_second_per_source: 1000000
 timeouts:
   connect: 5s
   idle: 15m
