@@ -103,7 +103,30 @@ public struct ConnectionStateMachine: Sendable {
     var state: State
     var session = Session()
     /// Endpoint-mapper calls and reassembly; created when the connection takes that role.
-    var endpointMapper: EndpointMapperCalls?
+    var endpointMapper: EndpointMapperCalls? {
+        get { self.endpointMapperStorage?.calls }
+        set {
+            guard let newValue else {
+                self.endpointMapperStorage = nil
+                return
+            }
+            if let storage = self.endpointMapperStorage, isKnownUniquelyReferenced(&self.endpointMapperStorage) {
+                storage.calls = newValue
+            } else {
+                self.endpointMapperStorage = EndpointMapperStorage(newValue)
+            }
+        }
+    }
+    /// Boxed (copy on write): most connections never take the endpoint-mapper role, and the
+    /// calls' state inline would be a quarter of every machine, held per idle connection.
+    private var endpointMapperStorage: EndpointMapperStorage?
+
+    /// Mutated only while uniquely referenced (see ``endpointMapper``), so copies of the machine
+    /// keep value semantics.
+    final class EndpointMapperStorage: @unchecked Sendable {
+        var calls: EndpointMapperCalls
+        init(_ calls: EndpointMapperCalls) { self.calls = calls }
+    }
     /// The route's policy. The connection replaces it after a configuration reload, so new binds
     /// and calls on established connections follow the new rules.
     public var policy: Policy

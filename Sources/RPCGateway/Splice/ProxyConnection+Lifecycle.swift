@@ -26,7 +26,7 @@ extension ProxyConnection: NIOScheduledCallbackHandler {
 
     /// The earliest of the deadlines that still apply.
     private var nextDeadline: NIODeadline {
-        var next = self.lastActivity + TimeAmount(self.timeouts.idleDuration)
+        var next = self.lastActivity + self.idleTimeout
         if let bind = self.bindDeadline, bind < next { next = bind }
         if let halfClose = self.halfCloseDeadline, halfClose < next { next = halfClose }
         return next
@@ -49,7 +49,7 @@ extension ProxyConnection: NIOScheduledCallbackHandler {
             self.close(.halfCloseTimeout)
             return
         }
-        if now - self.lastActivity >= TimeAmount(self.timeouts.idleDuration) {
+        if now - self.lastActivity >= self.idleTimeout {
             self.close(.idleTimeout)
             return
         }

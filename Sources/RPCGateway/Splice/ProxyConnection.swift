@@ -32,8 +32,13 @@ final class ProxyConnection {
     let upstreamAddress: IPv4Address
     /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
     let endpointMapperMode: EndpointMapperMode
-    let timeouts: Timeouts
-    let limits: WireLimits
+    /// The three timeouts the connection's timer enforces (not the whole ``Timeouts``: every
+    /// byte of this object is held per connection).
+    let bindTimeout: TimeAmount
+    let idleTimeout: TimeAmount
+    let halfCloseTimeout: TimeAmount
+    /// The wire limits are the machine's (one copy per connection).
+    var limits: WireLimits { self.machine.limits }
     let eventLoop: any EventLoop
     var machine: ConnectionStateMachine
     var clientHandler: GlueHandler?
@@ -93,7 +98,6 @@ final class ProxyConnection {
         upstreamAddress: IPv4Address? = nil,
         eventLoop: any EventLoop,
         timeouts: Timeouts,
-        limits: WireLimits,
         endpointMapperMode: EndpointMapperMode = .rewrite,
         connector: @escaping UpstreamConnector,
         onClose: @escaping @Sendable () -> Void
@@ -107,8 +111,9 @@ final class ProxyConnection {
         self.clientFacingAddress = clientFacingAddress
         self.upstreamAddress = upstreamAddress ?? route.upstreamAddress
         self.endpointMapperMode = endpointMapperMode
-        self.timeouts = timeouts
-        self.limits = limits
+        self.bindTimeout = TimeAmount(timeouts.bindDuration)
+        self.idleTimeout = TimeAmount(timeouts.idleDuration)
+        self.halfCloseTimeout = TimeAmount(timeouts.halfCloseDuration)
         self.eventLoop = eventLoop
         self.policyGeneration = route.generation
         self.lastActivity = eventLoop.now
@@ -135,7 +140,7 @@ final class ProxyConnection {
         self.clientHandler = client
         let now = self.eventLoop.now
         self.lastActivity = now
-        self.bindDeadline = now + TimeAmount(self.timeouts.bindDuration)
+        self.bindDeadline = now + self.bindTimeout
         self.armTimer()
         if let server = self.machine.server, !self.machine.isSpliced {
             return (client, self.connect(to: server))
@@ -236,7 +241,7 @@ final class ProxyConnection {
         // first half-close: a second one closes the connection above).
         self.handler(for: side.other)?.closeOutput()
         if self.halfCloseDeadline == nil {
-            self.halfCloseDeadline = self.eventLoop.now + TimeAmount(self.timeouts.halfCloseDuration)
+            self.halfCloseDeadline = self.eventLoop.now + self.halfCloseTimeout
             self.armTimer()
         }
     }
