@@ -13,7 +13,8 @@ import RPCWire
 func setUpBenchmarks() {
     let sequence = SetUpInputs()
 
-    Benchmark("Set-up baseline: two EmbeddedChannels opened, the sequence's bytes passed by hand, closed (no gateway)") {
+    Benchmark("Set-up baseline: two EmbeddedChannels opened, the sequence's bytes passed by hand, closed (no gateway)")
+    {
         benchmark in
         let loop = EmbeddedEventLoop()
         for _ in benchmark.scaledIterations {
@@ -140,7 +141,11 @@ struct SetUpInputs {
     }
 
     /// One connection's exchange: each PDU in through one side, out of the other.
-    func exchange(_ client: EmbeddedChannel, _ server: EmbeddedChannel, _ pdus: [(fromClient: Bool, bytes: ByteBuffer)])
+    func exchange(
+        _ client: EmbeddedChannel,
+        _ server: EmbeddedChannel,
+        _ pdus: [(fromClient: Bool, bytes: ByteBuffer)]
+    )
         throws -> Int
     {
         var delivered = 0
