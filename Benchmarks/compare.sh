@@ -623,7 +623,7 @@ def summary_ratios():
         if None not in (d, a, h) and h - d != 0:
             out.append((name, (a - d) / (h - d)))
         if a is not None and h:
-            out.append((name.replace("added_", "") if name.startswith("added_") else name + "_raw", a / h))
+            out.append((name.replace("added_", ""), a / h))  # the p50 ratio itself
     def idle_rss(r):
         if r["path"] == "direct":
             return None
