@@ -66,6 +66,21 @@ if target == "RPCWireFuzz":
     spnego = der(0x60, der(0x06, bytes.fromhex("2b0601050502"))
                  + der(0xA0, der(0x30, der(0xA0, der(0x30, der(0x06, krb5_oid))) + der(0xA2, der(0x04, gss)))))
     write("kerberos-ap-req", ap_req); write("kerberos-gss", gss); write("spnego-kerberos", spnego); n += 3
+    # PROXY v2 headers as an edge sends them to a core (IPv4 and IPv6 clients, the RPCGate target
+    # TLV 0xE0: kind, server IPv4, port), followed by a bind: libFuzzer does not find the 12-byte
+    # signature on its own (coverage of ProxyHeader.swift was 16 % before these seeds).
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    def proxy_v2(family, addresses, tlvs):
+        body = addresses + b"".join(bytes([t]) + struct.pack(">H", len(v)) + v for t, v in tlvs)
+        return signature + bytes([0x21, family]) + struct.pack(">H", len(body)) + body
+    target_epm = (0xE0, bytes([1, 10, 99, 0, 2]) + struct.pack(">H", 135))
+    target_mapped = (0xE0, bytes([2, 10, 99, 0, 2]) + struct.pack(">H", 49153))
+    v4 = bytes([10, 1, 0, 7, 10, 99, 0, 1]) + struct.pack(">HH", 50123, 135)
+    v6 = bytes.fromhex("fd000000000000000000000000000007" "fd000000000000000000000000000001") + struct.pack(">HH", 50124, 135)
+    bind = fixture("ept_bind") if (fixtures / "ept_bind.hex").exists() else b""
+    write("proxy-v2-ipv4-epm", proxy_v2(0x11, v4, [target_epm]) + bind)
+    write("proxy-v2-ipv6-mapped", proxy_v2(0x21, v6, [target_mapped, (0x04, b"\x00\x00")]) + bind)
+    write("proxy-v2-local", signature + bytes([0x20, 0x00, 0x00, 0x00])); n += 3
 elif target == "RPCGatewayFuzz":
     # GatewayHarness: selector byte, then [op u8][n u16 le][data]; op 0 client, 3 server, 6 clock.
     def chunk(op, data=b"", n=None):

@@ -107,12 +107,13 @@ fi
 mkdir -p "$OUT"
 cd "$REPO"
 
-# The gateway ranges the tests use (50000-52999) lie inside Linux's ephemeral port range; a test
-# client's outgoing connection may take such a port and, lingering in TIME-WAIT, stop a gateway
-# from binding it. Reserve them for the run (deployments should do the same: see README) and put
-# the old value back on exit.
+# The gateway ranges the tests use (50000-52999; test_hardened_epm.py's preserve ranges
+# 49152-49160 and 49660-49670 and its server_ports_listen 40135) lie inside Linux's ephemeral port
+# range; a test client's outgoing connection may take such a port and, lingering in TIME-WAIT,
+# stop a gateway from binding it. Reserve them for the run (deployments should do the same: see
+# docs/DEPLOYMENT.md) and put the old value back on exit.
 reserved_ports_before=$(sysctl -n net.ipv4.ip_local_reserved_ports 2>/dev/null || true)
-if sysctl -qw net.ipv4.ip_local_reserved_ports="${reserved_ports_before:+$reserved_ports_before,}50000-52999" 2>/dev/null; then
+if sysctl -qw net.ipv4.ip_local_reserved_ports="${reserved_ports_before:+$reserved_ports_before,}40135,49152-49160,49660-49670,50000-52999" 2>/dev/null; then
     restore_reserved_ports=1
 fi
 

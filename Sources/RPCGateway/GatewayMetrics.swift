@@ -63,6 +63,13 @@ package struct GatewayMetrics: Sendable {
         /// secondary address (the server's port) was passed unchanged because the PDU carries an
         /// auth verifier (rewriting would change what it authenticates).
         package static let secondaryAddressKeptTotal = "rpcgate_secondary_address_kept_total"
+        /// Counter `{route}`: endpoint-mapper replies carrying an auth verifier (signed or
+        /// sealed) forwarded byte for byte (preserve mapping, transparent `server_ports_listen`).
+        package static let epmProtectedRepliesTotal = "rpcgate_epm_protected_replies_total"
+        /// Counter `{route}`: towers of a preserve route's server naming a port outside the
+        /// route's `ports` (the server's range is wider than the gateway's): redacted, or, in a
+        /// signed reply, passed and unreachable through the gateway.
+        package static let epmTowersOutsideRangeTotal = "rpcgate_epm_towers_outside_range_total"
     }
 
     /// The listener a client connected to (`listener` label).
@@ -111,6 +118,9 @@ package struct GatewayMetrics: Sendable {
         package static let destinationNotAllowed = RefusalReason(code: "destination_not_allowed")
         /// Transparent mode: the connection was not redirected (no original destination).
         package static let noOriginalDestination = RefusalReason(code: "no_original_destination")
+        /// Transparent `server_ports_listen` with `pinholes: learned`: no readable reply told the
+        /// client about the endpoint it connects to (or it expired).
+        package static let noPinhole = RefusalReason(code: "no_pinhole")
         /// Bind routing: the first PDU was not a bind, or no bind came within the bind timeout.
         package static let noBind = RefusalReason(code: "no_bind")
         /// Core: a tunnelled connection without a valid PROXY v2 header (or its target TLV) in time.
@@ -164,6 +174,8 @@ package final class RouteMetrics: Sendable {
     private let upstreamUp: Meter
     private let bindRoutedCounter: Counter
     private let secondaryAddressKeptCounter: Counter
+    private let protectedRepliesCounter: Counter
+    private let towersOutsideRangeCounter: Counter
     private let labelled: NIOLockedValueBox<LabelledCounters>
 
     private struct BindKey: Hashable {
@@ -230,6 +242,16 @@ package final class RouteMetrics: Sendable {
             dimensions: routeOnly,
             factory: factory
         )
+        self.protectedRepliesCounter = Counter(
+            label: Name.epmProtectedRepliesTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
+        self.towersOutsideRangeCounter = Counter(
+            label: Name.epmTowersOutsideRangeTotal,
+            dimensions: routeOnly,
+            factory: factory
+        )
         self.labelled = NIOLockedValueBox(LabelledCounters())
         // No `set(0)` here: a second `RouteMetrics` for the same route (say, after a reload) shares
         // the backend's gauge and must not reset a live connection count. Backends export a newly
@@ -251,6 +273,16 @@ package final class RouteMetrics: Sendable {
     /// A connection was routed by the interface of its first bind.
     package func bindRouted() {
         self.bindRoutedCounter.increment()
+    }
+
+    /// A signed or sealed endpoint-mapper reply was forwarded unchanged.
+    package func protectedReplyPassed() {
+        self.protectedRepliesCounter.increment()
+    }
+
+    /// `count` towers named server ports outside a preserve route's range.
+    package func towersOutsideRange(_ count: Int = 1) {
+        self.towersOutsideRangeCounter.increment(by: count)
     }
 
     /// An authenticated bind_ack's secondary address was left naming the server's port.

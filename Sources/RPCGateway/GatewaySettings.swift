@@ -141,6 +141,25 @@ public enum RouteMode: Sendable, Hashable {
     }
 }
 
+/// How a mapped route gives server endpoints gateway ports (`port_mapping`).
+public enum PortMappingMode: String, Sendable, Hashable, CaseIterable {
+    /// Each server endpoint gets a free port of the range, handed out while used (default).
+    case pool
+    /// The range is the server's own RPC port range: server endpoint `P` is served on gateway
+    /// port `P`. A signed or sealed endpoint-mapper reply then names the right port already, so it
+    /// is forwarded byte for byte.
+    case preserve
+}
+
+/// Which server ports a transparent route's `server_ports_listen` admits (`pinholes`).
+public enum PinholeMode: String, Sendable, Hashable, CaseIterable {
+    /// Any port in `server_ports` (default): each connection is still decided by its first bind.
+    case any
+    /// Only a (client, server, port) that a readable reply told that client about (an
+    /// endpoint-mapper tower; DCOM replies later), for `mapping_idle_timeout`.
+    case learned
+}
+
 /// One protected server: an endpoint-mapper listener and a range of gateway-owned ports.
 public struct RouteSettings: Sendable, Hashable {
     public var name: String
@@ -169,6 +188,14 @@ public struct RouteSettings: Sendable, Hashable {
     /// is redacted, so a hostile upstream endpoint mapper cannot make the gateway map ports
     /// anywhere on the server. `nil`: any port of that server.
     public var allowedServerPorts: [ClosedRange<UInt16>]?
+    /// Mapped mode: pool (default) or preserve (``PortMappingMode``).
+    public var portMapping: PortMappingMode = .pool
+    /// Transparent mode: the one gateway port that nftables redirects client connections to the
+    /// servers' dynamic range (``allowedServerPorts``) to; each is sent to its original
+    /// destination once its first bind is allowed. Then ``ports`` is this one port. `nil`: none.
+    public var serverPortsListen: UInt16?
+    /// Which connections ``serverPortsListen`` admits.
+    public var pinholes: PinholeMode = .any
     /// Overrides of the global per-source limits (`nil`: the global value).
     public var maximumConnectionsPerSource: Int?
     public var newConnectionsPerSecondPerSource: Int?
@@ -206,6 +233,18 @@ public struct RouteSettings: Sendable, Hashable {
     /// Whether an endpoint-mapper reply may name `port` of the server (``allowedServerPorts``).
     public func allowsServerPort(_ port: UInt16) -> Bool {
         self.allowedServerPorts?.contains { $0.contains(port) } ?? true
+    }
+
+    /// Whether an endpoint-mapper reply carrying an auth verifier (signed or sealed) is forwarded
+    /// byte for byte: the client's follow-up connection to the port it names must reach this
+    /// gateway unchanged (preserve mapping, or a transparent route's ``serverPortsListen``).
+    /// Otherwise such lookups are refused (`authenticated_epm`).
+    public var passesProtectedEndpointMapper: Bool {
+        switch self.mode {
+        case .mapped: self.portMapping == .preserve
+        case .transparent: self.serverPortsListen != nil
+        case .singlePort: false
+        }
     }
 
     /// In single-port mode, the one gateway port.

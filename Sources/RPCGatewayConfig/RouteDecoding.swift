@@ -23,6 +23,9 @@ struct RouteDraft {
     var mappingIdle: Duration?
     var mode: RouteMode?
     var via: String?
+    var portMapping: PortMappingMode = .pool
+    var serverPortsListen: UInt16?
+    var pinholes: PinholeMode = .any
 
     /// Where problems about the EPM port point: the `epm_port` value, or `listen` when defaulted.
     var epmPortNode: Node { self.fields["epm_port"] ?? self.fields["listen"] ?? self.fields.node }
@@ -39,6 +42,7 @@ extension ConfigurationDecoder {
         "name", "listen", "epm_port", "advertise", "upstream", "upstream_epm_port", "ports", "policy",
         "max_connections", "mapping_idle_timeout", "mode", "port", "servers", "via",
         "max_connections_per_source", "new_connections_per_second_per_source", "server_ports",
+        "port_mapping", "server_ports_listen", "pinholes",
     ]
     static let requiredRouteKeys = ["name", "listen", "policy"]
     static let routeModes = ["mapped", "single-port", "transparent"]
@@ -148,6 +152,7 @@ extension ConfigurationDecoder {
         if let node = fields["via"], let name = self.string(node, at: path.key("via"), what: "a peer name") {
             draft.via = name
         }
+        self.decodeProtectedLookupKeys(fields, at: path, into: &draft)
 
         self.checkOwnPorts(of: draft)
         return draft
@@ -174,9 +179,9 @@ extension ConfigurationDecoder {
         // Required keys were checked with the mapping (``requiredKeys(forMode:)``).
         let forbidden: [String] =
             switch modeName {
-            case "single-port": ["ports", "servers"]
-            case "transparent": ["upstream", "port", "advertise"]
-            default: ["port", "servers"]
+            case "single-port": ["ports", "servers", "port_mapping", "server_ports_listen", "pinholes"]
+            case "transparent": ["upstream", "port", "advertise", "port_mapping"]
+            default: ["port", "servers", "server_ports_listen", "pinholes"]
             }
         for key in forbidden {
             if let node = fields[key] {
@@ -232,8 +237,74 @@ extension ConfigurationDecoder {
     static func requiredKeys(forMode mode: String?) -> [String] {
         switch mode {
         case "single-port": ["upstream", "port"]
-        case "transparent": ["ports", "servers"]
+        // `ports`, or `server_ports_listen` instead (checked in ``decodeProtectedLookupKeys``).
+        case "transparent": ["servers"]
         default: ["upstream", "ports"]
+        }
+    }
+
+    /// `port_mapping` (mapped), `server_ports_listen` and `pinholes` (transparent): the keys that
+    /// make signed and sealed endpoint-mapper lookups work (docs/DEPLOYMENT.md, "Hardened Windows
+    /// clients and DCOM"). Keys a mode does not take were reported by ``decodeMode``.
+    private mutating func decodeProtectedLookupKeys(_ fields: Fields, at path: ConfigPath, into draft: inout RouteDraft)
+    {
+        let transparent = Self.isTransparent(draft)
+        if let node = fields["port_mapping"], draft.mode == .mapped,
+            let text = self.string(node, at: path.key("port_mapping"), what: "pool or preserve")
+        {
+            if let mapping = PortMappingMode(rawValue: text) {
+                draft.portMapping = mapping
+            } else {
+                let names = PortMappingMode.allCases.map(\.rawValue)
+                var message = "unknown port_mapping \"\(text)\""
+                if let hint = Suggestions.didYouMean(text, among: names) {
+                    message += "; \(hint)"
+                } else {
+                    message += " (expected \(Suggestions.list(names, conjunction: "or")))"
+                }
+                self.report(message, at: path.key("port_mapping"), node: node)
+            }
+        }
+        guard transparent else { return }
+        if let node = fields["server_ports_listen"], let port = self.port(node, at: path.key("server_ports_listen")) {
+            draft.serverPortsListen = port
+            if fields["ports"] != nil {
+                self.report(
+                    "\"ports\" does not apply with server_ports_listen: towers keep the servers' own ports, "
+                        + "which nftables redirects to server_ports_listen",
+                    at: path.key("ports"),
+                    node: fields.keyNode("ports") ?? fields["ports"]
+                )
+            }
+            if fields["server_ports"] == nil {
+                self.report(
+                    "server_ports_listen needs server_ports: the servers' dynamic port range (LOW-HIGH) "
+                        + "that nftables redirects to it",
+                    at: path.key("server_ports_listen"),
+                    node: node
+                )
+            }
+            draft.ports = port...port
+        } else if fields["server_ports_listen"] == nil, fields["ports"] == nil {
+            self.report(
+                "missing required key \"ports\" (or server_ports_listen)",
+                at: path,
+                node: fields.node
+            )
+        }
+        if let node = fields["pinholes"], let text = self.string(node, at: path.key("pinholes"), what: "any or learned")
+        {
+            if fields["server_ports_listen"] == nil {
+                self.report("pinholes applies only with server_ports_listen", at: path.key("pinholes"), node: node)
+            } else if let mode = PinholeMode(rawValue: text) {
+                draft.pinholes = mode
+            } else {
+                self.report(
+                    "unknown pinholes \"\(text)\" (expected any or learned)",
+                    at: path.key("pinholes"),
+                    node: node
+                )
+            }
         }
     }
 
@@ -466,6 +537,9 @@ extension ConfigurationDecoder {
         route.mode = mode
         route.via = draft.via
         route.allowedServerPorts = draft.allowedServerPorts
+        route.portMapping = draft.portMapping
+        route.serverPortsListen = draft.serverPortsListen
+        route.pinholes = draft.pinholes
         route.maximumConnectionsPerSource = draft.maximumConnectionsPerSource
         route.newConnectionsPerSecondPerSource = draft.newConnectionsPerSecondPerSource
         return route

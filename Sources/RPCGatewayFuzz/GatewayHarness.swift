@@ -18,7 +18,8 @@ import Darwin
 /// Input format:
 /// - byte 0 selects the set-up: bit 0 the listener (0 mapped port, 1 endpoint mapper), bit 1 the
 ///   policy (0 with an opnum rule, so requests are inspected; 1 interface rules only), bit 2
-///   `advertise`, bit 3 small wire limits (so limit paths are reached with short inputs);
+///   `advertise`, bit 3 small wire limits (so limit paths are reached with short inputs), bit 4
+///   `port_mapping: preserve` (signed and sealed endpoint-mapper lookups pass unchanged);
 /// - then chunks `[op: u8][n: u16 little-endian][data]`, at most ``maximumSteps``. `op % 8`:
 ///   0-2 `n` bytes (or what is left) from the client, 3-5 from the server, 6 advances the clock
 ///   by `n` seconds (no data), 7 an event chosen by `n % 8`: input closed on the client /
@@ -29,7 +30,7 @@ import Darwin
 /// - both directions carry whole PDUs only: what the gateway writes to each side frames exactly
 ///   (under the wire limits, nothing left over);
 /// - every bind / alter_context the server receives names only interfaces the policy allows (on
-///   the endpoint-mapper listener: only the endpoint mapper, below packet level);
+///   the endpoint-mapper listener: only the endpoint mapper, below packet level unless preserve);
 /// - requests reach the server in a valid fragment sequence (one fragmented call at a time); on
 ///   the endpoint-mapper listener only ept_lookup, ept_map and ept_lookup_handle_free;
 /// - once both channels are closed the connection has ended exactly once.
@@ -93,15 +94,17 @@ enum GatewayHarness {
         let listener: GatewayMetrics.Listener = selector & 1 == 0 ? .mapped : .epm
         let policy = selector & 2 == 0 ? Self.inspecting : Self.plain
         let limits = selector & 8 == 0 ? WireLimits() : Self.smallLimits
-        let route = RouteSettings(
+        let preserve = selector & 16 != 0
+        var route = RouteSettings(
             name: "fuzz",
             listenAddress: "127.0.0.1",
             epmPort: 135,
             advertiseAddress: selector & 4 == 0 ? nil : IPv4Address(192, 0, 2, 10),
             upstreamHost: "10.99.0.2",
-            ports: 50000...50003,
+            ports: preserve ? 49152...49155 : 50000...50003,
             policy: policy
         )
+        if preserve { route.portMapping = .preserve }
         let loop = EmbeddedEventLoop()
         let client = EmbeddedChannel(loop: loop)
         let server = EmbeddedChannel(loop: loop)
@@ -173,7 +176,13 @@ enum GatewayHarness {
         let clientPDUs = Self.frames(toClient, limits: limits, side: "client")
         let serverPDUs = Self.frames(toServer, limits: limits, side: "server")
         _ = clientPDUs
-        Self.checkWhatTheServerSaw(serverPDUs, listener: listener, policy: policy, limits: limits)
+        Self.checkWhatTheServerSaw(
+            serverPDUs,
+            listener: listener,
+            policy: policy,
+            limits: limits,
+            passesProtectedLookups: preserve
+        )
     }
 
     static func deliver(_ bytes: ByteBuffer, to channel: EmbeddedChannel) {
@@ -211,7 +220,8 @@ enum GatewayHarness {
         _ pdus: [RawPDU],
         listener: GatewayMetrics.Listener,
         policy: Policy,
-        limits: WireLimits
+        limits: WireLimits,
+        passesProtectedLookups: Bool
     ) {
         var openCall: UInt32?
         for raw in pdus {
@@ -233,7 +243,7 @@ enum GatewayHarness {
                         guard interface.uuid == SyntaxID.endpointMapper.uuid else {
                             fatalError("the endpoint-mapper listener forwarded a bind for \(interface)")
                         }
-                        if let level = pdu.authVerifier?.authLevel, level >= .packet {
+                        if !passesProtectedLookups, let level = pdu.authVerifier?.authLevel, level >= .packet {
                             fatalError("the endpoint-mapper listener forwarded a bind at \(level)")
                         }
                     case .mapped:

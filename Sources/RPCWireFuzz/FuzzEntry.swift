@@ -21,12 +21,15 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
 /// 6. The input, and the `auth_value` of every parsed PDU, is read as an NTLM, SPNEGO and Kerberos
 ///    token by ``AuthIdentity``; every name it returns must respect the limits.
+/// 7. The framed PDUs go through fragment reassembly, the secondary-address rewrite and the
+///    refusals answering them (``fuzzFragmentAssembly(_:limits:)`` and its siblings).
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
     var framer = PDUFramer(limits: limits)
     var fragments: [RawPDU] = []
     var framerFailed = false
+    var parsed: [PDU] = []
     while true {
         let next: RawPDU?
         do {
@@ -38,12 +41,16 @@ func fuzzOneInput(_ input: ByteBuffer) {
         guard let raw = next else { break }
         fragments.append(raw)
         guard let pdu = try? raw.parse(limits: limits) else { continue }
+        parsed.append(pdu)
         checkRoundTrip(pdu, limits: limits)
         if let verifier = pdu.authVerifier {
             fuzzAuthIdentity(verifier.value, limits: limits)
         }
     }
     checkStream(input, expected: fragments, framerFailed: framerFailed, limits: limits)
+    fuzzFragmentAssembly(fragments, limits: limits)
+    fuzzSecondaryAddressRewrite(parsed, limits: limits)
+    fuzzRefusals(parsed, limits: limits)
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)
     fuzzProxyHeader(input)
     fuzzAuthIdentity(input, limits: limits)
@@ -115,6 +122,10 @@ private func fuzzProxyHeader(_ input: ByteBuffer) {
     encoded.writeProxyHeader(header)
     guard let again = try? encoded.readProxyHeader(), again == header, encoded.readableBytes == 0 else {
         fatalError("PROXY v2 round trip changed the header: \(header)")
+    }
+    // The core routes a tunnelled connection by this TLV alone.
+    if let target = header.rpcGateTarget, RPCGateTarget(tlvValue: target.tlv.value) != target {
+        fatalError("RPCGate target TLV round trip changed \(target)")
     }
 }
 

@@ -87,6 +87,19 @@ struct CheckConfig: ParsableCommand {
         }
         for route in settings.routes {
             if let via = route.via { print("route \(route.name): via peer \(via)") }
+            if route.mode == .mapped, route.portMapping == .preserve {
+                print(
+                    "route \(route.name): port mapping preserve (server port P served on gateway port P; "
+                        + "signed and sealed endpoint-mapper lookups pass unchanged)"
+                )
+            }
+            if let listen = route.serverPortsListen {
+                let ranges = (route.allowedServerPorts ?? []).map { "\($0.lowerBound)-\($0.upperBound)" }
+                print(
+                    "route \(route.name): server ports \(ranges.joined(separator: ",")) on \(route.listenAddress):\(listen), "
+                        + "pinholes \(route.pinholes.rawValue)"
+                )
+            }
         }
         for peer in settings.peers.values.sorted(by: { $0.name < $1.name }) {
             print(
@@ -111,6 +124,9 @@ struct CheckConfig: ParsableCommand {
         if let audit = settings.audit {
             let target = audit.file == AuditSettings.standardOutput ? "standard output" : audit.file
             print("audit: \(target) (buffer \(audit.bufferLines) lines)")
+        }
+        if let kernel = EphemeralPorts.kernelRanges() {
+            for warning in EphemeralPorts.warnings(for: settings, kernel: kernel) { print("warning: \(warning)") }
         }
     }
 
@@ -189,6 +205,9 @@ struct Run: AsyncParsableCommand {
                 try? await group.shutdownGracefully()
                 throw ExitCode(1)
             }
+        }
+        if let kernel = EphemeralPorts.kernelRanges() {
+            for warning in EphemeralPorts.warnings(for: settings, kernel: kernel) { logger.warning("\(warning)") }
         }
         logger.info(
             "rpcgate \(RPCGateVersion.full) started",

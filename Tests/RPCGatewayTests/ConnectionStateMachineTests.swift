@@ -316,7 +316,7 @@ struct ConnectionStateMachineTests {
             return
         }
         guard
-            case .respond = machine.clientSent(
+            case .respondAndClose(_, .authenticatedEndpointMapper) = machine.clientSent(
                 Wire.bind([SyntaxID.endpointMapper], callID: 2, auth: Wire.ntlm(.integrity))
             )
         else {

@@ -26,8 +26,8 @@ extension RouteRuntime {
             interface = called
             denied = false
         case .unknownContext, .endpointLookupDenied, .firstBindRouted, .firstBindNotRegistered,
-            .alterContextServedElsewhere, .secondaryAddressKept,
-            .protocolError:
+            .alterContextServedElsewhere, .secondaryAddressKept, .authenticatedEndpointMapperRefused,
+            .protectedEndpointLookupDenied, .protocolError:
             return
         }
         // Read from the socket address once; no text round trip.

@@ -27,6 +27,12 @@ public enum ConnectionEvent: Hashable, Sendable {
     case unknownContext(contextID: UInt16)
     /// An endpoint-mapper query for an interface the policy denies was answered "not registered".
     case endpointLookupDenied(interface: SyntaxID)
+    /// A bind to the endpoint mapper at packet level or above was refused because the route
+    /// cannot pass a signed or sealed reply (pool or single-port mapping).
+    case authenticatedEndpointMapperRefused(authLevel: AuthLevel, authType: AuthType)
+    /// A signed endpoint-mapper lookup for an interface the policy denies: its reply cannot be
+    /// forged, so the call was answered with a fault and the connection closed.
+    case protectedEndpointLookupDenied(interface: SyntaxID)
     /// The first bind chose the server: resolved at the endpoint mapper, or (with `handedOutFor`)
     /// on another endpoint than the one this gateway port was handed out for.
     case firstBindRouted(server: TCPEndpoint, handedOutFor: TCPEndpoint?)
@@ -56,7 +62,9 @@ public enum CloseReason: String, Hashable, Sendable, CaseIterable {
     case idleTimeout = "idle_timeout"
     case halfCloseTimeout = "half_close_timeout"
     case upstreamUnreachable = "upstream_unreachable"
-    case authenticatedEndpointMapper = "authenticated_epm_reply"
+    /// An endpoint-mapper lookup protected at packet level or above, on a route that cannot pass
+    /// its reply unchanged (pool or single-port mapping): refused at its bind (or its reply).
+    case authenticatedEndpointMapper = "authenticated_epm"
     /// A call was refused on a signed or sealed session, which cannot continue without it.
     case callDeniedOnProtectedSession = "call_denied_on_protected_session"
     case shutdown = "shutdown"

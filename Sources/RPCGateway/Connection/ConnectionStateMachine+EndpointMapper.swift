@@ -15,6 +15,29 @@ extension ConnectionStateMachine {
         public var contextID: UInt16
         public var maxTowers: UInt32
         public var dataRepresentation: DataRepresentation
+        /// The highest auth level among the fragments' verifiers (`.none` without one). At
+        /// `packet` or above the reply is forwarded byte for byte (the runtime may still read the
+        /// towers below `privacy`, never change them).
+        public var authLevel: AuthLevel = .none
+
+        /// Whether the reply carries an auth verifier the gateway must not break.
+        public var isProtected: Bool { self.authLevel >= .packet }
+    }
+
+    /// What the endpoint-mapper role does with a lookup protected at packet level or above.
+    ///
+    /// A signed reply cannot be rewritten by anyone without the session key, and a sealed one
+    /// cannot even be read. So such a lookup only works where the port it names is one the
+    /// client's next connection reaches through this gateway anyway: a preserve mapping (gateway
+    /// port = server port) or a transparent route with `server_ports_listen`.
+    public enum ProtectedEndpointMapper: Hashable, Sendable {
+        /// Refuse the bind (closed with `authenticated_epm`): the pool would be bypassed.
+        case refuse
+        /// Allow it and forward the replies byte for byte. A signed `ept_map` for an interface
+        /// the policy denies is still readable: it is refused with a fault and the connection
+        /// closed (a signed "not registered" cannot be forged). A sealed one is unreadable and
+        /// passes; the client learns a port, but a bind to the denied interface is refused there.
+        case passThrough
     }
 
     /// An endpoint-mapper call forwarded to the server, until its reply is complete.
@@ -70,11 +93,19 @@ extension ConnectionStateMachine {
     static let forwardedEndpointMapperOperations: Set<EPMOperation> = [.lookup, .map, .lookupHandleFree]
 
     /// The endpoint-mapper listener exists to resolve endpoints, nothing else; and an EPM reply
-    /// protected at packet level or above could not be rewritten.
+    /// protected at packet level or above can only be passed where the route allows it
+    /// (``ProtectedEndpointMapper``).
     func endpointMapperBindDecision(_ interface: SyntaxID) -> PolicyDecision {
         let isMapper = interface.uuid == SyntaxID.endpointMapper.uuid
-        let permitted = isMapper && self.authLevel < .packet
+        let permitted = isMapper && !self.refusesProtectedLookup(interface)
         return PolicyDecision(action: permitted ? .allow : .deny, origin: nil)
+    }
+
+    /// Whether a bind to the endpoint mapper is refused only because it is protected at packet
+    /// level or above and the route cannot pass its replies.
+    func refusesProtectedLookup(_ interface: SyntaxID) -> Bool {
+        interface.uuid == SyntaxID.endpointMapper.uuid && self.authLevel >= .packet
+            && self.protectedEndpointMapper == .refuse
     }
 
     // MARK: - Requests
@@ -133,7 +164,9 @@ extension ConnectionStateMachine {
             return .respond(bytes)
         }
         var maxTowers: UInt32 = 0
-        if operation == .map {
+        // A sealed request's stub is encrypted: only its header (opnum, context) is readable.
+        let requestLevel = first.securityTrailer?.authLevel ?? .none
+        if operation == .map, requestLevel < .privacy {
             var stub = ByteBuffer()
             for var body in requests { stub.writeBuffer(&body.stub) }
             let mapRequest: EPMMapRequest
@@ -147,6 +180,20 @@ extension ConnectionStateMachine {
                 return self.protocolError(error)
             }
             if let interface = mapRequest.tower?.interface, !self.mayLookUp(interface) {
+                if requestLevel >= .packet {
+                    // Signed: readable, but a "not registered" answer would need the session
+                    // key to sign. Refuse the call, and close: the client's and server's
+                    // sequence numbers no longer agree once a signed call is swallowed.
+                    self.events.append(.protectedEndpointLookupDenied(interface: interface))
+                    let fault = PDU.fault(
+                        callID: callID,
+                        contextID: request.contextID,
+                        status: .accessDenied,
+                        dataRepresentation: first.header.dataRepresentation
+                    )
+                    guard let bytes = try? fault.serialized() else { return .close(.protocolError) }
+                    return .respondAndClose(bytes, .callDeniedOnProtectedSession)
+                }
                 self.events.append(.endpointLookupDenied(interface: interface))
                 guard
                     let bytes = EPMMapResponse.notRegisteredPDU(
@@ -211,8 +258,10 @@ extension ConnectionStateMachine {
         calls.pending.removeValue(forKey: raw.header.callID)
         self.endpointMapper = calls
         // A reply protected at packet level or above cannot be changed without breaking its
-        // verifier; at privacy it is encrypted. Fail closed rather than leak real ports.
-        if fragments.contains(where: { ($0.securityTrailer?.authLevel ?? .none) >= .packet }) {
+        // verifier; at privacy it is encrypted. Unless the route passes it (its ports are served
+        // as they are), fail closed rather than leak real ports.
+        let authLevel = fragments.map { $0.securityTrailer?.authLevel ?? .none }.max() ?? .none
+        if authLevel >= .packet, self.protectedEndpointMapper == .refuse {
             return .close(.authenticatedEndpointMapper)
         }
         return .rewriteEndpointMapperReply(
@@ -223,7 +272,8 @@ extension ConnectionStateMachine {
                 callID: raw.header.callID,
                 contextID: pending.contextID,
                 maxTowers: pending.maxTowers,
-                dataRepresentation: raw.header.dataRepresentation
+                dataRepresentation: raw.header.dataRepresentation,
+                authLevel: authLevel
             )
         )
     }

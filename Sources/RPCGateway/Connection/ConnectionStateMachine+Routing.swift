@@ -21,11 +21,22 @@ public struct FirstBindRouting: Hashable, Sendable {
     /// interface is still resolved, and this server is used unless the endpoint mapper places
     /// the interface on another port, or when the first PDU is not a bind.
     public var preferred: TCPEndpoint?
+    /// The server this connection goes to for certain (a preserve route's gateway port `P` is
+    /// the server's port `P`; a transparent connection to a server's dynamic port names it): the
+    /// first bind is decided, then the connection goes there without asking the endpoint
+    /// mapper, so nothing reaches the server before the policy allowed the bind.
+    public var server: TCPEndpoint?
 
-    public init(mapper: TCPEndpoint, servesEndpointMapper: Bool = false, preferred: TCPEndpoint? = nil) {
+    public init(
+        mapper: TCPEndpoint,
+        servesEndpointMapper: Bool = false,
+        preferred: TCPEndpoint? = nil,
+        server: TCPEndpoint? = nil
+    ) {
         self.mapper = mapper
         self.servesEndpointMapper = servesEndpointMapper
         self.preferred = preferred
+        self.server = server
     }
 }
 
@@ -77,12 +88,17 @@ extension ConnectionStateMachine {
             self.state = .connecting(held: .decided(raw))
             return .connect(routing.mapper)
         }
+        if let server = routing.server {
+            self.server = server
+            self.state = .connecting(held: .decided(raw))
+            return .connect(server)
+        }
         self.state = .resolvingFirstBind(routing, HeldBind(raw: raw, pdu: pdu, interface: interface))
         return .resolve(interface, at: routing.mapper)
     }
 
     private mutating func notABind(_ raw: RawPDU, _ routing: FirstBindRouting, _ reason: String) -> ClientAction {
-        if let preferred = routing.preferred {
+        if let preferred = routing.server ?? routing.preferred {
             // The gateway port names its server: the spliced machine deals with this PDU there.
             self.server = preferred
             self.state = .connecting(held: .undecided(raw))

@@ -145,6 +145,10 @@ public struct ConnectionStateMachine: Sendable {
     /// name it, so the server's real port never reaches the client. `nil`: left as the server
     /// sent them (the endpoint mapper, transparent mode, a core's tunnelled connections).
     public var gatewayPort: UInt16?
+    /// What the endpoint-mapper role does with a lookup protected at packet level or above (an
+    /// auth verifier on every PDU), whose reply the gateway cannot rewrite: see
+    /// `ConnectionStateMachine+EndpointMapper.swift`.
+    public var protectedEndpointMapper: ProtectedEndpointMapper = .refuse
     /// The server the connection goes to, once known.
     public internal(set) var server: TCPEndpoint?
     /// Set when the first bind chose the server: the endpoint mapper that placed it there, which
@@ -333,11 +337,15 @@ public struct ConnectionStateMachine: Sendable {
             self.noteIdentity(in: verifier)
         }
         var refused = false
+        var protectedLookupRefused = false
         for context in contexts where !context.isBindTimeFeatureNegotiation {
             let decision: PolicyDecision
             switch self.role {
             case .endpointMapper:
                 decision = self.endpointMapperBindDecision(context.abstractSyntax)
+                if !decision.permits, self.refusesProtectedLookup(context.abstractSyntax) {
+                    protectedLookupRefused = true
+                }
             case .mapped:
                 decision = self.policy.evaluate(
                     PolicyQuery(interface: context.abstractSyntax, client: self.client, authLevel: self.authLevel)
@@ -356,6 +364,14 @@ public struct ConnectionStateMachine: Sendable {
         if refused {
             guard let rejection = PDU.bindRejection(answering: pdu), let bytes = try? rejection.serialized() else {
                 return .close(.protocolError)
+            }
+            if protectedLookupRefused {
+                // Its reply could not be rewritten: say so (once per client, see the event), and
+                // close, as the client cannot do anything useful with this connection.
+                self.events.append(
+                    .authenticatedEndpointMapperRefused(authLevel: self.authLevel, authType: self.authType)
+                )
+                return .respondAndClose(bytes, .authenticatedEndpointMapper)
             }
             return .respond(bytes)
         }

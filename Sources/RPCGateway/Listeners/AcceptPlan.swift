@@ -23,6 +23,8 @@ struct AcceptPlan: Hashable, Sendable {
     /// The gateway port the client connected to, when its server listens on another one (mapped
     /// and single-port gateway ports): the machine's ``ConnectionStateMachine/gatewayPort``.
     var gatewayPort: UInt16?
+    /// What the endpoint-mapper role does with signed or sealed lookups.
+    var protectedEndpointMapper: ConnectionStateMachine.ProtectedEndpointMapper = .refuse
 
     /// What the accepting socket says about where the client wanted to go (transparent mode).
     enum Destination: Hashable, Sendable {
@@ -39,6 +41,12 @@ struct AcceptPlan: Hashable, Sendable {
     ///   - upstream: the route's server address (unused in transparent mode).
     ///   - mapping: the server this gateway port was handed out for, if the pool has it.
     ///   - admitsServer: whether a transparent route's `servers` contain an address.
+    ///   - portMapping: a mapped route's pool or preserve mapping.
+    ///   - serverPortsListen: a transparent route's listener for the servers' dynamic range.
+    ///   - admitsServerPort: whether `server_ports` contain a port.
+    ///   - pinholeOpen: with `pinholes: learned`, whether the client was told about an endpoint;
+    ///     `nil`: any port of `server_ports` (`pinholes: any`).
+    ///   - passesProtectedEndpointMapper: whether signed or sealed lookups are passed unchanged.
     static func plan(
         mode: RouteMode,
         listener: GatewayMetrics.Listener,
@@ -48,13 +56,58 @@ struct AcceptPlan: Hashable, Sendable {
         upstreamEPMPort: UInt16,
         mapping: TCPEndpoint?,
         destination: Destination,
-        admitsServer: (IPv4Address) -> Bool
+        admitsServer: (IPv4Address) -> Bool,
+        portMapping: PortMappingMode = .pool,
+        serverPortsListen: UInt16? = nil,
+        admitsServerPort: (UInt16) -> Bool = { _ in true },
+        pinholeOpen: ((TCPEndpoint) -> Bool)? = nil,
+        passesProtectedEndpointMapper: Bool = false
+    ) -> AcceptPlan {
+        var plan = Self.decide(
+            mode: mode,
+            listener: listener,
+            listenerPort: listenerPort,
+            epmPort: epmPort,
+            upstream: upstream,
+            upstreamEPMPort: upstreamEPMPort,
+            mapping: mapping,
+            destination: destination,
+            admitsServer: admitsServer,
+            portMapping: portMapping,
+            serverPortsListen: serverPortsListen,
+            admitsServerPort: admitsServerPort,
+            pinholeOpen: pinholeOpen
+        )
+        if passesProtectedEndpointMapper { plan.protectedEndpointMapper = .passThrough }
+        return plan
+    }
+
+    private static func decide(
+        mode: RouteMode,
+        listener: GatewayMetrics.Listener,
+        listenerPort: UInt16,
+        epmPort: UInt16,
+        upstream: IPv4Address,
+        upstreamEPMPort: UInt16,
+        mapping: TCPEndpoint?,
+        destination: Destination,
+        admitsServer: (IPv4Address) -> Bool,
+        portMapping: PortMappingMode,
+        serverPortsListen: UInt16?,
+        admitsServerPort: (UInt16) -> Bool,
+        pinholeOpen: ((TCPEndpoint) -> Bool)?
     ) -> AcceptPlan {
         let upstreamEPM = TCPEndpoint(address: upstream, port: upstreamEPMPort)
         switch mode {
         case .mapped:
             if listener == .epm {
                 return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
+            }
+            if portMapping == .preserve {
+                // Gateway port P is the server's port P: the first bind is decided, then the
+                // connection goes there (no pool, no look-up, no secondary address to rewrite).
+                let server = TCPEndpoint(address: upstream, port: listenerPort)
+                return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, server: server)))
             }
             // Replicas share no state, so another instance may have handed this port out for
             // another endpoint, or none (this one restarted): the first bind routes it, with this
@@ -94,6 +147,31 @@ struct AcceptPlan: Hashable, Sendable {
                     upstreamAddress: destination.address
                 )
             }
+            if let serverPortsListen, listenerPort == serverPortsListen {
+                // A connection to a server's dynamic port: it goes there, once its first bind is
+                // allowed (so a denied interface never reaches the server).
+                guard admitsServerPort(destination.port), destination.port != upstreamEPMPort else {
+                    return AcceptPlan(
+                        action: .refuse(
+                            .destinationNotAllowed,
+                            "original destination port \(destination.port) is outside the route's server_ports"
+                        )
+                    )
+                }
+                if let pinholeOpen, !pinholeOpen(destination) {
+                    return AcceptPlan(
+                        action: .refuse(
+                            .noPinhole,
+                            "no readable reply told this client about \(destination) (pinholes: learned)"
+                        )
+                    )
+                }
+                let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
+                return AcceptPlan(
+                    action: .routeByBind(FirstBindRouting(mapper: mapper, server: destination)),
+                    upstreamAddress: destination.address
+                )
+            }
             if let mapping, mapping.address == destination.address {
                 return AcceptPlan(
                     action: .splice(role: .mapped, server: mapping),
@@ -121,6 +199,7 @@ struct AcceptPlan: Hashable, Sendable {
             return nil
         }
         machine.gatewayPort = self.gatewayPort
+        machine.protectedEndpointMapper = self.protectedEndpointMapper
         return machine
     }
 }

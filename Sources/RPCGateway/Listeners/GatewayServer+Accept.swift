@@ -94,7 +94,13 @@ extension GatewayServer {
                 upstreamEPMPort: route.identity.upstreamEPMPort,
                 mapping: listener == .mapped ? route.pool.server(forPort: listenerPort) : nil,
                 destination: destination,
-                admitsServer: current.admitsServer
+                admitsServer: current.admitsServer,
+                portMapping: route.identity.portMapping,
+                serverPortsListen: route.identity.serverPortsListen,
+                admitsServerPort: current.allowsServerPort,
+                pinholeOpen: current.pinholes == .learned
+                    ? { [pinholes = route.pinholes] in pinholes.isOpen(client: clientIP ?? .v4(0), server: $0) } : nil,
+                passesProtectedEndpointMapper: current.passesProtectedEndpointMapper
             )
             guard
                 let machine = plan.machine(

@@ -98,6 +98,32 @@ extension RouteRuntime {
                     "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)",
                 ]
             )
+        case .authenticatedEndpointMapperRefused(let level, let type):
+            // Once per client: a hardened Windows client retries every lookup.
+            let metadata: Logger.Metadata = [
+                "conn": "\(connection)", "client": "\(clientText)", "auth_type": "\(type)", "auth_level": "\(level)",
+            ]
+            if let address = IPAddress(client), self.protectedLookupWarnings.first(address) {
+                let message =
+                    "authenticated endpoint-mapper lookup refused (authenticated_epm): this route's port pool "
+                    + "cannot rewrite a signed or sealed reply. Routes that serve such clients: "
+                    + "port_mapping: preserve, or mode transparent with server_ports and server_ports_listen "
+                    + "(docs/DEPLOYMENT.md, Hardened Windows clients and DCOM). Logged once per client."
+                self.logger.warning("\(message)", metadata: metadata)
+            } else {
+                self.logger.debug(
+                    "authenticated endpoint-mapper lookup refused (authenticated_epm)",
+                    metadata: metadata
+                )
+            }
+        case .protectedEndpointLookupDenied(let interface):
+            self.logger.notice(
+                "signed endpoint lookup for a denied interface refused (fault, connection closed)",
+                metadata: [
+                    "conn": "\(connection)", "client": "\(clientText)",
+                    "interface": "\(self.interfaceLabel(interface))", "uuid": "\(interface)",
+                ]
+            )
         case .firstBindRouted(let server, let handedOutFor):
             self.metrics.bindRouted()
             if let handedOutFor {

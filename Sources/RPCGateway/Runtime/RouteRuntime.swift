@@ -14,9 +14,13 @@ struct RouteIdentity: Hashable, Sendable {
     var upstreamHost: String
     var upstreamEPMPort: UInt16
     var mode: RouteMode
+    var portMapping: PortMappingMode
+    var serverPortsListen: UInt16?
 
     init(_ settings: RouteSettings) {
         self.mode = settings.mode
+        self.portMapping = settings.portMapping
+        self.serverPortsListen = settings.serverPortsListen
         self.listenAddress = settings.listenAddress
         self.epmPort = settings.epmPort
         self.ports = settings.ports
@@ -41,6 +45,13 @@ final class RouteRuntime: Sendable {
     /// Resolves interfaces at the server's endpoint mapper for bind routing (single-port mode,
     /// ports handed out by another instance, transparent connections).
     let resolver: EndpointResolver
+    /// Server endpoints each client was told about in readable replies (transparent mode with
+    /// `pinholes: learned`; the DCOM resolver may feed it too), for `mapping_idle_timeout`.
+    let pinholes: PinholeTable
+    /// Clients already warned that the pool mode refuses their authenticated lookups.
+    let protectedLookupWarnings = OnceTable<IPAddress>(capacity: 1024)
+    /// Server endpoints already logged as outside a preserve route's range.
+    let outsideRangeWarnings = OnceTable<TCPEndpoint>(capacity: 1024)
     private let current: NIOLockedValueBox<Current>
     private let probeState = NIOLockedValueBox(UpstreamProbeState())
 
@@ -65,6 +76,7 @@ final class RouteRuntime: Sendable {
         self.upstreamAddress = upstreamAddress
         self.metrics = metrics
         self.resolver = EndpointResolver()
+        self.pinholes = PinholeTable(lifetime: settings.mappingIdleTimeout)
         self.pool = PortPool(
             ports: settings.ports,
             idleTimeout: TimeAmount(settings.mappingIdleTimeout),

@@ -50,15 +50,17 @@ package enum ProxySplice {
         }
         runtime.metrics.connectionOpened(listener: listener)
         let role: ConnectionStateMachine.Role = listener == .epm ? .endpointMapper : .mapped
+        var machine = ConnectionStateMachine(
+            role: role,
+            policy: route.policy,
+            client: clientAddress,
+            limits: wireLimits,
+            server: serverEndpoint
+        )
+        machine.protectedEndpointMapper = route.passesProtectedEndpointMapper ? .passThrough : .refuse
         let (handler, _) = Splicer(tlsMetrics: TLSMetrics(factory: metrics.factory)).start(
             AcceptPlan(action: .splice(role: role, server: serverEndpoint)),
-            machine: ConnectionStateMachine(
-                role: role,
-                policy: route.policy,
-                client: clientAddress,
-                limits: wireLimits,
-                server: serverEndpoint
-            ),
+            machine: machine,
             Splicer.Admitted(
                 ticket: ticket,
                 admission: admission,

@@ -164,7 +164,8 @@ struct NDRReader {
     /// Requires the whole stub to have been consumed. `what` is only formatted for the error (an
     /// eager interpolation here cost a third of an `ept_map` rewrite).
     func finish(_ what: @autoclosure () -> String) throws {
-        guard self.remaining == 0 else {
+        // A signed or sealed request may end with a verification trailer (MS-RPCE 2.2.2.13).
+        guard self.remaining == 0 || VerificationTrailer.follows(in: self.buffer, offset: self.offset) else {
             throw RPCWireError(.invalidNDR, "\(self.remaining) bytes after the \(what()) stub")
         }
     }
