@@ -21,8 +21,8 @@ public func rpcWireFuzzTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -
 ///    from the input itself: it must yield exactly the framer's PDUs, and fail where it fails.
 /// 6. The input, and the `auth_value` of every parsed PDU, is read as an NTLM, SPNEGO and Kerberos
 ///    token by ``AuthIdentity``; every name it returns must respect the limits.
-/// 7. The framed PDUs go through fragment reassembly, the secondary-address rewrite and the
-///    refusals answering them (``fuzzFragmentAssembly(_:limits:)`` and its siblings).
+/// 7. The framed PDUs go through fragment reassembly, the request and security-trailer peeks
+///    (checked against the full parse), the secondary-address rewrite and the refusals answering them (``fuzzFragmentAssembly(_:limits:)`` and its siblings).
 func fuzzOneInput(_ input: ByteBuffer) {
     let limits = WireLimits(maximumFragmentLength: 65535, maximumReassembledStubLength: 256 * 1024, maximumTowers: 512)
     var stream = input
@@ -49,6 +49,7 @@ func fuzzOneInput(_ input: ByteBuffer) {
     }
     checkStream(input, expected: fragments, framerFailed: framerFailed, limits: limits)
     fuzzFragmentAssembly(fragments, limits: limits)
+    fuzzPeeks(fragments, limits: limits)
     fuzzSecondaryAddressRewrite(parsed, limits: limits)
     fuzzRefusals(parsed, limits: limits)
     fuzzEndpointMapper(input: input, fragments: fragments, limits: limits)

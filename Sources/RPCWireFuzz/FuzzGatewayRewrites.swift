@@ -103,3 +103,34 @@ func fuzzRefusals(_ pdus: [PDU], limits: WireLimits) {
         }
     }
 }
+
+/// The gateway decides most PDUs on two peeks (``RawPDU/requestHeader`` and
+/// ``RawPDU/securityTrailer``) and forwards the bytes unparsed: on every PDU that parses, a peek
+/// must say what the full parse says.
+func fuzzPeeks(_ fragments: [RawPDU], limits: WireLimits) {
+    for raw in fragments {
+        let peekedRequest = raw.requestHeader
+        let peekedTrailer = raw.securityTrailer
+        guard let pdu = try? raw.parse(limits: limits) else { continue }
+        if case .request(let request) = pdu.body {
+            guard
+                peekedRequest
+                    == RequestHeaderFields(
+                        allocationHint: request.allocationHint,
+                        contextID: request.contextID,
+                        opnum: request.opnum
+                    )
+            else {
+                fatalError("request peek \(String(describing: peekedRequest)) disagrees with the parse")
+            }
+        }
+        if let verifier = pdu.authVerifier {
+            guard let trailer = peekedTrailer, trailer.authType == verifier.authType,
+                trailer.authLevel == verifier.authLevel, trailer.contextID == verifier.contextID,
+                trailer.reserved == verifier.reserved
+            else {
+                fatalError("security trailer peek \(String(describing: peekedTrailer)) disagrees with the parse")
+            }
+        }
+    }
+}
