@@ -6,6 +6,14 @@ import PackageDescription
 // that replays files, so `swift build` always links.
 let fuzzing = Context.environment["RPCGATE_FUZZ"] != nil
 
+// The per-PDU modules (codec and runtime) are built without Swift's dynamic exclusivity checks in
+// release builds: the callgrind profiles put those checks at about a tenth of the gateway's own
+// instructions per forwarded PDU (docs/PERFORMANCE.md, "Compiler settings"). Debug builds, and so
+// every unit test, keep them. RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them in release too.
+let hotPathSettings: [SwiftSetting] =
+    Context.environment["RPCGATE_EXCLUSIVITY_CHECKS"] != nil
+    ? [] : [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+
 let package = Package(
     name: "rpcgate",
     platforms: [.macOS(.v14)],
@@ -37,7 +45,8 @@ let package = Package(
         // Pure codec: bytes <-> values. NIOCore only: no I/O, no Foundation.
         .target(
             name: "RPCWire",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: hotPathSettings
         ),
         // Pure decisions over RPCWire value types.
         .target(
@@ -60,7 +69,8 @@ let package = Package(
                 .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
-            ]
+            ],
+            swiftSettings: hotPathSettings
         ),
         // YAML -> typed, validated configuration. The first layer that may use Foundation.
         .target(

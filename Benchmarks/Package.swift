@@ -26,6 +26,7 @@ let package = Package(
                 .product(name: "RPCPolicy", package: "rpcgate"),
                 .product(name: "RPCGateway", package: "rpcgate"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Benchmarks/RPCCodec",
             plugins: [

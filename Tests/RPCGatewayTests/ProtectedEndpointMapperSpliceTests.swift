@@ -70,7 +70,6 @@ struct ProtectedEndpointMapperSpliceTests {
                 upstreamAddress: Lookups.server,
                 eventLoop: self.loop,
                 timeouts: Timeouts(),
-                limits: WireLimits(),
                 connector: { _, _, loop in loop.makeSucceededFuture(server) },
                 onClose: {}
             )

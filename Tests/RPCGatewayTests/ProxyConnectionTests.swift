@@ -76,7 +76,6 @@ struct ProxyConnectionTests {
                 clientFacingAddress: IPv4Address("127.0.0.1"),
                 eventLoop: self.loop,
                 timeouts: Timeouts(),
-                limits: WireLimits(),
                 connector: { _, _, loop in loop.makeSucceededFuture(server) },
                 onClose: { counter.increment() }
             )

@@ -19,6 +19,8 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 1_000
     )
 
+    setUpBenchmarks()
+
     // MARK: Framing
 
     let stream = Inputs.requestStream()

@@ -180,6 +180,8 @@ extension ConnectionStateMachine {
 
     private mutating func serverAcknowledged(_ raw: RawPDU) -> ServerAction {
         let offered = self.session.offeredContexts.removeValue(forKey: raw.header.callID) ?? []
+        // An idle bound connection keeps no storage for binds it no longer waits for.
+        if self.session.offeredContexts.isEmpty { self.session.offeredContexts = [:] }
         let ack: BindAckPDU
         let pdu: PDU
         do {

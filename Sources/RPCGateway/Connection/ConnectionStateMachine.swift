@@ -37,7 +37,9 @@ public struct ConnectionStateMachine: Sendable {
         case awaitingFirstBind(FirstBindRouting)
         /// The first bind is allowed; the runtime resolves its interface at the server's endpoint
         /// mapper and answers with ``firstBindResolved(_:)``.
-        case resolvingFirstBind(FirstBindRouting, HeldBind)
+        /// (`indirect`: the held bind, parsed, is most of a machine's size, and only a connection
+        /// being routed needs it; an idle one keeps a pointer-sized state.)
+        indirect case resolvingFirstBind(FirstBindRouting, HeldBind)
         /// The upstream connection is being made; the PDU that chose it goes first once it is up
         /// (``connected()``).
         case connecting(held: HeldPDU?)
@@ -45,7 +47,7 @@ public struct ConnectionStateMachine: Sendable {
         case spliced
         /// An `alter_context` on a bind-routed connection waits for the runtime's cached
         /// endpoint look-up (``alterContextChecked(_:)``).
-        case checkingAlterContext(HeldBind)
+        indirect case checkingAlterContext(HeldBind)
     }
 
     /// What to do with a PDU that came from the client, or with the runtime's answer.
@@ -101,7 +103,30 @@ public struct ConnectionStateMachine: Sendable {
     var state: State
     var session = Session()
     /// Endpoint-mapper calls and reassembly; created when the connection takes that role.
-    var endpointMapper: EndpointMapperCalls?
+    var endpointMapper: EndpointMapperCalls? {
+        get { self.endpointMapperStorage?.calls }
+        set {
+            guard let newValue else {
+                self.endpointMapperStorage = nil
+                return
+            }
+            if let storage = self.endpointMapperStorage, isKnownUniquelyReferenced(&self.endpointMapperStorage) {
+                storage.calls = newValue
+            } else {
+                self.endpointMapperStorage = EndpointMapperStorage(newValue)
+            }
+        }
+    }
+    /// Boxed (copy on write): most connections never take the endpoint-mapper role, and the
+    /// calls' state inline would be a quarter of every machine, held per idle connection.
+    private var endpointMapperStorage: EndpointMapperStorage?
+
+    /// Mutated only while uniquely referenced (see ``endpointMapper``), so copies of the machine
+    /// keep value semantics.
+    final class EndpointMapperStorage: @unchecked Sendable {
+        var calls: EndpointMapperCalls
+        init(_ calls: EndpointMapperCalls) { self.calls = calls }
+    }
     /// DCOM calls on the SCM (the endpoint-mapper listener), see ConnectionStateMachine+DCOM.swift.
     var dcom = DCOMCalls()
     /// The route's policy. The connection replaces it after a configuration reload, so new binds
@@ -171,8 +196,11 @@ public struct ConnectionStateMachine: Sendable {
     /// Events recorded since the last call; the caller turns them into metrics and logs.
     public mutating func takeEvents() -> [ConnectionEvent] {
         guard !self.events.isEmpty else { return [] }
-        defer { self.events.removeAll(keepingCapacity: true) }
-        return self.events
+        // Hands the storage over instead of keeping its capacity: events come with binds and
+        // decisions, not with every PDU, and an idle connection then holds no event storage.
+        let events = self.events
+        self.events = []
+        return events
     }
 
     /// Whether a bind or a call is waiting for the server, or a fragmented call is half received.

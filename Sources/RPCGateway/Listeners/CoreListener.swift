@@ -172,6 +172,7 @@ package final class CoreListener: Sendable {
         do {
             return try await ServerBootstrap.proxiedConnections(group: self.group)
                 .childChannelInitializer { [self] channel in
+                    do { try ProxiedChannelOptions.apply(to: channel) } catch { return channel.close() }
                     let (context, timeout) = self.state.withLockedValue { ($0.context, $0.settings.headerTimeout) }
                     do {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))

@@ -18,7 +18,8 @@ extension GatewayServer {
             return try await ServerBootstrap.proxiedConnections(group: self.group)
                 .serverChannelOption(.socketOption(reusePortOption), value: reusePort ? 1 : 0)
                 .childChannelInitializer { [self] channel in
-                    self.accept(channel, routeName: route, listenerPort: key.port, listener: kind)
+                    do { try ProxiedChannelOptions.apply(to: channel) } catch { return channel.close() }
+                    return self.accept(channel, routeName: route, listenerPort: key.port, listener: kind)
                 }
                 .bind(host: key.host, port: Int(key.port))
                 .get()

@@ -22,7 +22,9 @@ extension RouteRuntime {
         listener: GatewayMetrics.Listener,
         identity: AuthIdentity? = nil
     ) {
-        let clientText = HostPort.text(client)
+        // Formatted only when a line is logged (the metadata is an autoclosure): a bind at the
+        // default log level formats nothing.
+        var clientText: String { HostPort.text(client) }
         self.countForTraffic(event, client: client, listener: listener)
         switch event {
         case .bindDecision(let interface, let decision, let level, let type):

@@ -5,24 +5,55 @@ import RPCWire
 /// Timers, the status-page snapshot and closing: every connection ends through ``close(_:)``,
 /// which logs and counts it once (or, refused before it was spliced, only as a refusal) and
 /// releases what it held.
-extension ProxyConnection {
-    /// The idle timeout, without a timer per read or a promise per write (what NIO's
-    /// `IdleStateHandler` costs): every read burst stamps ``lastActivity`` and one scheduled check
-    /// per connection either closes it or sleeps until the stamp plus the timeout. The gateway only
-    /// writes what it read from the other side, so reads on both sides are all the activity there
-    /// is. Uses the event loop's clock, so an `EmbeddedEventLoop` advanced in tests and in the
-    /// fuzz harness drives it.
-    func scheduleIdleCheck(in delay: TimeAmount) {
+extension ProxyConnection: NIOScheduledCallbackHandler {
+    /// The bind, idle and half-close timeouts on one scheduled callback per connection, without
+    /// a timer per read or a promise per write (what NIO's `IdleStateHandler` costs) and without
+    /// a promise per timer (what `scheduleTask` costs): every read burst stamps ``lastActivity``;
+    /// the callback fires at the earliest deadline and either closes the connection or sleeps
+    /// until the next one. The gateway only writes what it read from the other side, so reads on
+    /// both sides are all the activity there is. Uses the event loop's clock, so an
+    /// `EmbeddedEventLoop` advanced in tests and in the fuzz harness drives it.
+    func armTimer() {
         guard !self.finished else { return }
-        self.idleCheck = self.eventLoop.assumeIsolated().scheduleTask(in: delay) { [self] in
-            let limit = TimeAmount(self.timeouts.idleDuration)
-            let idleFor = self.eventLoop.now - self.lastActivity
-            if idleFor >= limit {
-                self.close(.idleTimeout)
-            } else {
-                self.scheduleIdleCheck(in: limit - idleFor)
+        let deadline = self.nextDeadline
+        if let current = self.timerDeadline, current <= deadline {
+            return  // fires sooner and re-arms for the later deadline then
+        }
+        self.timer?.cancel()
+        self.timer = try? self.eventLoop.assumeIsolated().scheduleCallback(at: deadline, handler: self)
+        self.timerDeadline = deadline
+    }
+
+    /// The earliest of the deadlines that still apply.
+    private var nextDeadline: NIODeadline {
+        var next = self.lastActivity + self.idleTimeout
+        if let bind = self.bindDeadline, bind < next { next = bind }
+        if let halfClose = self.halfCloseDeadline, halfClose < next { next = halfClose }
+        return next
+    }
+
+    func handleScheduledCallback(eventLoop: some EventLoop) {
+        self.timer = nil
+        self.timerDeadline = nil
+        guard !self.finished else { return }
+        let now = self.eventLoop.now
+        if let bind = self.bindDeadline {
+            if self.machine.isBound {
+                self.bindDeadline = nil
+            } else if now >= bind {
+                self.close(.bindTimeout)
+                return
             }
         }
+        if let halfClose = self.halfCloseDeadline, now >= halfClose {
+            self.close(.halfCloseTimeout)
+            return
+        }
+        if now - self.lastActivity >= self.idleTimeout {
+            self.close(.idleTimeout)
+            return
+        }
+        self.armTimer()
     }
 
     var clientDescription: String { HostPort.text(self.clientAddress) }
@@ -56,10 +87,9 @@ extension ProxyConnection {
     func finish() {
         guard !self.finished else { return }
         self.finished = true
-        for timer in self.timers { timer.cancel() }
-        self.timers.removeAll()
-        self.idleCheck?.cancel()
-        self.idleCheck = nil
+        self.timer?.cancel()
+        self.timer = nil
+        self.timerDeadline = nil
         if !self.refused {
             let duration = NIODeadline.now() - self.started
             let interfaces = self.machine.acceptedInterfaces.map { self.route.interfaceLabel($0) }

@@ -32,8 +32,13 @@ final class ProxyConnection {
     let upstreamAddress: IPv4Address
     /// How endpoint-mapper replies are treated (core gateways leave ports to the edge).
     let endpointMapperMode: EndpointMapperMode
-    let timeouts: Timeouts
-    let limits: WireLimits
+    /// The three timeouts the connection's timer enforces (not the whole ``Timeouts``: every
+    /// byte of this object is held per connection).
+    let bindTimeout: TimeAmount
+    let idleTimeout: TimeAmount
+    let halfCloseTimeout: TimeAmount
+    /// The wire limits are the machine's (one copy per connection).
+    var limits: WireLimits { self.machine.limits }
     let eventLoop: any EventLoop
     var machine: ConnectionStateMachine
     var clientHandler: GlueHandler?
@@ -56,8 +61,16 @@ final class ProxyConnection {
     /// When bytes last arrived from either side (updated once per read burst), on the event
     /// loop's clock.
     var lastActivity: NIODeadline
-    var timers: [Scheduled<Void>] = []
-    var idleCheck: Scheduled<Void>?
+    /// The connection's one timer: the bind, idle and half-close deadlines share it (see
+    /// `ProxyConnection+Lifecycle.swift`), so an idle connection holds one scheduled callback and
+    /// no promise.
+    var timer: NIOScheduledCallback?
+    /// When ``timer`` fires.
+    var timerDeadline: NIODeadline?
+    /// Until the first bind is accepted: the connection closes at this deadline if it is not.
+    var bindDeadline: NIODeadline?
+    /// Set when one side half-closed: the other direction may stay open until then.
+    var halfCloseDeadline: NIODeadline?
     var finished = false
     var policyGeneration: Int
     /// Set by a graceful shutdown: close as soon as no call is in flight.
@@ -85,7 +98,6 @@ final class ProxyConnection {
         upstreamAddress: IPv4Address? = nil,
         eventLoop: any EventLoop,
         timeouts: Timeouts,
-        limits: WireLimits,
         endpointMapperMode: EndpointMapperMode = .rewrite,
         connector: @escaping UpstreamConnector,
         onClose: @escaping @Sendable () -> Void
@@ -99,8 +111,9 @@ final class ProxyConnection {
         self.clientFacingAddress = clientFacingAddress
         self.upstreamAddress = upstreamAddress ?? route.upstreamAddress
         self.endpointMapperMode = endpointMapperMode
-        self.timeouts = timeouts
-        self.limits = limits
+        self.bindTimeout = TimeAmount(timeouts.bindDuration)
+        self.idleTimeout = TimeAmount(timeouts.idleDuration)
+        self.halfCloseTimeout = TimeAmount(timeouts.halfCloseDuration)
         self.eventLoop = eventLoop
         self.policyGeneration = route.generation
         self.lastActivity = eventLoop.now
@@ -125,13 +138,10 @@ final class ProxyConnection {
     func start() -> (handler: GlueHandler, spliced: EventLoopFuture<Void>) {
         let client = GlueHandler(side: .client, connection: self, limits: self.limits)
         self.clientHandler = client
-        let bindTimer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.bindDuration)) {
-            [self] in
-            if !self.machine.isBound { self.close(.bindTimeout) }
-        }
-        self.timers.append(bindTimer)
-        self.lastActivity = self.eventLoop.now
-        self.scheduleIdleCheck(in: TimeAmount(self.timeouts.idleDuration))
+        let now = self.eventLoop.now
+        self.lastActivity = now
+        self.bindDeadline = now + self.bindTimeout
+        self.armTimer()
         if let server = self.machine.server, !self.machine.isSpliced {
             return (client, self.connect(to: server))
         }
@@ -227,13 +237,13 @@ final class ProxyConnection {
             self.close(self.closedReason)
             return
         }
-        // Propagate the FIN, and bound how long the other direction may stay open.
+        // Propagate the FIN, and bound how long the other direction may stay open (from the
+        // first half-close: a second one closes the connection above).
         self.handler(for: side.other)?.closeOutput()
-        let timer = self.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(self.timeouts.halfCloseDuration)) {
-            [self] in
-            self.close(.halfCloseTimeout)
+        if self.halfCloseDeadline == nil {
+            self.halfCloseDeadline = self.eventLoop.now + self.halfCloseTimeout
+            self.armTimer()
         }
-        self.timers.append(timer)
     }
 
     func channelInactive(_ side: ProxySide) {

@@ -1,7 +1,7 @@
 package import Logging
-package import NIOCore
-package import RPCPolicy
-package import RPCWire
+public import NIOCore
+public import RPCPolicy
+public import RPCWire
 
 /// The splice of one proxied connection on two channels the caller already has, assembled by
 /// ``Splicer`` as for every listener (framers, glue handlers, the
@@ -81,5 +81,37 @@ package enum ProxySplice {
             onClose: onClose
         )
         try client.pipeline.syncOperations.addHandler(handler)
+    }
+}
+
+/// The splice of ``ProxySplice`` for the separate Benchmarks package (ordo-one/benchmark), which
+/// reaches the gateway only through public API: the micro-benchmarks of the set-up path and of
+/// forwarding drive the real glue handlers, ``ProxyConnection`` and state machine in two
+/// `EmbeddedChannel`s and count their allocations. Default timeouts and wire limits, metrics
+/// from the process's (unbootstrapped, so no-op) metrics system, no logging.
+@_spi(Benchmarking)
+public enum BenchmarkSplice {
+    /// Installs a splice between `client` and `server` (which must share one event loop), as the
+    /// endpoint-mapper listener (`endpointMapper`) or a mapped gateway port would.
+    public static func install(
+        client: any Channel,
+        server: any Channel,
+        route: RouteSettings,
+        upstreamAddress: IPv4Address,
+        endpointMapper: Bool,
+        clientAddress: IPAddress,
+        serverEndpoint: TCPEndpoint
+    ) throws {
+        try ProxySplice.install(
+            client: client,
+            server: server,
+            route: route,
+            upstreamAddress: upstreamAddress,
+            listener: endpointMapper ? .epm : .mapped,
+            clientAddress: clientAddress,
+            clientFacingAddress: IPv4Address(127, 0, 0, 1),
+            serverEndpoint: serverEndpoint,
+            logger: Logger(label: "benchmark", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
     }
 }

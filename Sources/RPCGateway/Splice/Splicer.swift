@@ -61,7 +61,6 @@ struct Splicer: Sendable {
             upstreamAddress: plan.upstreamAddress,
             eventLoop: eventLoop,
             timeouts: admitted.timeouts,
-            limits: admitted.limits,
             endpointMapperMode: endpointMapperMode,
             connector: upstream
         ) {

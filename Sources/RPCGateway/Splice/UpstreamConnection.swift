@@ -44,6 +44,7 @@ enum UpstreamConnection {
             return ClientBootstrap.proxiedConnection(on: eventLoop, timeouts: timeouts)
                 .channelInitializer { channel in
                     do {
+                        try ProxiedChannelOptions.apply(to: channel)
                         let tls = try NIOSSLClientHandler(
                             context: peer.context,
                             serverHostname: peer.settings.serverName
