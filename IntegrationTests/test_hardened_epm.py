@@ -381,6 +381,44 @@ def test_authenticated_lookup_and_calls_in_preserve_mode(preserve_gateway, level
     assert passed == (3 if level in VERIFIED else 0), passed
 
 
+# rpcclient always asks port 135 of the host it is given for the endpoint, even with the port in
+# its binding string. The session's pool gateway owns 10.99.0.1:135, so a preserve gateway on 135
+# gets a second address of its own on the DC's host-side veth for this test.
+PRESERVE_135_HOST = '10.99.0.3'
+PRESERVE_135_ADMIN = '127.0.0.1:19263'
+SAMBA_VETH_HOST_SIDE = 'rpcg-h'
+
+
+@pytest.fixture(scope='module')
+def preserve_gateway_on_135(samba, reserved_ports):
+    sh('ip', 'addr', 'add', PRESERVE_135_HOST + '/32', 'dev', SAMBA_VETH_HOST_SIDE, check=False)
+    try:
+        gw = start('gateway-preserve-135', (
+            '  - name: samba-preserve-135\n    listen: %s\n    epm_port: 135\n    upstream: %s\n'
+            '    ports: %d-%d\n    port_mapping: preserve\n    policy: dc\n') % (
+                PRESERVE_135_HOST, SAMBA_HOST, SAMBA_RANGE[0], SAMBA_RANGE[1]), PRESERVE_135_ADMIN)
+        try:
+            yield gw
+        finally:
+            gw.stop()
+    finally:
+        sh('ip', 'addr', 'del', PRESERVE_135_HOST + '/32', 'dev', SAMBA_VETH_HOST_SIDE, check=False)
+
+
+@pytest.mark.timeout_s(90)
+@pytest.mark.parametrize('options', ['', 'sign', 'seal'])
+def test_rpcclient_through_preserve_mode(preserve_gateway_on_135, options):
+    # rpcclient's own (anonymous) lookup on 135 is answered with Samba's port, which the preserve
+    # gateway serves as it is; the bind, plain, signed or sealed, and the calls pass unchanged.
+    before = counter(PRESERVE_135_ADMIN, 'rpcgate_connections_total', route='samba-preserve-135', listener='mapped')
+    r = ri.rpcclient(PRESERVE_135_HOST, 'enumdomains', options, timeout=60)
+    assert 'EXAMPLE' in r.stdout, r.stdout
+    after = counter(PRESERVE_135_ADMIN, 'rpcgate_connections_total', route='samba-preserve-135', listener='mapped')
+    assert after >= before + 1, (before, after)
+    with open(preserve_gateway_on_135.log_path) as f:
+        assert 'decision=deny' not in f.read()
+
+
 @pytest.mark.timeout_s(120)
 def test_authenticated_lookup_and_calls_in_transparent_mode(client_ns, reserved_ports):
     admin = '127.0.0.1:19263'
