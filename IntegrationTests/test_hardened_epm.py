@@ -385,7 +385,7 @@ def test_authenticated_lookup_and_calls_in_preserve_mode(preserve_gateway, level
 # its binding string. The session's pool gateway owns 10.99.0.1:135, so a preserve gateway on 135
 # gets a second address of its own on the DC's host-side veth for this test.
 PRESERVE_135_HOST = '10.99.0.3'
-PRESERVE_135_ADMIN = '127.0.0.1:19263'
+PRESERVE_135_ADMIN = '127.0.0.1:19264'
 SAMBA_VETH_HOST_SIDE = 'rpcg-h'
 
 

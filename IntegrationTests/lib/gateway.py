@@ -70,6 +70,11 @@ class Gateway:
                     self.name, self.proc.returncode, self.log_path, self.log_tail()))
             try:
                 if ready():
+                    # Another process answering the probe (say, an earlier gateway on the same
+                    # admin port) must not pass for this one: it must still be running.
+                    time.sleep(interval_s)
+                    if self.proc.poll() is not None:
+                        continue
                     return self
             except Exception as e:  # not ready yet
                 last = e
