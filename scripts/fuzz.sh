@@ -161,7 +161,8 @@ if target == "RPCWireFuzz":
     write("proxy-v2-ipv6-mapped", proxy_v2(0x21, v6, [target_mapped, (0x04, b"\x00\x00")]) + bind)
     write("proxy-v2-local", signature + bytes([0x20, 0x00, 0x00, 0x00])); n += 3
 elif target == "RPCGatewayFuzz":
-    # GatewayHarness: selector byte, then [op u8][n u16 le][data]; op 0 client, 3 server, 6 clock.
+    # GatewayHarness: selector byte, then [op u8][n u16 le][data]; op 0 client, 3 server, 6 clock
+    # (selector bit 5: RoutingHarness, whose ops 5-7 answer the machine; see its doc comment).
     def chunk(op, data=b"", n=None):
         return bytes([op]) + struct.pack("<H", len(data) if n is None else n) + data
     C, S = 0, 3
@@ -196,6 +197,22 @@ elif target == "RPCGatewayFuzz":
             + chunk(S, dcom_response(activation_reply(49670))))
     for extra in (0, 2, 8):
         write("dcom-activation-%d" % (1 | extra), bytes([1 | extra]) + dcom); n += 1
+    # First-bind routing (selector bit 5, RoutingHarness): op 5 answers the resolution (n % 4 == 0:
+    # that port), 6 the upstream connect, 7 the endpoints known for an alter_context.
+    RESOLVE, CONNECTED, ENDPOINTS = 5, 6, 7
+    routed = {
+        "routed-samr": [chunk(C, fixture("bind_three_contexts_samr")), chunk(RESOLVE, n=49152), chunk(CONNECTED),
+                        chunk(S, fixture("bind_ack_three_contexts_samr")), chunk(C, fixture("signed_request"))],
+        "routed-not-registered": [chunk(C, fixture("bind_three_contexts_samr")), chunk(RESOLVE, n=1),
+                                  chunk(C, fixture("bind_three_contexts_samr")), chunk(RESOLVE, n=49152)],
+        "routed-alter": [chunk(C, fixture("bind_three_contexts")), chunk(RESOLVE, n=49152), chunk(CONNECTED),
+                         chunk(S, fixture("bind_ack_three_contexts")), chunk(C, fixture("alter_context_drsuapi")),
+                         chunk(ENDPOINTS, n=0), chunk(S, fixture("alter_context_resp_drsuapi"))],
+        "routed-not-a-bind": [chunk(C, fixture("signed_request")), chunk(CONNECTED)],
+    }
+    for name, chunks in routed.items():
+        for selector in (32, 34, 40, 96):
+            write("%s-%d" % (name, selector), bytes([selector]) + b"".join(chunks)); n += 1
     for f in sorted(fixtures.glob("*.hex")):
         for selector in (0, 1):
             for op in (C, S):

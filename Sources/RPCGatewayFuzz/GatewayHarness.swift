@@ -19,7 +19,9 @@ import Darwin
 /// - byte 0 selects the set-up: bit 0 the listener (0 mapped port, 1 endpoint mapper), bit 1 the
 ///   policy (0 with an opnum rule, so requests are inspected; 1 interface rules only), bit 2
 ///   `advertise`, bit 3 small wire limits (so limit paths are reached with short inputs), bit 4
-///   `port_mapping: preserve` (signed and sealed endpoint-mapper lookups pass unchanged);
+///   `port_mapping: preserve` (signed and sealed endpoint-mapper lookups pass unchanged), bit 5
+///   first-bind routing from the connection's first byte instead (``RoutingHarness``, its own
+///   input format; bit 6 there: the gateway port names a preferred server);
 /// - then chunks `[op: u8][n: u16 little-endian][data]`, at most ``maximumSteps``. `op % 8`:
 ///   0-2 `n` bytes (or what is left) from the client, 3-5 from the server, 6 advances the clock
 ///   by `n` seconds (no data), 7 an event chosen by `n % 8`: input closed on the client /
@@ -91,6 +93,10 @@ enum GatewayHarness {
     static func run(_ input: ByteBuffer) {
         var input = input
         guard let selector = input.readInteger(as: UInt8.self) else { return }
+        if selector & 32 != 0 {
+            RoutingHarness.run(selector: selector, input)
+            return
+        }
         let listener: GatewayMetrics.Listener = selector & 1 == 0 ? .mapped : .epm
         let policy = selector & 2 == 0 ? Self.inspecting : Self.plain
         let limits = selector & 8 == 0 ? WireLimits() : Self.smallLimits

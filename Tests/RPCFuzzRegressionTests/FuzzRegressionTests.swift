@@ -89,6 +89,18 @@ struct FuzzRegressionTests {
         ),
         // Every close path one after the other, then the idle event on a closed connection.
         ("every event", [0] + (0..<8).flatMap { chunk(7, count: $0) } + chunk(6, count: 40)),
+        // First-bind routing (selector bit 5): resolved to a port, connected, bound, a call; and a
+        // denied bind, then a not-registered answer, then a bind routed after all.
+        (
+            "routed bind, resolved and connected",
+            [32] + chunk(0, bind(samr)) + chunk(5, count: 49152) + chunk(6, count: 0) + chunk(3, bindAck())
+                + chunk(0, request(callID: 2, flags: .singleFragment))
+        ),
+        (
+            "routed: denied, not registered, then routed",
+            [32] + chunk(0, bind(.endpointMapper)) + chunk(0, bind(samr)) + chunk(5, count: 1)
+                + chunk(0, bind(samr)) + chunk(5, count: 49152) + chunk(6, count: 0)
+        ),
     ]
 
     @Test(arguments: Self.gatewayCases.indices)
