@@ -458,9 +458,10 @@ def rpcclient(host, command, options='', port=None, user=DEFAULT_USER, password=
               domain=DEFAULT_DOMAIN, kerberos=False, timeout=60, configfile=None, extra_args=()):
     """Run Samba's rpcclient: `rpcclient -U 'DOM\\user%pass' 'ncacn_ip_tcp:HOST[opts]' -c CMD`.
 
-    options: comma list such as 'sign', 'seal', 'spnego,seal', 'krb5'. Without
-    `port` rpcclient asks HOST:135 for the endpoint (always 135!) then connects to
-    HOST:<port it got>; with `port` it skips the mapper. user=None runs anonymously
+    options: comma list such as 'sign', 'seal', 'spnego,seal', 'krb5'. rpcclient
+    asks HOST:135 for the endpoint (always 135!) then connects to HOST:<port it
+    got>; Samba 4.17's rpcclient does so even with `port` in the binding (a
+    preserve gateway on another EPM port saw only impacket's connections). user=None runs anonymously
     (-N). kerberos=False adds --use-kerberos=off. Returns CompletedProcess
     (text); raises RPCError on non-zero exit or timeout."""
     parts = ([str(port)] if port else []) + ([options] if options else [])
