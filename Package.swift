@@ -171,10 +171,17 @@ let package = Package(
             dependencies: ["RPCGatewayConfig", "RPCGateway", "FuzzReplay"],
             swiftSettings: fuzzing ? [.define("FUZZING")] : []
         ),
+        // Synthetic DCOM stub builders shared by the codec and connection tests.
+        .target(
+            name: "DCOMTestStubs",
+            dependencies: ["RPCWire", .product(name: "NIOCore", package: "swift-nio")],
+            path: "Tests/DCOMTestStubs"
+        ),
         .testTarget(
             name: "RPCWireTests",
             dependencies: [
                 "RPCWire",
+                "DCOMTestStubs",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOTestUtils", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -189,6 +196,7 @@ let package = Package(
             name: "RPCGatewayTests",
             dependencies: [
                 "RPCGateway",
+                "DCOMTestStubs",
                 "RPCWire",
                 "RPCPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import DCOMTestStubs
 import NIOCore
 import RPCGateway
 import RPCPolicy

@@ -1,56 +1,56 @@
-import NIOCore
-import RPCWire
+public import NIOCore
+public import RPCWire
 
-// A copy of the stub builders of Tests/RPCWireTests/DCOMMessagesTests.swift (test targets share
-// no code): synthetic DCOM stubs, never capture bytes.
+// Synthetic DCOM stubs (never capture bytes) for the codec tests (RPCWireTests) and the
+// connection tests (RPCGatewayTests): one copy, in a target both test targets depend on.
 
 /// Builds NDR stubs for the DCOM tests, aligning relative to the stub start.
-struct StubBuilder {
-    var buffer = ByteBuffer()
-    let ndr64: Bool
-    var nextReferent: UInt64 = 0x0002_0000
+public struct StubBuilder {
+    public var buffer = ByteBuffer()
+    public let ndr64: Bool
+    public var nextReferent: UInt64 = 0x0002_0000
 
-    init(ndr64: Bool = false) { self.ndr64 = ndr64 }
+    public init(ndr64: Bool = false) { self.ndr64 = ndr64 }
 
-    mutating func align(_ n: Int) {
+    public mutating func align(_ n: Int) {
         while self.buffer.writerIndex % n != 0 { self.buffer.writeInteger(UInt8(0)) }
     }
-    mutating func u16(_ value: UInt16) {
+    public mutating func u16(_ value: UInt16) {
         self.align(2)
         self.buffer.writeInteger(value, endianness: .little)
     }
-    mutating func u32(_ value: UInt32) {
+    public mutating func u32(_ value: UInt32) {
         self.align(4)
         self.buffer.writeInteger(value, endianness: .little)
     }
-    mutating func u64(_ value: UInt64) {
+    public mutating func u64(_ value: UInt64) {
         self.align(8)
         self.buffer.writeInteger(value, endianness: .little)
     }
-    mutating func wide(_ value: UInt64) {
+    public mutating func wide(_ value: UInt64) {
         if self.ndr64 { self.u64(value) } else { self.u32(UInt32(value)) }
     }
-    mutating func referent(null: Bool = false) {
+    public mutating func referent(null: Bool = false) {
         guard !null else { return self.wide(0) }
         self.wide(self.nextReferent)
         self.nextReferent += 4
     }
-    mutating func uuid(_ uuid: DCEUUID) {
+    public mutating func uuid(_ uuid: DCEUUID) {
         self.align(4)
         self.buffer.writeDCEUUID(uuid, endianness: .little)
     }
-    mutating func bytes(_ bytes: [UInt8]) { self.buffer.writeBytes(bytes) }
-    mutating func bytes(_ bytes: ByteBuffer) { self.buffer.writeImmutableBuffer(bytes) }
+    public mutating func bytes(_ bytes: [UInt8]) { self.buffer.writeBytes(bytes) }
+    public mutating func bytes(_ bytes: ByteBuffer) { self.buffer.writeImmutableBuffer(bytes) }
 
     /// NDR `DUALSTRINGARRAY` pointee: conformance, counts, units.
-    mutating func dualStringArray(_ units: [UInt16], securityOffset: UInt16) {
+    public mutating func dualStringArray(_ units: [UInt16], securityOffset: UInt16) {
         self.wide(UInt64(units.count))
         self.u16(UInt16(units.count))
         self.u16(securityOffset)
         for unit in units { self.u16(unit) }
     }
 
-    mutating func orpcThis(cid: DCEUUID) {
+    public mutating func orpcThis(cid: DCEUUID) {
         self.u16(5)
         self.u16(7)
         self.u32(0)
@@ -61,8 +61,10 @@ struct StubBuilder {
 }
 
 /// The 16-bit units of a DUALSTRINGARRAY with TCP bindings and one security binding.
-func dualStringUnits(_ addresses: [String], principal: String = "host/dc1") -> (units: [UInt16], securityOffset: UInt16)
-{
+public func dualStringUnits(
+    _ addresses: [String],
+    principal: String = "host/dc1"
+) -> (units: [UInt16], securityOffset: UInt16) {
     var units: [UInt16] = []
     for address in addresses {
         units.append(StringBinding.tcpTowerID)
@@ -79,7 +81,7 @@ func dualStringUnits(_ addresses: [String], principal: String = "host/dc1") -> (
 }
 
 /// A type-serialized (MS-RPCE 2.2.6) little-endian object around `body`, padded to 8.
-func typeSerialized(_ body: ByteBuffer, padded: Bool = true) -> ByteBuffer {
+public func typeSerialized(_ body: ByteBuffer, padded: Bool = true) -> ByteBuffer {
     var object = body
     while padded, object.readableBytes % 8 != 0 { object.writeInteger(UInt8(0)) }
     var out = ByteBuffer()
@@ -92,7 +94,7 @@ func typeSerialized(_ body: ByteBuffer, padded: Bool = true) -> ByteBuffer {
 }
 
 /// An activation properties blob with the given (CLSID, serialized property) pairs.
-func activationBlob(_ properties: [(DCEUUID, ByteBuffer)]) -> ByteBuffer {
+public func activationBlob(_ properties: [(DCEUUID, ByteBuffer)]) -> ByteBuffer {
     let count = UInt32(properties.count)
     func header(totalSize: UInt32, headerSize: UInt32) -> ByteBuffer {
         var h = StubBuilder()
@@ -122,7 +124,7 @@ func activationBlob(_ properties: [(DCEUUID, ByteBuffer)]) -> ByteBuffer {
 }
 
 /// A custom OBJREF wrapping `data`.
-func customObjectReference(iid: DCEUUID, clsid: DCEUUID, data: ByteBuffer) -> ByteBuffer {
+public func customObjectReference(iid: DCEUUID, clsid: DCEUUID, data: ByteBuffer) -> ByteBuffer {
     var out = ByteBuffer()
     out.writeInteger(ObjectReference.signature, endianness: .little)
     out.writeInteger(UInt32(4), endianness: .little)
@@ -135,7 +137,7 @@ func customObjectReference(iid: DCEUUID, clsid: DCEUUID, data: ByteBuffer) -> By
 }
 
 /// A standard OBJREF with a packed resolver address.
-func standardObjectReference(iid: DCEUUID, oxid: UInt64, ipid: DCEUUID, addresses: [String]) -> ByteBuffer {
+public func standardObjectReference(iid: DCEUUID, oxid: UInt64, ipid: DCEUUID, addresses: [String]) -> ByteBuffer {
     var out = ByteBuffer()
     out.writeInteger(ObjectReference.signature, endianness: .little)
     out.writeInteger(UInt32(1), endianness: .little)
@@ -153,22 +155,22 @@ func standardObjectReference(iid: DCEUUID, oxid: UInt64, ipid: DCEUUID, addresse
 }
 
 extension StubBuilder {
-    mutating func interfacePointer(_ objref: ByteBuffer) {
+    public mutating func interfacePointer(_ objref: ByteBuffer) {
         self.wide(UInt64(objref.readableBytes))
         self.u32(UInt32(objref.readableBytes))
         self.bytes(objref)
     }
 }
 
-enum DCOMSamples {
-    static let mmc20 = DCEUUID("49b2791a-b1ae-4c90-9b8e-e860ba07f889")!
-    static let iDispatch = DCEUUID("00020400-0000-0000-c000-000000000046")!
-    static let cid = DCEUUID("fd7ed21b-dac9-49d2-aadd-65b0c706fc49")!
-    static let ipid = DCEUUID("00014006-0530-0000-0333-997691ea98ab")!
-    static let remUnknown = DCEUUID("0000c000-0530-0000-7d85-2faeeac5c880")!
-    static let oxid: UInt64 = 0x0537_7350_7f21_3667
+public enum DCOMSamples {
+    public static let mmc20 = DCEUUID("49b2791a-b1ae-4c90-9b8e-e860ba07f889")!
+    public static let iDispatch = DCEUUID("00020400-0000-0000-c000-000000000046")!
+    public static let cid = DCEUUID("fd7ed21b-dac9-49d2-aadd-65b0c706fc49")!
+    public static let ipid = DCEUUID("00014006-0530-0000-0333-997691ea98ab")!
+    public static let remUnknown = DCEUUID("0000c000-0530-0000-7d85-2faeeac5c880")!
+    public static let oxid: UInt64 = 0x0537_7350_7f21_3667
 
-    static func instantiationInfo(clsid: DCEUUID, iids: [DCEUUID]) -> ByteBuffer {
+    public static func instantiationInfo(clsid: DCEUUID, iids: [DCEUUID]) -> ByteBuffer {
         var b = StubBuilder()
         b.uuid(clsid)
         b.u32(0x14)
@@ -186,7 +188,11 @@ enum DCOMSamples {
     }
 
     /// A RemoteCreateInstance (or, without pUnkOuter, RemoteGetClassObject) request stub.
-    static func activationRequest(createInstance: Bool, ndr64: Bool = false, clsid: DCEUUID = mmc20) -> ByteBuffer {
+    public static func activationRequest(
+        createInstance: Bool,
+        ndr64: Bool = false,
+        clsid: DCEUUID = mmc20
+    ) -> ByteBuffer {
         let other = DCEUUID("000001b9-0000-0000-c000-000000000046")!
         var filler = ByteBuffer()
         filler.writeBytes([UInt8](repeating: 0, count: 24))
@@ -207,7 +213,7 @@ enum DCOMSamples {
         return b.buffer
     }
 
-    static func activationReply(ndr64: Bool = false, port: Int = 49670) -> ByteBuffer {
+    public static func activationReply(ndr64: Bool = false, port: Int = 49670) -> ByteBuffer {
         var scm = StubBuilder()
         scm.referent(null: true)
         scm.referent()
@@ -253,7 +259,7 @@ enum DCOMSamples {
         return b.buffer
     }
 
-    static func resolveOxid2Reply(ndr64: Bool = false) -> ByteBuffer {
+    public static func resolveOxid2Reply(ndr64: Bool = false) -> ByteBuffer {
         var b = StubBuilder(ndr64: ndr64)
         b.referent()
         let (units, offset) = dualStringUnits(["ws6[65082]", "172.18.39.6[65082]"])
@@ -266,7 +272,7 @@ enum DCOMSamples {
         return b.buffer
     }
 
-    static func serverAlive2Reply(ndr64: Bool = false) -> ByteBuffer {
+    public static func serverAlive2Reply(ndr64: Bool = false) -> ByteBuffer {
         var b = StubBuilder(ndr64: ndr64)
         b.u16(5)
         b.u16(7)
