@@ -26,6 +26,21 @@ struct CapturedAuthIdentityTests {
         FileManager.default.isExecutableFile(atPath: $0)
     }
 
+    /// tshark and the captures folder for a test that reads the captures; `nil` after printing why
+    /// the test is skipped (no tshark, or no captures beside the project).
+    static func tsharkAndCaptures() -> (tshark: String, directory: URL)? {
+        guard let tshark = Self.tshark else {
+            print("skipped: tshark is not installed")
+            return nil
+        }
+        let directory = Self.capturesDirectory
+        guard FileManager.default.fileExists(atPath: directory.path) else {
+            print("skipped: no captures at \(directory.path) (set RPCGATE_CAPTURES)")
+            return nil
+        }
+        return (tshark, directory)
+    }
+
     /// Captures with NTLM, SPNEGO/NTLM and SPNEGO/Kerberos binds over TCP (INDEX.md).
     static let captures = [
         "zeek__dce_rpc_ntlm.pcapng",
@@ -87,15 +102,7 @@ struct CapturedAuthIdentityTests {
     }
 
     @Test func identitiesMatchWireshark() throws {
-        guard let tshark = Self.tshark else {
-            print("skipped: tshark is not installed")
-            return
-        }
-        let directory = Self.capturesDirectory
-        guard FileManager.default.fileExists(atPath: directory.path) else {
-            print("skipped: no captures at \(directory.path) (set RPCGATE_CAPTURES)")
-            return
-        }
+        guard let (tshark, directory) = Self.tsharkAndCaptures() else { return }
         var checked = 0
         var ntlmNames = 0
         var kerberosNames = 0

@@ -104,15 +104,7 @@ struct CapturedDCOMTests {
     }
 
     @Test func dcomMessagesMatchWireshark() throws {
-        guard let tshark = CapturedAuthIdentityTests.tshark else {
-            print("skipped: tshark is not installed")
-            return
-        }
-        let directory = CapturedAuthIdentityTests.capturesDirectory
-        guard FileManager.default.fileExists(atPath: directory.path) else {
-            print("skipped: no captures at \(directory.path) (set RPCGATE_CAPTURES)")
-            return
-        }
+        guard let (tshark, directory) = CapturedAuthIdentityTests.tsharkAndCaptures() else { return }
         var counts: [String: Int] = [:]
         var ports: Set<UInt16> = []
         for name in Self.captures {
@@ -204,15 +196,7 @@ struct CapturedDCOMTests {
     /// packet integrity): its ORPCTHIS causality id must be the one Wireshark shows, and its
     /// header's object UUID (the IPID) Wireshark's `dcerpc.obj_id`.
     @Test func orpcHeadersOfObjectCallsMatchWireshark() throws {
-        guard let tshark = CapturedAuthIdentityTests.tshark else {
-            print("skipped: tshark is not installed")
-            return
-        }
-        let directory = CapturedAuthIdentityTests.capturesDirectory
-        guard FileManager.default.fileExists(atPath: directory.path) else {
-            print("skipped: no captures at \(directory.path) (set RPCGATE_CAPTURES)")
-            return
-        }
+        guard let (tshark, directory) = CapturedAuthIdentityTests.tsharkAndCaptures() else { return }
         let limits = WireLimits(maximumFragmentLength: 65535)
         var checked = 0
         var withObject = 0
