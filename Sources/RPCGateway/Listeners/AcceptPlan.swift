@@ -63,127 +63,102 @@ struct AcceptPlan: Hashable, Sendable {
         pinholeOpen: ((TCPEndpoint) -> Bool)? = nil,
         passesProtectedEndpointMapper: Bool = false
     ) -> AcceptPlan {
-        var plan = Self.decide(
-            mode: mode,
-            listener: listener,
-            listenerPort: listenerPort,
-            epmPort: epmPort,
-            upstream: upstream,
-            upstreamEPMPort: upstreamEPMPort,
-            mapping: mapping,
-            destination: destination,
-            admitsServer: admitsServer,
-            portMapping: portMapping,
-            serverPortsListen: serverPortsListen,
-            admitsServerPort: admitsServerPort,
-            pinholeOpen: pinholeOpen
-        )
+        var plan = decide()
         if passesProtectedEndpointMapper { plan.protectedEndpointMapper = .passThrough }
         return plan
-    }
 
-    private static func decide(
-        mode: RouteMode,
-        listener: GatewayMetrics.Listener,
-        listenerPort: UInt16,
-        epmPort: UInt16,
-        upstream: IPv4Address,
-        upstreamEPMPort: UInt16,
-        mapping: TCPEndpoint?,
-        destination: Destination,
-        admitsServer: (IPv4Address) -> Bool,
-        portMapping: PortMappingMode,
-        serverPortsListen: UInt16?,
-        admitsServerPort: (UInt16) -> Bool,
-        pinholeOpen: ((TCPEndpoint) -> Bool)?
-    ) -> AcceptPlan {
-        let upstreamEPM = TCPEndpoint(address: upstream, port: upstreamEPMPort)
-        switch mode {
-        case .mapped:
-            if listener == .epm {
-                return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
-            }
-            if portMapping == .preserve {
-                // Gateway port P is the server's port P: the first bind is decided, then the
-                // connection goes there (no pool, no look-up, no secondary address to rewrite).
-                let server = TCPEndpoint(address: upstream, port: listenerPort)
-                return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, server: server)))
-            }
-            // Replicas share no state, so another instance may have handed this port out for
-            // another endpoint, or none (this one restarted): the first bind routes it, with this
-            // instance's mapping preferred when there is one.
-            return AcceptPlan(
-                action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, preferred: mapping)),
-                mappedPort: mapping == nil ? nil : listenerPort,
-                gatewayPort: listenerPort
-            )
-        case .singlePort:
-            if listener == .epm {
-                return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
-            }
-            return AcceptPlan(
-                action: .routeByBind(
-                    FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)
-                ),
-                gatewayPort: listenerPort
-            )
-        case .transparent:
-            guard case .original(let destination) = destination else {
+        func decide() -> AcceptPlan {
+            let upstreamEPM = TCPEndpoint(address: upstream, port: upstreamEPMPort)
+            switch mode {
+            case .mapped:
+                if listener == .epm {
+                    return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
+                }
+                if portMapping == .preserve {
+                    // Gateway port P is the server's port P: the first bind is decided, then the
+                    // connection goes there (no pool, no look-up, no secondary address to rewrite).
+                    let server = TCPEndpoint(address: upstream, port: listenerPort)
+                    return AcceptPlan(action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, server: server)))
+                }
+                // Replicas share no state, so another instance may have handed this port out for
+                // another endpoint, or none (this one restarted): the first bind routes it, with this
+                // instance's mapping preferred when there is one.
                 return AcceptPlan(
-                    action: .refuse(.noOriginalDestination, "connection was not redirected (no original destination)")
+                    action: .routeByBind(FirstBindRouting(mapper: upstreamEPM, preferred: mapping)),
+                    mappedPort: mapping == nil ? nil : listenerPort,
+                    gatewayPort: listenerPort
                 )
-            }
-            guard admitsServer(destination.address) else {
+            case .singlePort:
+                if listener == .epm {
+                    return AcceptPlan(action: .splice(role: .endpointMapper, server: upstreamEPM))
+                }
                 return AcceptPlan(
-                    action: .refuse(
-                        .destinationNotAllowed,
-                        "original destination \(destination) is outside the route's servers"
-                    )
+                    action: .routeByBind(
+                        FirstBindRouting(mapper: upstreamEPM, servesEndpointMapper: listenerPort == epmPort)
+                    ),
+                    gatewayPort: listenerPort
                 )
-            }
-            if listener == .epm {
-                return AcceptPlan(
-                    action: .splice(role: .endpointMapper, server: destination),
-                    upstreamAddress: destination.address
-                )
-            }
-            if let serverPortsListen, listenerPort == serverPortsListen {
-                // A connection to a server's dynamic port: it goes there, once its first bind is
-                // allowed (so a denied interface never reaches the server).
-                guard admitsServerPort(destination.port), destination.port != upstreamEPMPort else {
+            case .transparent:
+                guard case .original(let destination) = destination else {
                     return AcceptPlan(
                         action: .refuse(
-                            .destinationNotAllowed,
-                            "original destination port \(destination.port) is outside the route's server_ports"
+                            .noOriginalDestination,
+                            "connection was not redirected (no original destination)"
                         )
                     )
                 }
-                if let pinholeOpen, !pinholeOpen(destination) {
+                guard admitsServer(destination.address) else {
                     return AcceptPlan(
                         action: .refuse(
-                            .noPinhole,
-                            "no readable reply told this client about \(destination) (pinholes: learned)"
+                            .destinationNotAllowed,
+                            "original destination \(destination) is outside the route's servers"
                         )
+                    )
+                }
+                if listener == .epm {
+                    return AcceptPlan(
+                        action: .splice(role: .endpointMapper, server: destination),
+                        upstreamAddress: destination.address
+                    )
+                }
+                if let serverPortsListen, listenerPort == serverPortsListen {
+                    // A connection to a server's dynamic port: it goes there, once its first bind is
+                    // allowed (so a denied interface never reaches the server).
+                    guard admitsServerPort(destination.port), destination.port != upstreamEPMPort else {
+                        return AcceptPlan(
+                            action: .refuse(
+                                .destinationNotAllowed,
+                                "original destination port \(destination.port) is outside the route's server_ports"
+                            )
+                        )
+                    }
+                    if let pinholeOpen, !pinholeOpen(destination) {
+                        return AcceptPlan(
+                            action: .refuse(
+                                .noPinhole,
+                                "no readable reply told this client about \(destination) (pinholes: learned)"
+                            )
+                        )
+                    }
+                    let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
+                    return AcceptPlan(
+                        action: .routeByBind(FirstBindRouting(mapper: mapper, server: destination)),
+                        upstreamAddress: destination.address
+                    )
+                }
+                if let mapping, mapping.address == destination.address {
+                    return AcceptPlan(
+                        action: .splice(role: .mapped, server: mapping),
+                        mappedPort: listenerPort,
+                        upstreamAddress: destination.address
                     )
                 }
                 let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
                 return AcceptPlan(
-                    action: .routeByBind(FirstBindRouting(mapper: mapper, server: destination)),
+                    action: .routeByBind(FirstBindRouting(mapper: mapper)),
                     upstreamAddress: destination.address
                 )
             }
-            if let mapping, mapping.address == destination.address {
-                return AcceptPlan(
-                    action: .splice(role: .mapped, server: mapping),
-                    mappedPort: listenerPort,
-                    upstreamAddress: destination.address
-                )
-            }
-            let mapper = TCPEndpoint(address: destination.address, port: upstreamEPMPort)
-            return AcceptPlan(
-                action: .routeByBind(FirstBindRouting(mapper: mapper)),
-                upstreamAddress: destination.address
-            )
         }
     }
 
