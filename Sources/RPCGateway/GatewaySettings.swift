@@ -239,12 +239,16 @@ public struct RouteSettings: Sendable, Hashable {
     /// byte for byte: the client's follow-up connection to the port it names must reach this
     /// gateway unchanged (preserve mapping, or a transparent route's ``serverPortsListen``).
     /// Otherwise such lookups are refused (`authenticated_epm`).
-    public var passesProtectedEndpointMapper: Bool {
-        switch self.mode {
-        case .mapped: self.portMapping == .preserve
-        case .transparent: self.serverPortsListen != nil
-        case .singlePort: false
-        }
+    public var passesProtectedEndpointMapper: Bool { self.preservesServerPorts || self.learnsPinholes }
+
+    /// A mapped route with `port_mapping: preserve`: server port `P` is served on gateway port `P`.
+    public var preservesServerPorts: Bool { self.mode == .mapped && self.portMapping == .preserve }
+
+    /// A transparent route with ``serverPortsListen``: the server endpoints named in readable
+    /// replies open pinholes for the client (what `pinholes: learned` admits).
+    public var learnsPinholes: Bool {
+        guard case .transparent = self.mode else { return false }
+        return self.serverPortsListen != nil
     }
 
     /// In single-port mode, the one gateway port.

@@ -87,7 +87,7 @@ struct CheckConfig: ParsableCommand {
         }
         for route in settings.routes {
             if let via = route.via { print("route \(route.name): via peer \(via)") }
-            if route.mode == .mapped, route.portMapping == .preserve {
+            if route.preservesServerPorts {
                 print(
                     "route \(route.name): port mapping preserve (server port P served on gateway port P; "
                         + "signed and sealed endpoint-mapper lookups pass unchanged)"

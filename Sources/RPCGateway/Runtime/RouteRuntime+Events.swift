@@ -231,9 +231,8 @@ extension RouteRuntime {
     /// server); ports outside `server_ports` are not opened (that listener would refuse them).
     private func learnPinholes(from announcement: DCOMAnnouncement, client: SocketAddress?, server: TCPEndpoint) {
         let settings = self.settings
-        guard settings.serverPortsListen != nil, let address = IPAddress(client) else { return }
-        for port in announcement.ports
-        where settings.allowedServerPorts.map({ ranges in ranges.contains { $0.contains(port) } }) ?? true {
+        guard settings.learnsPinholes, let address = IPAddress(client) else { return }
+        for port in announcement.ports where settings.allowsServerPort(port) {
             self.pinholes.open(client: address, server: TCPEndpoint(address: server.address, port: port))
         }
     }

@@ -37,8 +37,8 @@ extension ProxyConnection {
         let mapper = self.serverEndpoint
         let machine = self.machine
         let mode = self.endpointMapperMode
-        let preserves = settings.mode == .mapped && settings.portMapping == .preserve
-        let learnsPinholes = settings.serverPortsListen != nil
+        let preserves = settings.preservesServerPorts
+        let learnsPinholes = settings.learnsPinholes
         let client = machine.client
         var exhausted = false
         var portsNotAllowed: [UInt16] = []
@@ -153,8 +153,8 @@ extension ProxyConnection {
         let settings = route.settings
         route.metrics.protectedReplyPassed()
         guard reply.authLevel < .privacy else { return reply.fragments.map(\.bytes) }
-        let preserves = settings.mode == .mapped && settings.portMapping == .preserve
-        let learnsPinholes = settings.serverPortsListen != nil
+        let preserves = settings.preservesServerPorts
+        let learnsPinholes = settings.learnsPinholes
         let upstreamAddress = self.upstreamAddress
         let machine = self.machine
         var outsideRange: [TCPEndpoint] = []
