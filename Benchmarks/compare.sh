@@ -8,6 +8,8 @@
 #   rpcgate  client -> rpcgate EPM 127.0.0.1:GATE_EPM (towers rewritten into GATE_PORTS) -> server
 #   haproxy  client -> haproxy 127.0.0.2:SERVER_EPM; haproxy does not rewrite, so it also listens on
 #            127.0.0.2:SERVER_DATA and the client dials the host it used plus the tower's port
+#   nio      (BASELINE=nio) client -> `rpcgate-bench splice` on 127.0.0.4, as haproxy: a bare SwiftNIO
+#            forwarder with rpcgate's channel settings and nothing else, the floor of a NIO proxy
 # Scenarios: bulk echo of 64 KiB stubs on 1 and 16 connections (MB/s, proxy CPU-seconds per GB),
 # latency of 100-byte calls (p50, p99), churn of 8 workers doing lookup+bind+call+close (per s),
 # and 10,000 idle bound connections (proxy RSS per connection). Paths are interleaved, ROUNDS
@@ -27,12 +29,12 @@
 #   churn again with this many threads)  IDLE_CONNS [10000]  IDLE_HOLD [3]
 #   BASE_PORT [21000]  SCRATCH_PATH [.build]  SKIP_BUILD [0]  RPCGATE_LOG_LEVEL [warning]
 #   SCENARIOS ["bulk1 bulk16 latency churn idle tls_bulk1 tls_latency"]  OUT [test-output/bench]
-#   PERF_DOC [docs/PERFORMANCE.md] ("" to skip writing it)
+#   PERF_DOC [docs/PERFORMANCE.md] ("" to skip writing it)  BASELINE [""] (nio: the fourth path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 COMMAND_LINE="bash Benchmarks/compare.sh${*:+ $*}"
-for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS; do
+for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS BASELINE; do
   if [ -n "${!var+x}" ]; then COMMAND_LINE="$var=${!var} $COMMAND_LINE"; fi
 done
 
@@ -47,6 +49,9 @@ SCRATCH_PATH=${SCRATCH_PATH:-.build}
 SKIP_BUILD=${SKIP_BUILD:-0}
 RPCGATE_LOG_LEVEL=${RPCGATE_LOG_LEVEL:-warning}
 SCENARIOS=${SCENARIOS:-bulk1 bulk16 latency churn idle tls_bulk1 tls_latency}
+# BASELINE=nio adds a fourth path: `rpcgate-bench splice`, a bare SwiftNIO forwarder (no parsing,
+# no policy), the floor of any NIO proxy, in the scenarios without TLS.
+BASELINE=${BASELINE-}
 OUT=${OUT:-$ROOT/test-output/bench}
 PERF_DOC=${PERF_DOC-$ROOT/docs/PERFORMANCE.md}
 
@@ -56,6 +61,7 @@ GATE_EPM=$((BASE_PORT + 235))
 GATE_PORTS_LOW=$((BASE_PORT + 240))
 GATE_PORTS_HIGH=$((BASE_PORT + 249))
 HAPROXY_HOST=127.0.0.2
+NIO_HOST=127.0.0.4
 # Edge + core over TLS.
 CORE_PORT=$((BASE_PORT + 300))
 HA_CORE_EPM=$((BASE_PORT + 310))
@@ -69,6 +75,10 @@ case " $SCENARIOS " in *" tls_"*) TLS_DIR=$OUT/tls ;; esac
 CLK_TCK=$(getconf CLK_TCK)
 
 mkdir -p "$OUT"
+# The client's own CPU (user + system), so a CPU-bound scenario can be read as a budget of the two
+# cores: client + server + proxy. GNU time, when installed; otherwise the rows are left out.
+TIMED=()
+if [ -x /usr/bin/time ]; then TIMED=(/usr/bin/time -f "%U %S" -o "$OUT/client.time"); fi
 RESULTS=$OUT/results.jsonl
 : > "$RESULTS"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -107,6 +117,7 @@ done
 SERVER_PID=""
 RPCGATE_PID=""
 HAPROXY_PID=""
+NIO_PID=""
 CLIENT_PID=""
 EDGE_PID=""
 CORE_PID=""
@@ -121,7 +132,7 @@ stop_pid() {  # stop one process we started, by PID; bounded wait
   wait "$pid" 2>/dev/null || true
 }
 cleanup() {
-  stop_pid "$CLIENT_PID"; stop_pid "$RPCGATE_PID"; stop_pid "$HAPROXY_PID"; stop_pid "$SERVER_PID"
+  stop_pid "$CLIENT_PID"; stop_pid "$RPCGATE_PID"; stop_pid "$HAPROXY_PID"; stop_pid "$NIO_PID"; stop_pid "$SERVER_PID"
   stop_tls_proxies
 }
 trap cleanup EXIT
@@ -143,6 +154,11 @@ wait_listen() {  # host port pid: until something listens, at most 20 s
 cpu_ticks() {  # pid...: utime+stime summed over the processes
   local pid total=0
   for pid in "$@"; do total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}'))); done
+  echo "$total"
+}
+sys_ticks() {  # pid...: stime (kernel) summed over the processes
+  local pid total=0
+  for pid in "$@"; do total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $13}'))); done
   echo "$total"
 }
 rss_kb() {  # pid...: VmRSS summed over the processes
@@ -371,11 +387,21 @@ EOF
   wait_listen "$HA_EDGE_HOST" "$SERVER_DATA" "$HA_EDGE_PID"
 }
 
+start_nio() {  # threads
+  "$BIN/rpcgate-bench" splice --listen "$NIO_HOST" --ports "$SERVER_EPM,$SERVER_DATA" --upstream 127.0.0.1 \
+    --threads "$1" >>"$OUT/nio.log" 2>&1 &
+  NIO_PID=$!
+  wait_listen "$NIO_HOST" "$SERVER_EPM" "$NIO_PID"
+  wait_listen "$NIO_HOST" "$SERVER_DATA" "$NIO_PID"
+}
+
 start_proxies() {  # threads
   stop_pid "$RPCGATE_PID"; RPCGATE_PID=""
   stop_pid "$HAPROXY_PID"; HAPROXY_PID=""
+  stop_pid "$NIO_PID"; NIO_PID=""
   start_rpcgate "$1"
   start_haproxy "$1"
+  if [ "$BASELINE" = nio ]; then start_nio "$1"; fi
 }
 
 epm_of() {  # path scenario
@@ -385,6 +411,7 @@ epm_of() {  # path scenario
     tls_*:haproxy) echo "$HA_EDGE_HOST:$SERVER_EPM" ;;
     *:rpcgate) echo "127.0.0.1:$GATE_EPM" ;;
     *:haproxy) echo "$HAPROXY_HOST:$SERVER_EPM" ;;
+    *:nio) echo "$NIO_HOST:$SERVER_EPM" ;;
   esac
 }
 pid_of() {  # path scenario: the path's proxy processes
@@ -394,27 +421,30 @@ pid_of() {  # path scenario: the path's proxy processes
     tls_*:haproxy) echo "$HA_EDGE_PID $HA_CORE_PID" ;;
     *:rpcgate) echo "$RPCGATE_PID" ;;
     *:haproxy) echo "$HAPROXY_PID" ;;
+    *:nio) echo "$NIO_PID" ;;
   esac
 }
-paths_for_round() {  # rotate the order each round
+paths_for_round() {  # round scenario: the paths, in an order rotated each round
   local all=(direct rpcgate haproxy) r=$1 i
-  for i in 0 1 2; do printf '%s ' "${all[$(((i + r) % 3))]}"; done
+  case $2 in tls_*) ;; *) if [ "$BASELINE" = nio ]; then all+=(nio); fi ;; esac
+  for i in "${!all[@]}"; do printf '%s ' "${all[$(((i + r) % ${#all[@]}))]}"; done
 }
 
 # One client run: appends its JSON line, annotated, to $RESULTS.
 run_one() {  # scenario threads round path -- client args...
   local scenario=$1 threads=$2 round=$3 path=$4; shift 5
-  local proxy_pid server_cpu0 proxy_cpu0=0 json status=0 rss0=0 rss1=0 srss0 srss1
+  local proxy_pid server_cpu0 proxy_cpu0=0 proxy_sys0=0 json status=0 rss0=0 rss1=0 srss0 srss1
   proxy_pid=$(pid_of "$path" "$scenario")
   server_cpu0=$(cpu_ticks "$SERVER_PID")
   srss0=$(rss_kb "$SERVER_PID")
-  if [ -n "$proxy_pid" ]; then proxy_cpu0=$(cpu_ticks $proxy_pid); rss0=$(rss_kb $proxy_pid); fi
+  if [ -n "$proxy_pid" ]; then proxy_cpu0=$(cpu_ticks $proxy_pid); proxy_sys0=$(sys_ticks $proxy_pid); rss0=$(rss_kb $proxy_pid); fi
+  rm -f "$OUT/client.time"
   local load0
   load0=$(cut -d' ' -f1 /proc/loadavg)
   if [ "$scenario" = idle ]; then
     local ready=$OUT/idle.ready
     rm -f "$ready"
-    timeout 300 "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" --ready-file "$ready" \
+    timeout 300 "${TIMED[@]}" "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" --ready-file "$ready" \
       >"$OUT/client.json" 2>>"$OUT/client.log" &
     CLIENT_PID=$!
     for _ in $(seq 1 1200); do [ -e "$ready" ] && break; kill -0 "$CLIENT_PID" 2>/dev/null || break; sleep 0.1; done
@@ -425,18 +455,22 @@ run_one() {  # scenario threads round path -- client args...
     CLIENT_PID=""
     json=$(cat "$OUT/client.json")
   else
-    json=$(timeout 300 "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" 2>>"$OUT/client.log") || status=$?
+    json=$(timeout 300 "${TIMED[@]}" "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" 2>>"$OUT/client.log") || status=$?
     srss1=$(rss_kb "$SERVER_PID")
     if [ -n "$proxy_pid" ]; then rss1=$(rss_kb $proxy_pid); fi
   fi
-  local proxy_cpu=0
-  if [ -n "$proxy_pid" ]; then proxy_cpu=$(( $(cpu_ticks $proxy_pid) - proxy_cpu0 )); fi
+  local proxy_cpu=0 proxy_sys=0 client_cpu=-1
+  if [ -n "$proxy_pid" ]; then
+    proxy_cpu=$(( $(cpu_ticks $proxy_pid) - proxy_cpu0 ))
+    proxy_sys=$(( $(sys_ticks $proxy_pid) - proxy_sys0 ))
+  fi
+  if [ -s "$OUT/client.time" ]; then client_cpu=$(awk '{printf "%.2f", $1 + $2}' "$OUT/client.time"); fi
   local server_cpu=$(( $(cpu_ticks "$SERVER_PID") - server_cpu0 ))
   [ -n "$json" ] || json='{"errors":1,"first_error":"client printed nothing"}'
   python3 - "$json" "$scenario" "$threads" "$round" "$path" "$proxy_cpu" "$server_cpu" "$CLK_TCK" \
-    "$rss0" "$rss1" "$srss0" "$srss1" "$status" "$load0" >>"$RESULTS" <<'PY'
+    "$rss0" "$rss1" "$srss0" "$srss1" "$status" "$load0" "$proxy_sys" "$client_cpu" >>"$RESULTS" <<'PY'
 import json, sys
-(d, scenario, threads, rnd, path, pcpu, scpu, tck, rss0, rss1, srss0, srss1, status, load0) = sys.argv[1:]
+(d, scenario, threads, rnd, path, pcpu, scpu, tck, rss0, rss1, srss0, srss1, status, load0, psys, ccpu) = sys.argv[1:]
 try:
     r = json.loads(d)
 except ValueError:
@@ -445,7 +479,9 @@ r.update(scenario=scenario, threads=int(threads), round=int(rnd), path=path,
          proxy_cpu_s=int(pcpu) / int(tck), server_cpu_s=int(scpu) / int(tck),
          proxy_rss_before_kb=int(rss0), proxy_rss_after_kb=int(rss1),
          server_rss_before_kb=int(srss0 or 0), server_rss_after_kb=int(srss1 or 0),
-         exit_status=int(status), load1=float(load0))
+         exit_status=int(status), load1=float(load0), proxy_sys_s=int(psys) / int(tck))
+if float(ccpu) >= 0:
+    r.update(client_cpu_s=float(ccpu))
 print(json.dumps(r))
 PY
   log "$(tail -1 "$RESULTS" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["scenario"], "T%d" % r["threads"], "round", r["round"], r["path"], {k: r.get(k) for k in ("mb_per_s","p50_us","p99_us","sequences_per_s","established","held","errors") if k in r}, "proxy cpu %.2fs" % r["proxy_cpu_s"])')"
@@ -468,7 +504,7 @@ run_scenario() {  # scenario threads
   log "scenario $scenario, proxies with $threads thread(s)"
   for round in $(seq 1 "$ROUNDS"); do
     if [ "$scenario" = idle ]; then start_proxies "$threads"; fi   # clean RSS baseline
-    for path in $(paths_for_round "$round"); do
+    for path in $(paths_for_round "$round" "$scenario"); do
       if [ "$scenario" = idle ]; then stop_pid "$SERVER_PID"; start_server; fi   # and for the server
       # shellcheck disable=SC2046
       run_one "$scenario" "$threads" "$round" "$path" -- $(scenario_args "$scenario")
@@ -480,7 +516,7 @@ run_scenario() {  # scenario threads
 start_server
 start_proxies "$THREADS"
 if [ -n "$TLS_DIR" ]; then start_tls_proxies "$THREADS"; fi
-log "server pid $SERVER_PID, rpcgate pid $RPCGATE_PID, haproxy pid $HAPROXY_PID; load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "server pid $SERVER_PID, rpcgate pid $RPCGATE_PID, haproxy pid $HAPROXY_PID${NIO_PID:+, nio pid $NIO_PID}; load $(cut -d' ' -f1-3 /proc/loadavg)"
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for scenario in $SCENARIOS; do run_scenario "$scenario" "$THREADS"; done
 if [ -n "$EXTRA_THREADS" ] && [ "$EXTRA_THREADS" != "$THREADS" ]; then
@@ -508,6 +544,10 @@ import json, statistics, sys, os, datetime
 results_path, doc_path, command, machine, threads, extra, idle_n, duration, rounds, load_before, load_after = sys.argv[1:]
 rows = [json.loads(l) for l in open(results_path) if l.strip()]
 PATHS = ["direct", "rpcgate", "haproxy"]
+# BASELINE=nio: the bare SwiftNIO forwarder as a fourth column, and rpcgate/nio.
+NIO = any(r["path"] == "nio" for r in rows)
+if NIO:
+    PATHS.append("nio")
 
 def values(scenario, t, path, fn):
     out = []
@@ -545,11 +585,19 @@ def gb(r):  # stub bytes forwarded, both directions
 def cpu_per_gb(r):
     return r["proxy_cpu_s"] / gb(r) if r["path"] != "direct" and gb(r) > 0 else None
 
+def per_seq(r, cpu_s):
+    n = r.get("sequences") or 0
+    return cpu_s * 1e6 / n if cpu_s is not None and n > 0 else None
+
 def ok(r):
     return r.get("errors", 1) == 0 and r.get("exit_status", 1) == 0
 
-table = ["| Scenario | Metric | direct | rpcgate | haproxy | rpcgate/haproxy | rpcgate/direct |",
-         "|---|---|---|---|---|---|---|"]
+if NIO:
+    table = ["| Scenario | Metric | direct | rpcgate | haproxy | bare NIO | rpcgate/haproxy | rpcgate/direct | rpcgate/NIO |",
+             "|---|---|---|---|---|---|---|---|---|"]
+else:
+    table = ["| Scenario | Metric | direct | rpcgate | haproxy | rpcgate/haproxy | rpcgate/direct |",
+             "|---|---|---|---|---|---|---|"]
 problems = []
 for r in rows:
     if not ok(r) and r["scenario"] != "churn":
@@ -562,13 +610,20 @@ def line(label, metric, scenario, t, fn, digits=0, ratio_paths=True, direct=True
     if not any(vs.values()):
         return
     m = {p: med(vs[p]) for p in PATHS}
-    table.append("| " + " | ".join([
+    cells = [
         label, metric,
         cell(vs["direct"], digits) if direct else "–",
         cell(vs["rpcgate"], digits), cell(vs["haproxy"], digits),
+    ]
+    if NIO:
+        cells.append(cell(vs["nio"], digits))
+    cells += [
         ratio(m["rpcgate"], m["haproxy"]) if ratio_paths else "–",
         ratio(m["rpcgate"], m["direct"]) if (ratio_paths and direct) else "–",
-    ]) + " |")
+    ]
+    if NIO:
+        cells.append(ratio(m["rpcgate"], m["nio"]) if ratio_paths else "–")
+    table.append("| " + " | ".join(cells) + " |")
 
 def latency_lines(label, scenario, t):
     line(label, "p50 µs", scenario, t, lambda r: r.get("p50_us"), 0)
@@ -578,7 +633,10 @@ def latency_lines(label, scenario, t):
     if dm is not None:
         am = {p: med(values(scenario, t, p, lambda r: r.get("p50_us"))) for p in PATHS}
         add = {p: (am[p] - dm if am[p] is not None else None) for p in PATHS}
-        table.append(f"| {label} | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {ratio(add['rpcgate'], add['haproxy'])} | – |")
+        if NIO:
+            table.append(f"| {label} | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {fmt(add['nio'])} | {ratio(add['rpcgate'], add['haproxy'])} | – | {ratio(add['rpcgate'], add['nio'])} |")
+        else:
+            table.append(f"| {label} | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {ratio(add['rpcgate'], add['haproxy'])} | – |")
 
 thread_sets = [int(threads)] + ([int(extra)] if extra and extra != threads else [])
 for t in thread_sets:
@@ -589,12 +647,22 @@ for t in thread_sets:
     line(f"bulk 64 KiB, 16 conns ({tl})", "proxy CPU-s per GB", "bulk16", t, cpu_per_gb, 2, direct=False)
     latency_lines(f"latency 100 B ({tl})", "latency", t)
     line(f"churn, 8 workers ({tl})", "sequences/s (lookup+bind+call+close)", "churn", t, lambda r: r.get("sequences_per_s"), 0)
+    # CPU per sequence: churn saturates both cores, so sequences/s is 2 cores over the sum of
+    # these (client + server + proxy); the proxy's kernel part is its sockets' work.
+    line(f"churn, 8 workers ({tl})", "proxy CPU µs per sequence (user+sys)", "churn", t,
+         lambda r: per_seq(r, r["proxy_cpu_s"]) if r["path"] != "direct" else None, 0, direct=False)
+    line(f"churn, 8 workers ({tl})", "of which kernel (sys) µs", "churn", t,
+         lambda r: per_seq(r, r.get("proxy_sys_s")) if r["path"] != "direct" else None, 0, direct=False)
+    line(f"churn, 8 workers ({tl})", "client + server CPU µs per sequence", "churn", t,
+         lambda r: per_seq(r, r["server_cpu_s"] + r["client_cpu_s"]) if "client_cpu_s" in r else None, 0, ratio_paths=False)
     line(f"idle {int(idle_n):,} conns ({tl})", "held / requested", "idle", t, lambda r: r.get("held"), 0)
     line(f"idle {int(idle_n):,} conns ({tl})", "proxy RSS kB per conn", "idle", t,
          lambda r: (r["proxy_rss_after_kb"] - r["proxy_rss_before_kb"]) / max(1, r.get("held", 0) or 1) if r["path"] != "direct" else None, 2, direct=False)
     line(f"idle {int(idle_n):,} conns ({tl})", "server RSS kB per conn (reference)", "idle", t,
          lambda r: (r["server_rss_after_kb"] - r["server_rss_before_kb"]) / max(1, r.get("held", 0) or 1), 2, ratio_paths=False)
     line(f"idle {int(idle_n):,} conns ({tl})", "time to open and bind all (s)", "idle", t, lambda r: r.get("open_s"), 1)
+    line(f"idle {int(idle_n):,} conns ({tl})", "proxy CPU µs per connection (open, bind, hold)", "idle", t,
+         lambda r: r["proxy_cpu_s"] * 1e6 / r["held"] if r["path"] != "direct" and r.get("held") else None, 0, direct=False)
     line(f"edge+core mTLS, bulk 64 KiB, 1 conn ({tl})", "MB/s each way", "tls_bulk1", t, lambda r: r.get("mb_per_s"), 0)
     line(f"edge+core mTLS, bulk 64 KiB, 1 conn ({tl})", "CPU-s per GB, both proxies", "tls_bulk1", t, cpu_per_gb, 2, direct=False)
     latency_lines(f"edge+core mTLS, latency 100 B ({tl})", "tls_latency", t)
@@ -611,8 +679,8 @@ if problems:
 # (cpu, rss, time, latency).
 def summary_ratios():
     out = []
-    def add(name, scenario, t, fn, base="haproxy"):
-        a = med(values(scenario, t, "rpcgate", fn))
+    def add(name, scenario, t, fn, base="haproxy", path="rpcgate"):
+        a = med(values(scenario, t, path, fn))
         b = med(values(scenario, t, base, fn))
         if a is not None and b not in (None, 0):
             out.append((name, a / b))
@@ -644,6 +712,21 @@ def summary_ratios():
         add("tls_bulk1" + sfx, "tls_bulk1", t, mbs)
         add("tls_bulk1_cpu" + sfx, "tls_bulk1", t, cpu_per_gb)
         add_latency("tls_added_p50" + sfx, "tls_latency", t)
+        if NIO:
+            # The floor: the bare NIO forwarder against haproxy (nio_*), and rpcgate against it (*_vs_nio).
+            seqs = lambda r: r.get("sequences_per_s")
+            add("nio_churn" + sfx, "churn", t, seqs, path="nio")
+            add("churn_vs_nio" + sfx, "churn", t, seqs, base="nio")
+            add("nio_idle_rss" + sfx, "idle", t, idle_rss, path="nio")
+            add("idle_rss_vs_nio" + sfx, "idle", t, idle_rss, base="nio")
+            add("nio_idle_bind_time" + sfx, "idle", t, lambda r: r.get("open_s"), path="nio")
+            d = med(values("latency", t, "direct", lambda r: r.get("p50_us")))
+            n = med(values("latency", t, "nio", lambda r: r.get("p50_us")))
+            h = med(values("latency", t, "haproxy", lambda r: r.get("p50_us")))
+            if None not in (d, n, h) and h - d != 0:
+                out.append(("nio_added_p50" + sfx, (n - d) / (h - d)))
+            add("nio_bulk1" + sfx, "bulk1", t, mbs, path="nio")
+            add("nio_bulk16" + sfx, "bulk16", t, mbs, path="nio")
     return out
 
 ratio_line = "ratios: " + " ".join(f"{k}={v:.2f}" for k, v in summary_ratios())

@@ -12,7 +12,7 @@ struct RPCGateBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rpcgate-bench",
         abstract: "DCE/RPC benchmark server and client for RPCGate.",
-        subcommands: [Server.self, Client.self]
+        subcommands: [Server.self, Client.self, Splice.self]
     )
 }
 
