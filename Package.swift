@@ -9,7 +9,10 @@ let fuzzing = Context.environment["RPCGATE_FUZZ"] != nil
 // The per-PDU modules (codec and runtime) are built without Swift's dynamic exclusivity checks in
 // release builds: the callgrind profiles put those checks at about a tenth of the gateway's own
 // instructions per forwarded PDU (docs/PERFORMANCE.md, "Compiler settings"). Debug builds, and so
-// every unit test, keep them. RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them in release too.
+// every unit test, keep them. RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them in release too. The shipped
+// build (README's build steps, deploy/Dockerfile, scripts/build-deb.sh, Benchmarks/) also passes
+// `-Xswiftc -enforce-exclusivity=unchecked`, which reaches SwiftNIO's modules, where most of the
+// remaining checks are; a manifest cannot set flags for its dependencies.
 let hotPathSettings: [SwiftSetting] =
     Context.environment["RPCGATE_EXCLUSIVITY_CHECKS"] != nil
     ? [] : [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]

@@ -103,10 +103,15 @@ fi
 HAPROXY_MAXCONN=$((IDLE_CONNS + 50))
 log "RLIMIT_NOFILE $NOFILE; idle connections $IDLE_CONNS; haproxy maxconn $HAPROXY_MAXCONN"
 
+# The shipped build's flags (README, deploy/Dockerfile, scripts/build-deb.sh): Swift's dynamic
+# exclusivity checks off in every module, SwiftNIO's included (docs/PERFORMANCE.md: the trade-off
+# and what it saves); RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them.
+RELEASE_FLAGS=(-Xswiftc -enforce-exclusivity=unchecked)
+if [ -n "${RPCGATE_EXCLUSIVITY_CHECKS:-}" ]; then RELEASE_FLAGS=(); fi
 if [ "$SKIP_BUILD" != 1 ]; then
   log "building release rpcgate and rpcgate-bench (scratch path $SCRATCH_PATH)"
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate-bench >>"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  swift build -c release "${RELEASE_FLAGS[@]}" --scratch-path "$SCRATCH_PATH" --product rpcgate >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+  swift build -c release "${RELEASE_FLAGS[@]}" --scratch-path "$SCRATCH_PATH" --product rpcgate-bench >>"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
 BIN=$(swift build -c release --scratch-path "$SCRATCH_PATH" --show-bin-path)
 for exe in rpcgate rpcgate-bench; do

@@ -25,9 +25,14 @@ mkdir -p "$OUT"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 command -v valgrind >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+# The shipped build's flags (README, deploy/Dockerfile, scripts/build-deb.sh): Swift's dynamic
+# exclusivity checks off in every module, SwiftNIO's included (docs/PERFORMANCE.md: the trade-off
+# and what it saves); RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them.
+RELEASE_FLAGS=(-Xswiftc -enforce-exclusivity=unchecked)
+if [ -n "${RPCGATE_EXCLUSIVITY_CHECKS:-}" ]; then RELEASE_FLAGS=(); fi
 if [ "$SKIP_BUILD" != 1 ]; then
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate-callgrind-host >"$OUT/build.log" 2>&1
-  swift build -c release --scratch-path "$SCRATCH_PATH" --product rpcgate-bench >>"$OUT/build.log" 2>&1
+  swift build -c release "${RELEASE_FLAGS[@]}" --scratch-path "$SCRATCH_PATH" --product rpcgate-callgrind-host >"$OUT/build.log" 2>&1
+  swift build -c release "${RELEASE_FLAGS[@]}" --scratch-path "$SCRATCH_PATH" --product rpcgate-bench >>"$OUT/build.log" 2>&1
 fi
 BIN=$(swift build -c release --scratch-path "$SCRATCH_PATH" --show-bin-path)
 

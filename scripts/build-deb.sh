@@ -39,7 +39,10 @@ fi
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 # 1. the release binary (full RELRO: -z now, as lintian's hardening check expects)
+# Swift's dynamic exclusivity checks off in every module, SwiftNIO's included, as in the README's
+# build steps (docs/PERFORMANCE.md: the trade-off); RPCGATE_EXCLUSIVITY_CHECKS=1 keeps them.
 RELEASE=(-c release --static-swift-stdlib --product rpcgate --scratch-path "$SCRATCH" -Xlinker -z -Xlinker now)
+[[ -n ${RPCGATE_EXCLUSIVITY_CHECKS:-} ]] || RELEASE+=(-Xswiftc -enforce-exclusivity=unchecked)
 log "swift build ${RELEASE[*]}"
 start=$(date +%s)
 if ! swift build "${RELEASE[@]}" >"$OUT/build.log" 2>&1; then
