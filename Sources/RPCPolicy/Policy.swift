@@ -214,13 +214,21 @@ public struct Policy: Hashable, Sendable {
     }
 
     /// First matching rule wins; the default applies when none matches.
+    ///
+    /// Walks the rules in place: `for rule in rules` copies each rule (its six arrays and origin
+    /// retained, then released), which the callgrind profile of small calls put at about 550
+    /// instructions per rule per request; read through the buffer, a rule that does not match
+    /// costs only its checks.
     public func evaluate(_ query: PolicyQuery) -> PolicyDecision {
-        for rule in self.rules {
-            if let action = Self.action(of: rule, for: query) {
-                return PolicyDecision(action: action, origin: rule.origin)
+        let matched = self.rules.withUnsafeBufferPointer { rules -> PolicyDecision? in
+            for index in rules.indices {
+                if let action = Self.action(of: rules[index], for: query) {
+                    return PolicyDecision(action: action, origin: rules[index].origin)
+                }
             }
+            return nil
         }
-        return PolicyDecision(action: self.defaultAction, origin: nil)
+        return matched ?? PolicyDecision(action: self.defaultAction, origin: nil)
     }
 
     /// The decision with the rule that made it, for `rpcgate explain`. Same result as

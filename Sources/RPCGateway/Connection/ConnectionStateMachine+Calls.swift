@@ -201,9 +201,9 @@ extension ConnectionStateMachine {
         }
         // Results are positional: result i answers context element i (C706 12.6.4.4).
         for (context, result) in zip(offered, ack.results) where result.result == .acceptance {
-            self.session.acceptedContexts[context.contextID] = AcceptedContext(
-                interface: context.abstractSyntax,
-                transferSyntax: result.transferSyntax
+            self.session.acceptedContexts.set(
+                AcceptedContext(interface: context.abstractSyntax, transferSyntax: result.transferSyntax),
+                for: context.contextID
             )
             self.isBound = true
         }

@@ -42,12 +42,12 @@ extension ConnectionStateMachine {
 
     /// What the connection has agreed with the server: contexts, security, calls in flight.
     struct Session: Hashable, Sendable {
-        var acceptedContexts: [UInt16: AcceptedContext] = [:]
+        var acceptedContexts = InlineFirstDictionary<UInt16, AcceptedContext>()
         /// Contexts offered in a forwarded bind/alter_context, by call id, until the server answers.
         var offeredContexts: [UInt32: [PresentationContext]] = [:]
         /// The one fragmented request in progress (FIRST_FRAG seen, LAST_FRAG not yet), if any.
         var incomingCall: IncomingCall?
         /// Requests forwarded whose response (or fault) has not completed yet.
-        var callsInFlight: Set<UInt32> = []
+        var callsInFlight = InlineFirstSet<UInt32>()
     }
 }

@@ -237,7 +237,7 @@ public struct ConnectionStateMachine: Sendable {
     /// removed).
     public var acceptedInterfaces: [SyntaxID] {
         var seen: Set<SyntaxID> = []
-        return self.session.acceptedContexts.sorted { $0.key < $1.key }.compactMap { entry in
+        return self.session.acceptedContexts.sortedByKey().compactMap { entry in
             seen.insert(entry.value.interface).inserted ? entry.value.interface : nil
         }
     }
