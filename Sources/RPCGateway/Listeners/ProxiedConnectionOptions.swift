@@ -39,9 +39,9 @@ extension ClientBootstrap {
     /// The outbound side of a proxied connection (to the server, or to a core gateway), with
     /// ``ProxiedChannelOptions``. A caller that sets its own `channelInitializer` applies them there.
     /// (NIO's client bootstrap sets TCP_NODELAY by default, as one bootstrap option.)
-    static func proxiedConnection(on eventLoop: any EventLoop, timeouts: Timeouts) -> ClientBootstrap {
+    static func proxiedConnection(on eventLoop: any EventLoop, connectTimeout: TimeAmount) -> ClientBootstrap {
         ClientBootstrap(group: eventLoop)
-            .connectTimeout(TimeAmount(timeouts.connectDuration))
+            .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 do {
                     try ProxiedChannelOptions.apply(to: channel)

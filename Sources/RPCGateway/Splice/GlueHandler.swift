@@ -90,7 +90,7 @@ final class GlueHandler: ChannelDuplexHandler {
         self.input.append(Self.unwrapInboundIn(data))
         self.deliverPDUs()
         if !self.connection.isClosing, !self.connection.acceptsPDUs(from: self.side),
-            self.input.bufferedBytes > Self.maximumHeldFragments * self.input.limits.maximumFragmentLength
+            self.input.bufferedBytes > Self.maximumHeldFragments * self.input.maximumFragmentLength
         {
             self.connection.close(.protocolError)
         }

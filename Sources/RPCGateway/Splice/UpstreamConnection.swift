@@ -14,11 +14,14 @@ struct PeerRuntime: Sendable {
 enum UpstreamConnection {
     /// A TCP connection to the server itself.
     static func direct(timeouts: Timeouts) -> UpstreamConnector {
-        { server, _, eventLoop in
+        // The closure is held by every connection for its lifetime: it captures the one timeout
+        // it needs (8 bytes), not the whole ``Timeouts``.
+        let connectTimeout = TimeAmount(timeouts.connectDuration)
+        return { server, _, eventLoop in
             guard let address = try? server.socketAddress() else {
                 return eventLoop.makeFailedFuture(GatewayStartError(description: "no socket address for \(server)"))
             }
-            return ClientBootstrap.proxiedConnection(on: eventLoop, timeouts: timeouts).connect(to: address)
+            return ClientBootstrap.proxiedConnection(on: eventLoop, connectTimeout: connectTimeout).connect(to: address)
         }
     }
 
@@ -35,13 +38,14 @@ enum UpstreamConnection {
         tlsMetrics: TLSMetrics,
         logger: Logger
     ) -> UpstreamConnector {
-        { server, role, eventLoop in
+        let connectTimeout = TimeAmount(timeouts.connectDuration)
+        return { server, role, eventLoop in
             guard let peer else {
                 return eventLoop.makeFailedFuture(GatewayStartError(description: "unknown peer \(name)"))
             }
             let target = RPCGateTarget(kind: role == .endpointMapper ? .endpointMapper : .mapped, server: server)
             let header = EdgeTunnel.header(client: client, gateway: gateway, target: target)
-            return ClientBootstrap.proxiedConnection(on: eventLoop, timeouts: timeouts)
+            return ClientBootstrap.proxiedConnection(on: eventLoop, connectTimeout: connectTimeout)
                 .channelInitializer { channel in
                     do {
                         try ProxiedChannelOptions.apply(to: channel)

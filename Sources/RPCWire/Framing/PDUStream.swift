@@ -13,11 +13,13 @@ public import NIOCore
 /// bytes of a partial PDU are moved to the front at most once per PDU taken, so a client that
 /// sends one byte per read costs linear, not quadratic, copying.
 public struct PDUStream: Sendable {
-    public let limits: WireLimits
+    /// The one limit framing checks (``WireLimits/maximumFragmentLength``): kept alone, not the
+    /// whole ``WireLimits``, because every proxied connection holds two streams for its lifetime.
+    public let maximumFragmentLength: Int
     private var pending: ByteBuffer?
 
     public init(limits: WireLimits = WireLimits()) {
-        self.limits = limits
+        self.maximumFragmentLength = limits.maximumFragmentLength
     }
 
     /// Bytes received and not yet taken as a PDU.
@@ -44,7 +46,7 @@ public struct PDUStream: Sendable {
         guard var pending = self.pending else { return nil }
         self.pending = nil
         defer { self.pending = pending.readableBytes > 0 ? pending : nil }
-        return try pending.readRawPDU(limits: self.limits)
+        return try pending.readRawPDU(maximumFragmentLength: self.maximumFragmentLength)
     }
 
     /// Takes every byte not yet framed (for a handler that leaves the pipeline and passes them on).

@@ -21,7 +21,12 @@ extension ByteBuffer {
     /// Returns `nil` (reader index unchanged) until `frag_length` bytes are readable; throws
     /// ``RPCWireError`` as soon as the header shows the stream can never be valid.
     public mutating func readRawPDU(limits: WireLimits) throws -> RawPDU? {
-        guard let header = try self.peekPDUHeader(limits: limits),
+        try self.readRawPDU(maximumFragmentLength: limits.maximumFragmentLength)
+    }
+
+    /// ``readRawPDU(limits:)`` with the one limit framing checks.
+    public mutating func readRawPDU(maximumFragmentLength: Int) throws -> RawPDU? {
+        guard let header = try self.peekPDUHeader(maximumFragmentLength: maximumFragmentLength),
             let bytes = self.readSlice(length: Int(header.fragmentLength))
         else { return nil }
         return RawPDU(header: header, bytes: bytes)

@@ -43,6 +43,12 @@ extension ByteBuffer {
     /// a valid PDU: wrong version, unknown data representation, a connectionless or unknown type,
     /// `frag_length` below 16 or above `limits`, or `auth_length` that does not fit.
     public func peekPDUHeader(limits: WireLimits) throws -> PDUHeader? {
+        try self.peekPDUHeader(maximumFragmentLength: limits.maximumFragmentLength)
+    }
+
+    /// ``peekPDUHeader(limits:)`` with the one limit a header is checked against, for framing
+    /// that keeps only that limit per connection direction (``PDUStream``).
+    public func peekPDUHeader(maximumFragmentLength: Int) throws -> PDUHeader? {
         let start = self.readerIndex
         guard self.readableBytes >= WireLimits.commonHeaderLength,
             let (version, minor, ptype, flags) = self.getMultipleIntegers(
@@ -73,10 +79,10 @@ extension ByteBuffer {
         guard Int(fragmentLength) >= WireLimits.commonHeaderLength else {
             throw RPCWireError(.fragmentTooShort, "frag_length \(fragmentLength)")
         }
-        guard Int(fragmentLength) <= limits.maximumFragmentLength else {
+        guard Int(fragmentLength) <= maximumFragmentLength else {
             throw RPCWireError(
                 .fragmentTooLong,
-                "frag_length \(fragmentLength) > limit \(limits.maximumFragmentLength)"
+                "frag_length \(fragmentLength) > limit \(maximumFragmentLength)"
             )
         }
         if authLength > 0 {
