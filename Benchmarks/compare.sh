@@ -30,11 +30,12 @@
 #   BASE_PORT [21000]  SCRATCH_PATH [.build]  SKIP_BUILD [0]  RPCGATE_LOG_LEVEL [warning]
 #   SCENARIOS ["bulk1 bulk16 latency churn idle tls_bulk1 tls_latency"]  OUT [test-output/bench]
 #   PERF_DOC [docs/PERFORMANCE.md] ("" to skip writing it)  BASELINE [""] (nio: the fourth path)
+#   PIN_LATENCY [0] (1: latency runs with client and server on CPU 0, proxies on CPU 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 COMMAND_LINE="bash Benchmarks/compare.sh${*:+ $*}"
-for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS BASELINE; do
+for var in ROUNDS DURATION THREADS EXTRA_THREADS IDLE_CONNS IDLE_HOLD BASE_PORT SCRATCH_PATH SKIP_BUILD SCENARIOS BASELINE PIN_LATENCY; do
   if [ -n "${!var+x}" ]; then COMMAND_LINE="$var=${!var} $COMMAND_LINE"; fi
 done
 
@@ -52,6 +53,13 @@ SCENARIOS=${SCENARIOS:-bulk1 bulk16 latency churn idle tls_bulk1 tls_latency}
 # BASELINE=nio adds a fourth path: `rpcgate-bench splice`, a bare SwiftNIO forwarder (no parsing,
 # no policy), the floor of any NIO proxy, in the scenarios without TLS.
 BASELINE=${BASELINE-}
+# Latency on 2 shared cores is bimodal as the scheduler moves the three processes about (one run
+# saw p50s of 210-240 µs and 320-390 µs for the same path, every path): take ROUNDS=5 or more for
+# latency figures. PIN_LATENCY=1 pins the client and the server to CPU 0 and the proxies (every
+# thread) to CPU 1 in the latency scenarios; that removes the moves but makes every proxied
+# message cross CPUs (p50 about 260-300 µs for all proxies here) while the direct path stays on
+# one CPU, so "added p50" then measures cross-CPU wake-ups more than the proxy.
+PIN_LATENCY=${PIN_LATENCY:-0}
 OUT=${OUT:-$ROOT/test-output/bench}
 PERF_DOC=${PERF_DOC-$ROOT/docs/PERFORMANCE.md}
 
@@ -156,6 +164,10 @@ wait_listen() {  # host port pid: until something listens, at most 20 s
   echo "nothing listens on $1:$2 after 20 s"; return 1
 }
 
+pin() {  # cpus pid...: every thread of the processes
+  local cpus=$1 pid; shift
+  for pid in "$@"; do taskset -a -pc "$cpus" "$pid" >/dev/null 2>&1 || true; done
+}
 cpu_ticks() {  # pid...: utime+stime summed over the processes
   local pid total=0
   for pid in "$@"; do total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}'))); done
@@ -444,6 +456,16 @@ run_one() {  # scenario threads round path -- client args...
   srss0=$(rss_kb "$SERVER_PID")
   if [ -n "$proxy_pid" ]; then proxy_cpu0=$(cpu_ticks $proxy_pid); proxy_sys0=$(sys_ticks $proxy_pid); rss0=$(rss_kb $proxy_pid); fi
   rm -f "$OUT/client.time"
+  local pinned=()
+  case $scenario in
+    latency | tls_latency)
+      if [ "$PIN_LATENCY" = 1 ] && command -v taskset >/dev/null 2>&1; then
+        pinned=(taskset -c 0)
+        pin 0 "$SERVER_PID"
+        if [ -n "$proxy_pid" ]; then pin 1 $proxy_pid; fi
+      fi
+      ;;
+  esac
   local load0
   load0=$(cut -d' ' -f1 /proc/loadavg)
   if [ "$scenario" = idle ]; then
@@ -460,7 +482,8 @@ run_one() {  # scenario threads round path -- client args...
     CLIENT_PID=""
     json=$(cat "$OUT/client.json")
   else
-    json=$(timeout 300 "${TIMED[@]}" "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" 2>>"$OUT/client.log") || status=$?
+    json=$(timeout 300 "${TIMED[@]}" "${pinned[@]}" "$BIN/rpcgate-bench" client --epm "$(epm_of "$path" "$scenario")" "$@" 2>>"$OUT/client.log") || status=$?
+    if [ ${#pinned[@]} -gt 0 ]; then pin "0-$(($(nproc) - 1))" "$SERVER_PID" $proxy_pid; fi
     srss1=$(rss_kb "$SERVER_PID")
     if [ -n "$proxy_pid" ]; then rss1=$(rss_kb $proxy_pid); fi
   fi
