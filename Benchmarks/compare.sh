@@ -195,36 +195,8 @@ start_server() {
 # Inspection on (one opnum rule, so every request is checked against the policy), 20 rules, the
 # bench interface allowed by the last one.
 bench_policy() {
+  cat "$ROOT/Benchmarks/bench-policy.yaml"
   cat <<EOF
-policies:
-  bench:
-    default: deny
-    rules:
-      - action: deny
-        interfaces: [drsuapi]
-        opnums: [3]
-        except_sources: [10.0.0.11/32, 10.0.0.12/32]
-      - { action: audit, interfaces: [backupkey], sources: [10.0.0.0/8], min_auth_level: privacy }
-      - { action: allow, interfaces: [samr], sources: [10.0.0.0/8] }
-      - { action: allow, interfaces: [lsarpc], sources: [10.0.0.0/8] }
-      - { action: allow, interfaces: [netlogon], sources: [10.0.0.0/8] }
-      - { action: allow, interfaces: [dssetup], sources: [10.0.0.0/8] }
-      - { action: allow, interfaces: [drsuapi], sources: [10.0.0.0/8] }
-      - { action: allow, interfaces: [dnsserver], sources: [10.0.0.0/8] }
-      - { action: deny, interfaces: [srvsvc] }
-      - { action: deny, interfaces: [wkssvc] }
-      - { action: deny, interfaces: [winreg] }
-      - { action: deny, interfaces: [svcctl] }
-      - { action: deny, interfaces: [atsvc] }
-      - { action: deny, interfaces: [sasec] }
-      - { action: deny, interfaces: [taskscheduler] }
-      - { action: deny, interfaces: [spoolss] }
-      - { action: deny, interfaces: [par] }
-      - { action: deny, interfaces: [efsrpc, lsarpc-efs] }
-      - { action: deny, interfaces: [dfsnm, fsrvp] }
-      - action: allow
-        interfaces: ["a0b1c2d3-0000-4000-8000-00000000beef@1.0"]
-        sources: [127.0.0.0/8]
 limits:
   max_connections: 30000
   # One client address opens every connection here (haproxy has no such limits): lift the

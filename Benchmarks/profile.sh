@@ -9,6 +9,7 @@
 #
 # Environment: SCRATCH_PATH [.build] SKIP_BUILD [0] DURATION [10] STUB [65536] MODE [bulk]
 #   CONNECTIONS [1] BASE_PORT [21500] OUT [test-output/profile] TOP [40]
+#   POLICY [small] (2 rules, one with opnums; bench: compare.sh's 20 rules, Benchmarks/bench-policy.yaml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -21,6 +22,7 @@ CONNECTIONS=${CONNECTIONS:-1}
 BASE_PORT=${BASE_PORT:-21500}
 OUT=${OUT:-$ROOT/test-output/profile}
 TOP=${TOP:-40}
+POLICY=${POLICY:-small}
 mkdir -p "$OUT"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -54,7 +56,8 @@ wait_listen() {
   echo "nothing listens on $1:$2"; return 1
 }
 
-cat >"$OUT/rpcgate.yaml" <<EOF
+{
+  cat <<EOF
 routes:
   - name: bench
     listen: 127.0.0.1
@@ -63,6 +66,16 @@ routes:
     upstream_epm_port: $SERVER_EPM
     ports: $((BASE_PORT + 240))-$((BASE_PORT + 249))
     policy: bench
+limits:
+  # One client address opens every connection (MODE=churn): lift fair admission's per-source
+  # caps, which would otherwise refuse part of the load once the gateway is fast enough.
+  max_connections_per_source: 30000
+  new_connections_per_second_per_source: 1000000
+EOF
+  case $POLICY in
+    bench) cat "$ROOT/Benchmarks/bench-policy.yaml" ;;   # compare.sh's 20 rules
+    *)
+      cat <<EOF
 policies:
   bench:
     default: deny
@@ -70,12 +83,10 @@ policies:
       - { action: deny, interfaces: [drsuapi], opnums: [3] }
       - action: allow
         interfaces: ["a0b1c2d3-0000-4000-8000-00000000beef@1.0"]
-limits:
-  # One client address opens every connection (MODE=churn): lift fair admission's per-source
-  # caps, which would otherwise refuse part of the load once the gateway is fast enough.
-  max_connections_per_source: 30000
-  new_connections_per_second_per_source: 1000000
 EOF
+      ;;
+  esac
+} >"$OUT/rpcgate.yaml"
 
 "$BIN/rpcgate-bench" server --listen 127.0.0.1 --epm-port "$SERVER_EPM" --data-port "$SERVER_DATA" >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
