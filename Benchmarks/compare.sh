@@ -605,25 +605,25 @@ for r in rows:
     if r["scenario"] == "churn" and r.get("errors", 0) > 0:
         problems.append(f'churn T{r["threads"]} round {r["round"]} {r["path"]}: {r.get("errors")} failed sequences of {r.get("sequences")}: {r.get("first_error")}')
 
-def line(label, metric, scenario, t, fn, digits=0, ratio_paths=True, direct=True):
-    vs = {p: values(scenario, t, p, fn) for p in PATHS}
-    if not any(vs.values()):
-        return
-    m = {p: med(vs[p]) for p in PATHS}
-    cells = [
-        label, metric,
-        cell(vs["direct"], digits) if direct else "–",
-        cell(vs["rpcgate"], digits), cell(vs["haproxy"], digits),
-    ]
-    if NIO:
-        cells.append(cell(vs["nio"], digits))
+def row(label, metric, shown, m, ratio_paths=True, direct_ratio=True):
+    """One table row: each path's cell as shown, then the ratios of the medians `m`."""
+    cells = [label, metric] + [shown[p] for p in PATHS]
     cells += [
         ratio(m["rpcgate"], m["haproxy"]) if ratio_paths else "–",
-        ratio(m["rpcgate"], m["direct"]) if (ratio_paths and direct) else "–",
+        ratio(m["rpcgate"], m["direct"]) if (ratio_paths and direct_ratio) else "–",
     ]
     if NIO:
         cells.append(ratio(m["rpcgate"], m["nio"]) if ratio_paths else "–")
     table.append("| " + " | ".join(cells) + " |")
+
+def line(label, metric, scenario, t, fn, digits=0, ratio_paths=True, direct=True):
+    vs = {p: values(scenario, t, p, fn) for p in PATHS}
+    if not any(vs.values()):
+        return
+    shown = {p: cell(vs[p], digits) for p in PATHS}
+    if not direct:
+        shown["direct"] = "–"
+    row(label, metric, shown, {p: med(vs[p]) for p in PATHS}, ratio_paths, direct_ratio=direct)
 
 def latency_lines(label, scenario, t):
     line(label, "p50 µs", scenario, t, lambda r: r.get("p50_us"), 0)
@@ -633,10 +633,9 @@ def latency_lines(label, scenario, t):
     if dm is not None:
         am = {p: med(values(scenario, t, p, lambda r: r.get("p50_us"))) for p in PATHS}
         add = {p: (am[p] - dm if am[p] is not None else None) for p in PATHS}
-        if NIO:
-            table.append(f"| {label} | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {fmt(add['nio'])} | {ratio(add['rpcgate'], add['haproxy'])} | – | {ratio(add['rpcgate'], add['nio'])} |")
-        else:
-            table.append(f"| {label} | added p50 µs (vs direct) | 0 | {fmt(add['rpcgate'])} | {fmt(add['haproxy'])} | {ratio(add['rpcgate'], add['haproxy'])} | – |")
+        shown = {p: fmt(add[p]) for p in PATHS}
+        shown["direct"] = "0"
+        row(label, "added p50 µs (vs direct)", shown, add, direct_ratio=False)
 
 thread_sets = [int(threads)] + ([int(extra)] if extra and extra != threads else [])
 for t in thread_sets:
@@ -684,13 +683,13 @@ def summary_ratios():
         b = med(values(scenario, t, base, fn))
         if a is not None and b not in (None, 0):
             out.append((name, a / b))
-    def add_latency(name, scenario, t):
+    def add_latency(name, scenario, t, path="rpcgate", p50_ratio=True):
         d = med(values(scenario, t, "direct", lambda r: r.get("p50_us")))
-        a = med(values(scenario, t, "rpcgate", lambda r: r.get("p50_us")))
+        a = med(values(scenario, t, path, lambda r: r.get("p50_us")))
         h = med(values(scenario, t, "haproxy", lambda r: r.get("p50_us")))
         if None not in (d, a, h) and h - d != 0:
             out.append((name, (a - d) / (h - d)))
-        if a is not None and h:
+        if p50_ratio and a is not None and h:
             out.append((name.replace("added_", ""), a / h))  # the p50 ratio itself
     def idle_rss(r):
         if r["path"] == "direct":
@@ -720,11 +719,7 @@ def summary_ratios():
             add("nio_idle_rss" + sfx, "idle", t, idle_rss, path="nio")
             add("idle_rss_vs_nio" + sfx, "idle", t, idle_rss, base="nio")
             add("nio_idle_bind_time" + sfx, "idle", t, lambda r: r.get("open_s"), path="nio")
-            d = med(values("latency", t, "direct", lambda r: r.get("p50_us")))
-            n = med(values("latency", t, "nio", lambda r: r.get("p50_us")))
-            h = med(values("latency", t, "haproxy", lambda r: r.get("p50_us")))
-            if None not in (d, n, h) and h - d != 0:
-                out.append(("nio_added_p50" + sfx, (n - d) / (h - d)))
+            add_latency("nio_added_p50" + sfx, "latency", t, path="nio", p50_ratio=False)
             add("nio_bulk1" + sfx, "bulk1", t, mbs, path="nio")
             add("nio_bulk16" + sfx, "bulk16", t, mbs, path="nio")
     return out
