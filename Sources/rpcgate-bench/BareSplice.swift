@@ -34,9 +34,11 @@ struct Splice: AsyncParsableCommand {
         guard (1...64).contains(self.threads) else { throw ValidationError("--threads must be 1-64") }
     }
 
+    /// The ports of `--ports`; empty when any entry is not a port (none is dropped silently).
     private var parsedPorts: [Int] {
-        let ports = self.ports.split(separator: ",").compactMap { Int($0) }
-        return ports.allSatisfy({ (1...65535).contains($0) }) ? ports : []
+        let entries = self.ports.split(separator: ",", omittingEmptySubsequences: false)
+        let ports = entries.compactMap { Int($0) }.filter { (1...65535).contains($0) }
+        return ports.count == entries.count ? ports : []
     }
 
     func run() async throws {
